@@ -1,0 +1,140 @@
+"""The PruneNet policy learner and the row selectors.
+
+One policy is shared by all layers. Its parameters are ``W_inter`` (n×d) and ``W_proj``
+(1×n); for a state matrix W (n×d, one row per intermediate neuron) the keep-importance
+of row i is ``sigmoid(Σ_j (W W_interᵀ)_{ij} W_proj_j)`` (paper Eq. 3). Computing it as
+``W (W_interᵀ W_projᵀ)`` is the same function with O(nd) instead of O(n²d) work, so the
+policy is cheap even for LLaMA-7B-sized FFNs.
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+from .errors import PruneNetError
+
+SELECTORS = ("policy", "deterministic", "random")
+
+
+class PolicyNetwork(nn.Module):
+    """Row-importance scorer shared by all layers (paper Eq. 3).
+
+    ``bias=True`` adds the bias on ``W_inter`` that the authors' public code uses.
+    """
+
+    def __init__(self, n: int, d: int, bias: bool = False, generator: torch.Generator | None = None):
+        super().__init__()
+        self.n, self.d = n, d
+        bound_inter, bound_proj = 1 / math.sqrt(d), 1 / math.sqrt(n)  # nn.Linear's default init ranges
+        self.W_inter = nn.Parameter((torch.rand(n, d, generator=generator) * 2 - 1) * bound_inter)
+        self.W_proj = nn.Parameter((torch.rand(1, n, generator=generator) * 2 - 1) * bound_proj)
+        self.b_inter = nn.Parameter((torch.rand(n, generator=generator) * 2 - 1) * bound_inter) if bias else None
+
+    def logits(self, state: torch.Tensor) -> torch.Tensor:
+        """Pre-sigmoid importances of the n rows of ``state`` (n×d, or a batch (L, n, d) of layers)."""
+        if tuple(state.shape[-2:]) != (self.n, self.d):
+            raise PruneNetError(
+                f"policy was trained for {self.n}×{self.d} FFN matrices but the layer has {tuple(state.shape[-2:])}: "
+                f"train a policy for this model"
+            )
+        v = (self.W_proj @ self.W_inter).squeeze(0)  # (d,) = W_interᵀ W_projᵀ
+        out = state.to(v.dtype) @ v
+        if self.b_inter is not None:
+            out = out + self.W_proj.squeeze(0) @ self.b_inter
+        return out
+
+    def forward(self, state: torch.Tensor) -> torch.Tensor:
+        """Keep-importances W_imp ∈ (0, 1)^n."""
+        return torch.sigmoid(self.logits(state))
+
+
+def n_keep(n: int, ratio: float) -> int:
+    """Rows kept at pruning ratio ``ratio``: n − round(ratio·n) (1536 at 0.3 → 1075)."""
+    if not 0.0 <= ratio < 1.0:
+        raise PruneNetError(f"pruning ratio {ratio} is outside [0, 1): give e.g. 0.2 for 20 %")
+    keep = n - int(round(ratio * n))
+    if keep < 1:
+        raise PruneNetError(f"ratio {ratio} would remove all {n} rows: use a smaller ratio")
+    return keep
+
+
+def sample_rows(importance: torch.Tensor, k: int, generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Sample k distinct rows; return (sorted indices, log-probability of the sample).
+
+    Paper Eq. 4 / Algorithm 1: rows are drawn without replacement from the multinomial over
+    the normalised importances. The reparametrised form used here is the Gumbel-top-k trick:
+    ``argtopk(log p + Gumbel noise)`` is an exact draw of that multinomial sequence, and its
+    log-probability is the Plackett–Luce likelihood Σ_t [log p_{i_t} − log Σ_{j∉{i_<t}} p_j],
+    which REINFORCE differentiates.
+    """
+    log_p = torch.log(importance.clamp_min(1e-12))
+    u = torch.rand(log_p.shape, generator=generator, device="cpu").to(log_p.device)
+    gumbel = -torch.log(-torch.log(u.clamp(1e-20, 1 - 1e-7)))
+    order = torch.topk(log_p.detach() + gumbel, k).indices  # draw order
+    chosen = log_p[order]
+    # log Σ over rows not yet drawn at step t = logsumexp(all) minus the drawn prefix.
+    total = torch.logsumexp(log_p, 0)
+    prefix = torch.cat([chosen.new_full((1,), -math.inf), torch.logcumsumexp(chosen, 0)[:-1]])
+    remaining = total + torch.log1p(-torch.exp(prefix - total).clamp(max=1 - 1e-12))
+    log_prob = (chosen - remaining).sum()
+    return torch.sort(order).values, log_prob
+
+
+def select_rows(selector: str, n: int, k: int, importance: torch.Tensor | None = None,
+                generator: torch.Generator | None = None) -> torch.Tensor:
+    """Sorted indices of the k rows to keep, for one of the selectors.
+
+    ``policy``: a stochastic draw from the trained policy (PruneNet); ``deterministic``: the
+    top-k importances (ablation); ``random``: uniform rows, no policy (ablation).
+    """
+    if selector == "random":
+        return torch.sort(torch.randperm(n, generator=generator)[:k]).values
+    if importance is None:
+        raise PruneNetError(f"selector {selector!r} needs a trained policy: pass --policy")
+    if selector == "policy":
+        return sample_rows(importance, k, generator)[0]
+    if selector == "deterministic":
+        return torch.sort(torch.topk(importance, k).indices).values
+    raise PruneNetError(f"unknown selector {selector!r}: use one of {', '.join(SELECTORS)}")
+
+
+def save_policy(path, best: dict[str, torch.Tensor], last: dict[str, torch.Tensor], meta: dict) -> None:
+    """One safetensors file with the best and last policies; ``meta`` goes in its header (and a JSON twin)."""
+    import json
+
+    from safetensors.torch import save_file
+
+    from .artifacts import atomic_file, write_json
+
+    tensors = {f"best.{k}": v.detach().cpu().contiguous() for k, v in best.items()}
+    tensors |= {f"last.{k}": v.detach().cpu().contiguous() for k, v in last.items()}
+    with atomic_file(path) as tmp:
+        save_file(tensors, str(tmp), metadata={"prunenet": json.dumps(meta, default=float)})
+    write_json(str(path).removesuffix(".safetensors") + ".json", meta)
+
+
+def load_policy(path, which: str = "best") -> tuple[PolicyNetwork, dict]:
+    """Load a policy saved by :func:`save_policy` (``which`` = best | last)."""
+    import json
+    from pathlib import Path
+
+    from safetensors import safe_open
+
+    if which not in ("best", "last"):
+        raise PruneNetError(f"unknown policy checkpoint {which!r}: use best or last")
+    if not Path(path).is_file():
+        raise PruneNetError(f"policy file {path} not found: run `prunenet train` first")
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            meta = json.loads((f.metadata() or {})["prunenet"])
+            tensors = {k.split(".", 1)[1]: f.get_tensor(k) for k in f.keys() if k.startswith(which + ".")}
+        n, d = tensors["W_inter"].shape
+        policy = PolicyNetwork(n, d, bias="b_inter" in tensors)
+        policy.load_state_dict(tensors)
+    except PruneNetError:
+        raise
+    except Exception as exc:
+        raise PruneNetError(f"corrupt policy file {path} ({type(exc).__name__}): delete it and retrain") from exc
+    return policy.eval(), meta

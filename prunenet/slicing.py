@@ -1,0 +1,92 @@
+"""Physical FFN slicing: keep rows S of up/gate (+bias) and columns S of down.
+
+The sliced FFN computes exactly what the dense FFN computes with the dropped neurons
+masked to zero, because every FFN activation (ReLU, GELU, SiLU·gate) maps 0 pre-activations
+of a dropped neuron to a contribution that the down projection no longer reads.
+"""
+from __future__ import annotations
+
+from typing import Sequence
+
+import torch
+from torch import nn
+
+from .adapters import get_adapter
+from .errors import PruneNetError
+from .models import PER_LAYER_KEY
+from .policy import PolicyNetwork, n_keep, select_rows
+
+
+def layer_ratios(ratio: float | Sequence[float], num_layers: int) -> list[float]:
+    """One ratio for all layers, or a per-layer list (paper T7) checked for length."""
+    if isinstance(ratio, (int, float)):
+        return [float(ratio)] * num_layers
+    ratios = [float(r) for r in ratio]
+    if len(ratios) != num_layers:
+        raise PruneNetError(f"per-layer ratio list has {len(ratios)} entries but the model has {num_layers} layers")
+    return ratios
+
+
+@torch.no_grad()
+def plan_rows(model: nn.Module, selector: str, ratio: float | Sequence[float], policy: PolicyNetwork | None = None,
+              state: str = "up", seed: int = 0) -> list[torch.Tensor]:
+    """Rows to keep in every layer for a selector at a (uniform or per-layer) ratio.
+
+    A policy trained at one ratio is applied at any other ("you only prune once", T6):
+    its importances do not depend on the ratio; only k does.
+    """
+    adapter = get_adapter(model)
+    layers = adapter.decoder_layers(model)
+    ratios = layer_ratios(ratio, len(layers))
+    gen = torch.Generator().manual_seed(seed)
+    rows = []
+    for layer, r in zip(layers, ratios):
+        mat = adapter.state_matrix(layer, state).detach().float()
+        n = mat.shape[0]
+        importance = policy.to(mat.device)(mat) if policy is not None else None
+        rows.append(select_rows(selector, n, n_keep(n, r), importance, gen).to(mat.device))
+    return rows
+
+
+def _slice_linear(linear: nn.Linear, idx: torch.Tensor, dim: int) -> nn.Linear:
+    weight = linear.weight.index_select(dim, idx.to(linear.weight.device)).clone()
+    out_f, in_f = weight.shape
+    new = nn.Linear(in_f, out_f, bias=linear.bias is not None, device=weight.device, dtype=weight.dtype)
+    new.weight.data.copy_(weight)
+    if linear.bias is not None:
+        bias = linear.bias if dim == 1 else linear.bias.index_select(0, idx.to(linear.bias.device))
+        new.bias.data.copy_(bias)
+    return new
+
+
+@torch.no_grad()
+def prune_ffn(model: nn.Module, rows: list[torch.Tensor]) -> list[int]:
+    """Slice every layer's FFN to ``rows[l]`` in place; update the config; return the new sizes.
+
+    A uniform result sets the standard config key (plain ``from_pretrained`` loads it);
+    per-layer sizes are recorded under ``prunenet_intermediate_sizes`` for
+    :func:`prunenet.models.load_model`.
+    """
+    adapter = get_adapter(model)
+    layers = adapter.decoder_layers(model)
+    if len(rows) != len(layers):
+        raise PruneNetError(f"got row sets for {len(rows)} layers but the model has {len(layers)}")
+    sizes = []
+    for layer, idx in zip(layers, rows):
+        up, gate, down = adapter.ffn(layer)
+        idx = torch.as_tensor(idx, dtype=torch.long)
+        if idx.numel() == 0 or int(idx.max()) >= up.out_features or idx.unique().numel() != idx.numel():
+            raise PruneNetError(f"invalid row set for a layer with {up.out_features} neurons")
+        layer.set_submodule(adapter.up, _slice_linear(up, idx, 0))
+        if gate is not None:
+            layer.set_submodule(adapter.gate, _slice_linear(gate, idx, 0))
+        layer.set_submodule(adapter.down, _slice_linear(down, idx, 1))
+        sizes.append(int(idx.numel()))
+    if len(set(sizes)) == 1:
+        setattr(model.config, adapter.size_key, sizes[0])
+        if hasattr(model.config, PER_LAYER_KEY):
+            delattr(model.config, PER_LAYER_KEY)
+    else:
+        setattr(model.config, adapter.size_key, max(sizes))
+        setattr(model.config, PER_LAYER_KEY, sizes)
+    return sizes

@@ -1,0 +1,58 @@
+"""MLflow tracking: one experiment per model, one run per pipeline step.
+
+Default backend is a local sqlite file (MLflow 3 refuses a plain ./mlruns folder store);
+``MLFLOW_TRACKING_URI`` overrides it. ``PRUNENET_MLFLOW=0`` turns tracking off.
+"""
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+from pathlib import Path
+from typing import Any, Iterator
+
+DEFAULT_URI = "sqlite:///results/mlflow.db"
+
+
+def enabled() -> bool:
+    return os.environ.get("PRUNENET_MLFLOW", "1") not in ("0", "false", "no")
+
+
+class Run:
+    """Thin handle so callers log without caring whether tracking is on."""
+
+    def __init__(self, mlflow_module=None):
+        self._m = mlflow_module
+
+    def metric(self, key: str, value: float, step: int | None = None) -> None:
+        if self._m is not None and value is not None:
+            self._m.log_metric(key.replace("@", "_"), float(value), step=step)
+
+    def metrics(self, values: dict[str, Any], step: int | None = None) -> None:
+        for k, v in values.items():
+            if isinstance(v, (int, float)) and not isinstance(v, bool):
+                self.metric(k, v, step)
+
+    def artifact(self, path: str | os.PathLike) -> None:
+        if self._m is not None and Path(path).is_file():
+            self._m.log_artifact(str(path))
+
+
+@contextlib.contextmanager
+def run(experiment: str, name: str, params: dict[str, Any], tags: dict[str, str] | None = None) -> Iterator[Run]:
+    """Open an MLflow run (or a no-op) with flattened params and searchable tags."""
+    if not enabled():
+        yield Run()
+        return
+    import mlflow
+
+    logging.getLogger("alembic").setLevel(logging.WARNING)
+    uri = os.environ.get("MLFLOW_TRACKING_URI", DEFAULT_URI)
+    if uri.startswith("sqlite:///") and not uri.startswith("sqlite:////"):
+        Path(uri.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+    mlflow.set_tracking_uri(uri)
+    mlflow.set_experiment(experiment)
+    with mlflow.start_run(run_name=name, tags=tags or {}):
+        flat = {k: (",".join(map(str, v)) if isinstance(v, (list, tuple)) else v) for k, v in params.items() if v is not None}
+        mlflow.log_params({k: str(v)[:500] for k, v in flat.items()})
+        yield Run(mlflow)

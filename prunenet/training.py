@@ -1,0 +1,158 @@
+"""REINFORCE training of the policy (paper Algorithm 1), with no calibration data.
+
+An episode walks all decoder layers: the policy samples the rows to keep, the penalty
+D_l is the spectral distance between the layer's dense and pruned state matrix, and the
+policy is updated with the discounted future penalties G_l = Σ_{k≥0} γ^k D_{l+k}.
+``objective="official"`` reproduces the authors' public code instead: maximise the reward
+γ^l / D_l with no look-ahead.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Callable
+
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+from .adapters import get_adapter
+from .errors import PruneNetError
+from .penalties import PENALTIES, distance, spectra
+from .policy import PolicyNetwork, n_keep, sample_rows, select_rows
+
+OBJECTIVES = ("paper", "official")
+
+
+@dataclass
+class TrainConfig:
+    ratio: float = 0.3
+    episodes: int = 20
+    gamma: float = 0.99
+    lr: float = 5e-4
+    penalty: str = "ks"
+    state: str = "up"
+    objective: str = "paper"
+    baseline: bool = False  # subtract a running mean of G_l per layer (variance reduction; not in the paper)
+    spectrum: str = "svd"
+    seed: int = 0
+
+    def validate(self) -> None:
+        n_keep(1000, self.ratio)
+        if self.episodes < 1:
+            raise PruneNetError(f"episodes must be ≥ 1, got {self.episodes}")
+        if not 0.0 <= self.gamma <= 1.0:
+            raise PruneNetError(f"gamma must be in [0, 1], got {self.gamma}")
+        if self.penalty not in PENALTIES:
+            raise PruneNetError(f"unknown penalty {self.penalty!r}: use one of {', '.join(PENALTIES)}")
+        if self.objective not in OBJECTIVES:
+            raise PruneNetError(f"unknown objective {self.objective!r}: use one of {', '.join(OBJECTIVES)}")
+
+
+@dataclass
+class TrainResult:
+    best: dict[str, torch.Tensor]
+    last: dict[str, torch.Tensor]
+    history: list[float]  # mean penalty over layers, per episode
+    layer_penalties: list[list[float]]  # per episode, per layer
+    best_episode: int
+    seconds: float
+    config: dict = field(default_factory=dict)
+
+
+def collect_states(model: nn.Module, state: str = "up") -> torch.Tensor:
+    """Stack every layer's state matrix into an (L, n, d) float32 tensor (detached)."""
+    adapter = get_adapter(model)
+    mats = [adapter.state_matrix(layer, state).detach().float() for layer in adapter.decoder_layers(model)]
+    shapes = {tuple(m.shape) for m in mats}
+    if len(shapes) != 1:
+        raise PruneNetError(f"layers have different FFN shapes {sorted(shapes)}: train the policy on the dense model")
+    return torch.stack(mats)
+
+
+def discounted_future(penalties: torch.Tensor, gamma: float) -> torch.Tensor:
+    """G_l = Σ_{k≥0} γ^k D_{l+k} (penalties of this and all later layers)."""
+    out = torch.empty_like(penalties)
+    running = penalties.new_zeros(())
+    for l in range(penalties.shape[0] - 1, -1, -1):
+        running = penalties[l] + gamma * running
+        out[l] = running
+    return out
+
+
+def layer_penalties(states: torch.Tensor, rows: list[torch.Tensor], penalty: str = "ks", spectrum: str = "svd",
+                    dense_spectra: torch.Tensor | None = None) -> torch.Tensor:
+    """Penalty D_l of keeping ``rows[l]`` of each layer's state matrix, batched over layers."""
+    if dense_spectra is None:
+        dense_spectra = spectra(states, spectrum)
+    pruned = torch.stack([s[r] for s, r in zip(states, rows)])
+    return distance(penalty, dense_spectra, spectra(pruned, spectrum)).float()
+
+
+def train_policy(states: torch.Tensor, cfg: TrainConfig, progress: bool = True,
+                 on_episode: Callable[[int, float], None] | None = None) -> TrainResult:
+    """Train one shared policy on the stacked state matrices ``states`` (L, n, d)."""
+    cfg.validate()
+    L, n, d = states.shape
+    k = n_keep(n, cfg.ratio)
+    torch.manual_seed(cfg.seed)
+    gen = torch.Generator().manual_seed(cfg.seed)
+    policy = PolicyNetwork(n, d, bias=cfg.objective == "official", generator=gen).to(states.device)
+    opt = torch.optim.AdamW(policy.parameters(), lr=cfg.lr)
+    dense = spectra(states, cfg.spectrum)
+    discounts = cfg.gamma ** torch.arange(L, dtype=torch.float32, device=states.device)
+    baseline = torch.zeros(L, device=states.device)
+    history, per_layer = [], []
+    best_state, best_mean, best_ep = None, float("inf"), -1
+    t0 = time.perf_counter()
+    bar = tqdm(range(cfg.episodes), desc=f"policy r={cfg.ratio}", disable=not progress)
+    for ep in bar:
+        importance = policy(states)  # (L, n)
+        draws = [sample_rows(importance[l], k, gen) for l in range(L)]
+        log_probs = torch.stack([lp for _, lp in draws])
+        with torch.no_grad():
+            pen = layer_penalties(states, [r for r, _ in draws], cfg.penalty, cfg.spectrum, dense)
+        mean = float(pen.mean())
+        # The policy that produced this episode's samples is the one scored by it.
+        if mean < best_mean:
+            best_mean, best_ep = mean, ep
+            best_state = {k_: v.detach().clone() for k_, v in policy.state_dict().items()}
+        if cfg.objective == "paper":
+            returns = discounted_future(pen, cfg.gamma)
+            advantage = returns - baseline if cfg.baseline else returns
+            loss = (advantage.detach() * log_probs).sum()  # minimise expected future penalty
+            if cfg.baseline:
+                baseline = returns if ep == 0 else baseline + (returns - baseline) / (ep + 1)
+        else:
+            reward = discounts / pen.clamp_min(1e-6)
+            advantage = reward - baseline if cfg.baseline else reward
+            loss = -(advantage.detach() * log_probs).sum()  # maximise γ^l / D_l
+            if cfg.baseline:
+                baseline = reward if ep == 0 else baseline + (reward - baseline) / (ep + 1)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        history.append(mean)
+        per_layer.append(pen.tolist())
+        bar.set_postfix(penalty=f"{mean:.4f}")
+        if on_episode:
+            on_episode(ep, mean)
+    last_state = {k_: v.detach().clone() for k_, v in policy.state_dict().items()}
+    return TrainResult(best_state, last_state, history, per_layer, best_ep, time.perf_counter() - t0, asdict(cfg))
+
+
+@torch.no_grad()
+def mean_penalty(states: torch.Tensor, selector: str, ratio: float, policy: PolicyNetwork | None = None,
+                 samples: int = 20, penalty: str = "ks", spectrum: str = "svd", seed: int = 0) -> float:
+    """Mean over ``samples`` draws of the layer-averaged penalty of a selector (for comparisons)."""
+    L, n, _ = states.shape
+    k = n_keep(n, ratio)
+    gen = torch.Generator().manual_seed(seed)
+    dense = spectra(states, spectrum)
+    importance = policy(states) if policy is not None else [None] * L
+    draws = 1 if selector == "deterministic" else samples
+    total = 0.0
+    for _ in range(draws):
+        rows = [select_rows(selector, n, k, importance[l], gen) for l in range(L)]
+        total += float(layer_penalties(states, rows, penalty, spectrum, dense).mean())
+    return total / draws

@@ -1,0 +1,72 @@
+"""Shared fixtures: the embedded SmolLM2 (materialized once per run) and tiny random models.
+
+Tiny models use the SmolLM2 tokenizer so that lm-eval, perplexity and RFT code paths run
+with a real tokenizer; no test touches the network.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+import torch
+from transformers import AutoModelForCausalLM, LlamaConfig, OPTConfig, PhiConfig
+
+from prunenet.models import load_model, materialize
+
+ROOT = Path(__file__).resolve().parents[1]
+DATA_DIR = Path(os.environ.get("PRUNENET_DATA_DIR", ROOT.parent / "shared" / "data"))
+CACHE = Path(os.environ.get("PRUNENET_TEST_CACHE", Path.home() / ".cache" / "prunenet-tests"))
+
+
+@pytest.fixture(scope="session")
+def data_dir() -> Path:
+    if not DATA_DIR.is_dir():
+        pytest.fail(f"benchmark data not found at {DATA_DIR}: set PRUNENET_DATA_DIR")
+    return DATA_DIR
+
+
+@pytest.fixture(scope="session")
+def smollm2_dir() -> Path:
+    """The embedded SmolLM2-135M as a local safetensors checkpoint (dequantized once, then cached)."""
+    path = CACHE / "smollm2-135m"
+    if not (path / "config.json").is_file():
+        materialize("smollm2-135m", path)
+    return path
+
+
+@pytest.fixture(scope="session")
+def smollm2(smollm2_dir):
+    return load_model(str(smollm2_dir), dtype="float32")
+
+
+@pytest.fixture(scope="session")
+def tokenizer(smollm2):
+    return smollm2[1]
+
+
+def tiny_config(family: str, vocab_size: int):
+    """A 2-4 layer random config of each supported family (no download)."""
+    if family == "llama":
+        return LlamaConfig(vocab_size=vocab_size, hidden_size=64, intermediate_size=96, num_hidden_layers=3,
+                           num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=512,
+                           tie_word_embeddings=True)
+    if family == "opt":
+        return OPTConfig(vocab_size=vocab_size, hidden_size=64, ffn_dim=96, num_hidden_layers=3, num_attention_heads=4,
+                         word_embed_proj_dim=64, max_position_embeddings=512)
+    if family == "phi":
+        return PhiConfig(vocab_size=vocab_size, hidden_size=64, intermediate_size=96, num_hidden_layers=3,
+                         num_attention_heads=4, max_position_embeddings=512, partial_rotary_factor=0.5)
+    raise ValueError(family)
+
+
+@pytest.fixture
+def tiny_model(tokenizer):
+    """Factory: ``tiny_model("llama"|"opt"|"phi", seed=0)`` -> a small random CausalLM in float32, eval mode."""
+
+    def make(family: str, seed: int = 0):
+        torch.manual_seed(seed)
+        model = AutoModelForCausalLM.from_config(tiny_config(family, len(tokenizer)), dtype=torch.float32)
+        return model.eval()
+
+    return make

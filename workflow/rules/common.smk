@@ -1,0 +1,64 @@
+import json
+import re
+import shlex
+import sys
+from pathlib import Path
+
+from snakemake.exceptions import WorkflowError
+from snakemake.utils import min_version, validate
+
+min_version("9.0")
+
+validate(config, "../../config/schema.yaml")
+
+PY = config.get("python", sys.executable)  # the interpreter that runs snakemake has prunenet installed
+DATA_DIR = config.get("data_dir")
+if DATA_DIR and not Path(DATA_DIR).is_dir():
+    raise WorkflowError(f"data_dir {DATA_DIR!r} does not exist: point it at the benchmark data (e.g. ../shared/data) or set it to null to use the hub")
+DATA_ARG = f"--data-dir {shlex.quote(str(Path(DATA_DIR).resolve()))}" if DATA_DIR else ""
+
+
+def fmt(r):
+    """Ratios in paths: 0.25 -> '0.25', 0.3 -> '0.3'."""
+    return f"{float(r):g}"
+
+
+MODELS = list(config["models"])
+RATIOS = [fmt(r) for r in config["prune"]["ratios"]]
+METHODS = config["prune"]["methods"]
+POL = config["policy"]
+POLICY_ID = (
+    f"{POL['penalty']}-{POL['state']}-{POL['objective']}{'-bl' if POL['baseline'] else ''}"
+    f"-t{fmt(POL['train_ratio'])}-s{config['seed']}"
+)
+POLICY_RE = re.compile(r"(?P<penalty>ks|ad)-(?P<state>up|down|gate)-(?P<objective>paper|official)(?P<bl>-bl)?-t(?P<ratio>[0-9.]+)-s(?P<seed>[0-9]+)")
+EV = config["evaluate"]
+RFT = config.get("rft", {})
+
+wildcard_constraints:
+    model=r"[A-Za-z0-9._-]+",
+    method=r"dense|prunenet|deterministic|random|slicegpt",
+    ratio=r"[0-9]+(\.[0-9]+)?",
+    policy=re.sub(r"\(\?P<\w+>", "(?:", POLICY_RE.pattern),
+    dataset=r"wikitext2|ptb|alpaca",
+    samples=r"[0-9]+",
+
+
+def model_dir(model, method, ratio):
+    """Checkpoint of one (model, method, ratio); ratio 0 / method dense is the downloaded model."""
+    if method == "dense":
+        return f"resources/models/{model}"
+    return f"results/models/{model}/{method}/r{ratio}"
+
+
+def policy_file(model):
+    return f"results/policies/{model}/{POLICY_ID}.safetensors"
+
+
+def variants(model):
+    """(method, ratio) pairs of Table 2 for one model: dense first."""
+    return [("dense", "0")] + [(m, r) for m in METHODS for r in RATIOS]
+
+
+def eval_file(model, method, ratio):
+    return f"results/eval/{model}/{method}/r{ratio}.json"

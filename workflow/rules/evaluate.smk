@@ -1,0 +1,22 @@
+EVAL_ARGS = (
+    f"--tasks {' '.join(EV['tasks'])} --batch-size {EV['batch_size']} --num-fewshot {EV['num_fewshot']} "
+    f"--dtype {config.get('dtype', 'auto')} --device {config['device']} --seed {config['seed']} {DATA_ARG} "
+    + (f"--limit {EV['limit']} " if EV.get("limit") else "")
+    + f"--ppl-dataset '{EV['ppl_dataset']}' --ppl-seq-len {EV['ppl_seq_len']} "
+    + (f"--ppl-blocks {EV['ppl_blocks']}" if EV.get("ppl_blocks") else "")
+)
+
+
+rule evaluate:
+    """lm-eval zero-shot tasks (local copies with data_dir, hub tasks otherwise) + perplexity -> JSON."""
+    input:
+        lambda w: model_dir(w.model, w.method, w.ratio),
+    output:
+        "results/eval/{model}/{method}/r{ratio}.json",
+    log:
+        "results/logs/evaluate/{model}/{method}/r{ratio}.log",
+    benchmark:
+        "results/benchmarks/evaluate/{model}/{method}/r{ratio}.tsv"
+    shell:
+        "{PY} -m prunenet evaluate --model {input} --model-name {wildcards.model} --method {wildcards.method} "
+        "--out {output} {EVAL_ARGS} > {log} 2>&1"
