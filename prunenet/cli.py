@@ -81,10 +81,13 @@ def cmd_prune(args) -> None:
     from .models import load_model, save_checkpoint
     from .policy import load_policy
     from .slicing import plan_rows, prune_ffn
+    from .policy import check_ratio
     from .stats import model_stats
 
+    for r in args.ratio if isinstance(args.ratio, list) else [args.ratio]:
+        check_ratio(r)  # before any loading
     model, tok = load_model(args.model, device=args.device, dtype="float32")
-    dense = model_stats(model, seq_len=args.seq_len)
+    dense = model_stats(model, seq_len=args.flops_seq_len)
     policy, pmeta = (None, {})
     selector = {"prunenet": "policy"}.get(args.method, args.method)
     if selector != "random":
@@ -95,7 +98,7 @@ def cmd_prune(args) -> None:
     t0 = time.perf_counter()
     rows = plan_rows(model, selector, args.ratio, policy, state=state, seed=args.seed)
     sizes = prune_ffn(model, rows)
-    stats = model_stats(model, dense["params"], args.seq_len) | {"dense_flops_per_token": dense["flops_per_token"]}
+    stats = model_stats(model, dense["params"], args.flops_seq_len) | {"dense_flops_per_token": dense["flops_per_token"]}
     meta = {"method": args.method, "ratio": args.ratio, "policy": args.policy, "which": args.which, "state": state,
             "seed": args.seed, "intermediate_sizes": sizes, "stats": stats, "source": args.model,
             "policy_trained_at": pmeta.get("config", {}).get("ratio")}
@@ -112,11 +115,11 @@ def cmd_slicegpt(args) -> None:
     from .stats import model_stats
 
     model, tok = load_model(args.model, device="cpu", dtype="float32")
-    dense = model_stats(model, seq_len=args.seq_len)
+    dense = model_stats(model, seq_len=args.flops_seq_len)
     t0 = time.perf_counter()
     calib = slicegpt.calibration_blocks(tok, args.calib_dataset, args.data_dir, args.calib_samples, args.calib_seq_len, args.seed)
     model = slicegpt.slice_model(model, tok, args.ratio, calib, damping=args.damping, round_to=args.round_to, device=args.device)
-    stats = model_stats(model, dense["params"], args.seq_len) | {"dense_flops_per_token": dense["flops_per_token"]}
+    stats = model_stats(model, dense["params"], args.flops_seq_len) | {"dense_flops_per_token": dense["flops_per_token"]}
     meta = {"method": "slicegpt", "ratio": args.ratio, "calib_dataset": args.calib_dataset, "calib_samples": args.calib_samples,
             "calib_seq_len": args.calib_seq_len, "seed": args.seed, "stats": stats, "source": args.model,
             "slice_seconds": time.perf_counter() - t0}
@@ -175,7 +178,9 @@ def cmd_rft(args) -> None:
                            batch_size=args.batch_size, lr=args.lr, epochs=args.epochs, max_steps=args.max_steps,
                            lora_r=args.lora_r, lora_alpha=args.lora_alpha, lora_dropout=args.lora_dropout,
                            eval_every=args.eval_every, seed=args.seed, device=args.device, dtype=args.dtype,
-                           log_csv=args.log_csv, on_metrics=lambda name, value, step: run.metric(name, value, step))
+                           log_csv=args.log_csv, val_fraction=args.val_fraction, test_blocks=args.test_blocks,
+                           micro_batch_size=args.micro_batch_size, allow_truncate=args.allow_truncate,
+                           on_metrics=lambda name, value, step: run.metric(name, value, step))
         run.metrics({k: v for k, v in summary.items() if isinstance(v, (int, float))})
         run.artifact(args.log_csv)
     print(json.dumps(summary, indent=1, default=str))
@@ -201,7 +206,7 @@ def build_parser() -> argparse.ArgumentParser:
         sp.add_argument("--model-name", help="MLflow experiment name (default: model directory name)")
         sp.add_argument("--device", default="cpu", help="cpu or cuda[:i]")
         sp.add_argument("--seed", type=int, default=0)
-        sp.add_argument("--seq-len", type=int, default=2048, help="context length for FLOP counts")
+        sp.add_argument("--flops-seq-len", type=int, default=2048, help="context length for FLOP counts")
 
     d = sub.add_parser("download", help="resolve a model spec into a local safetensors checkpoint")
     d.add_argument("--model", default="smollm2-135m", help="embedded name, .gguf file, local dir or hub id")
@@ -266,7 +271,7 @@ def build_parser() -> argparse.ArgumentParser:
     common(r)
     r.add_argument("--out", required=True)
     r.add_argument("--dataset", default="wikitext2")
-    r.add_argument("--samples", type=int, default=1000)
+    r.add_argument("--samples", type=int, default=100, help="training samples (blocks of --seq-len tokens; Alpaca: records)")
     r.add_argument("--data-dir")
     r.add_argument("--seq-len", type=int, default=256)
     r.add_argument("--batch-size", type=int, default=8)
@@ -277,6 +282,10 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--lora-alpha", type=int, default=16)
     r.add_argument("--lora-dropout", type=float, default=0.05)
     r.add_argument("--eval-every", type=int, default=10)
+    r.add_argument("--val-fraction", type=float, default=0.1)
+    r.add_argument("--test-blocks", type=int, default=16, help="test-split blocks for perplexity before/after")
+    r.add_argument("--micro-batch-size", type=int, default=2, help="gradient accumulation chunk (memory)")
+    r.add_argument("--allow-truncate", action="store_true", help="use all available samples if fewer than requested")
     r.add_argument("--dtype", default="auto")
     r.add_argument("--log-csv", required=True)
     r.set_defaults(func=cmd_rft)

@@ -79,7 +79,11 @@ def _load_dir(path: Path, dtype: torch.dtype) -> tuple[PreTrainedModel, PreTrain
         raise PruneNetError(f"{path} is not a model checkpoint (no config.json): run `prunenet download` or fix the path")
     try:
         config = AutoConfig.from_pretrained(str(path))
-        if getattr(config, PER_LAYER_KEY, None):
+        from .slicegpt import is_sliced_config, load_sliced
+
+        if is_sliced_config(config):
+            model = load_sliced(path, config, dtype)
+        elif getattr(config, PER_LAYER_KEY, None):
             model = _load_per_layer(path, config, dtype)
         else:
             model = AutoModelForCausalLM.from_pretrained(str(path), dtype=dtype)

@@ -37,7 +37,7 @@ def ad_distance(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     b2 = b.detach().reshape(-1, b.shape[-1]).double().cpu().numpy()
     with warnings.catch_warnings():  # p-value capping warnings are irrelevant for a penalty
         warnings.simplefilter("ignore")
-        stats = [anderson_ksamp([x, y]).statistic for x, y in zip(a2, b2)]
+        stats = [anderson_ksamp([x, y], variant="midrank").statistic for x, y in zip(a2, b2)]
     return torch.tensor(np.asarray(stats), dtype=torch.float64).reshape(a.shape[:-1])
 
 

@@ -50,10 +50,14 @@ class PolicyNetwork(nn.Module):
         return torch.sigmoid(self.logits(state))
 
 
-def n_keep(n: int, ratio: float) -> int:
-    """Rows kept at pruning ratio ``ratio``: n − round(ratio·n) (1536 at 0.3 → 1075)."""
+def check_ratio(ratio: float) -> None:
     if not 0.0 <= ratio < 1.0:
         raise PruneNetError(f"pruning ratio {ratio} is outside [0, 1): give e.g. 0.2 for 20 %")
+
+
+def n_keep(n: int, ratio: float) -> int:
+    """Rows kept at pruning ratio ``ratio``: n − round(ratio·n) (1536 at 0.3 → 1075)."""
+    check_ratio(ratio)
     keep = n - int(round(ratio * n))
     if keep < 1:
         raise PruneNetError(f"ratio {ratio} would remove all {n} rows: use a smaller ratio")
@@ -108,8 +112,8 @@ def save_policy(path, best: dict[str, torch.Tensor], last: dict[str, torch.Tenso
 
     from .artifacts import atomic_file, write_json
 
-    tensors = {f"best.{k}": v.detach().cpu().contiguous() for k, v in best.items()}
-    tensors |= {f"last.{k}": v.detach().cpu().contiguous() for k, v in last.items()}
+    tensors = {f"best.{k}": v.detach().cpu().clone() for k, v in best.items()}
+    tensors |= {f"last.{k}": v.detach().cpu().clone() for k, v in last.items()}
     with atomic_file(path) as tmp:
         save_file(tensors, str(tmp), metadata={"prunenet": json.dumps(meta, default=float)})
     write_json(str(path).removesuffix(".safetensors") + ".json", meta)

@@ -34,6 +34,10 @@ The sliced model keeps its HF class (``model(input_ids, attention_mask=...)``,
 Checkpoints: :func:`save_sliced` / :func:`load_sliced` (config marker ``prunenet_slicegpt``).
 
 CPU defaults for calibration are 32 blocks x 256 tokens (SliceGPT uses 1024 x 2048 on GPUs).
+
+Supported ``model_type``: llama, mistral, qwen2 (pre-RMSNorm, gate/up/down; q/k/v biases
+allowed), opt (pre-LayerNorm; OPT-350m's project_in/out and post-LN are refused), phi
+(Phi-2 parallel block). Anything else raises :class:`PruneNetError` listing these.
 """
 from __future__ import annotations
 
@@ -241,20 +245,29 @@ def _set_weight(mod: nn.Module, weight: torch.Tensor, bias: torch.Tensor | None 
         mod.num_embeddings, mod.embedding_dim = weight.shape
 
 
+def _cdt(t: torch.Tensor) -> torch.dtype:
+    """Compute dtype for rotations: float64 for float64 tensors, else float32 (exact enough, 2-4x cheaper)."""
+    return torch.float64 if t.dtype == torch.float64 else torch.float32
+
+
+def _rot(x: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
+    """``x @ q`` computed in :func:`_cdt` precision, returned in ``x``'s dtype."""
+    c = _cdt(x)
+    return (x.to(c) @ q.to(device=x.device, dtype=c)).to(x.dtype)
+
+
 def _rotate_in(lin: nn.Linear, q: torch.Tensor) -> None:
     """Reader: ``x W^T`` with ``x = x~ Q^T`` -> weight ``W Q`` (q is d x d', float64)."""
-    w = lin.weight
-    _set_weight(lin, (w.double() @ q).to(w.dtype))
+    _set_weight(lin, _rot(lin.weight, q))
 
 
 def _rotate_out(lin: nn.Module, q: torch.Tensor) -> None:
     """Writer (Linear, or Embedding rows): output ``y`` -> ``y Q``."""
-    w = lin.weight
     if isinstance(lin, nn.Embedding):
-        _set_weight(lin, (w.double() @ q).to(w.dtype))
+        _set_weight(lin, _rot(lin.weight, q))
         return
-    bias = None if lin.bias is None else (lin.bias.double() @ q).to(lin.bias.dtype)
-    _set_weight(lin, (q.T @ w.double()).to(w.dtype), bias)
+    bias = None if lin.bias is None else _rot(lin.bias, q)
+    _set_weight(lin, _rot(lin.weight.T, q).T, bias)
 
 
 def _untie(model: nn.Module) -> bool:
@@ -280,7 +293,7 @@ def fuse_norms(model: nn.Module) -> nn.Module:
     family = _family(model)
     if getattr(model, "_slicegpt_fused", False):
         return model
-    _untie(model)
+    model._slicegpt_untied = _untie(model)
     base = _base(model)
     d = model.config.hidden_size
     layers = _layers(model)
@@ -299,15 +312,16 @@ def fuse_norms(model: nn.Module) -> nn.Module:
         gamma = getattr(norm, "weight", None)
         beta = getattr(norm, "bias", None)
         for lin in readers:
-            w = lin.weight.double()
+            c = _cdt(lin.weight)
+            w = lin.weight.to(c)
             if beta is not None:
-                shift = w @ beta.double()
+                shift = w @ beta.to(c)
                 if lin.bias is None:
                     lin.bias = nn.Parameter(shift.to(lin.weight.dtype))
                 else:
                     lin.bias.add_(shift.to(lin.bias.dtype))
             if gamma is not None:
-                w = w * gamma.double()[None, :]
+                w = w * gamma.to(c)[None, :]
             lin.weight.copy_(w.to(lin.weight.dtype))
         return RMSN(d, _norm_eps(norm))
 
@@ -402,8 +416,17 @@ def _pca(xs: list[torch.Tensor], masks: list[torch.Tensor | None], damping: floa
         h = xtx if h is None else h + xtx
     h = h.cpu()
     h.diagonal().add_(damping * h.diagonal().mean())
-    _, vecs = torch.linalg.eigh(h)
-    return vecs.flip(-1)
+    # a single thread: multi-threaded LAPACK eigh is ~100x slower on busy shared CPUs
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        _, vecs = torch.linalg.eigh(h)
+    finally:
+        torch.set_num_threads(threads)
+    vecs = vecs.flip(-1)
+    # canonical signs (largest-magnitude entry of each eigenvector positive): stable under rounding noise
+    idx = vecs.abs().argmax(0)
+    return vecs * torch.sign(vecs[idx, torch.arange(vecs.shape[1])])[None, :]
 
 
 @torch.no_grad()
@@ -471,7 +494,7 @@ def slice_model(model: nn.Module, tokenizer, ratio: float, calib: torch.Tensor, 
     q = _pca(inputs, masks, damping)[:, :kept].to(device)
     for emb in _embeddings(model):
         _rotate_out(emb, q.to(emb.weight.device))
-    inputs = [(x.double() @ q).to(x.dtype) for x in inputs]
+    inputs = [_rot(x, q) for x in inputs]
 
     from tqdm.auto import tqdm
 
@@ -498,7 +521,7 @@ def slice_model(model: nn.Module, tokenizer, ratio: float, calib: torch.Tensor, 
             layer.attn_shortcut.weight = nn.Parameter((q_mid.T @ q_in).to(layer.attn_shortcut.weight.dtype))
             layer.attn_shortcut.out_features = kept
             _rotate_out(p["attn_out"], q_mid)
-            mids = [(m.double() @ q_mid).to(m.dtype) for m in mids]
+            mids = [_rot(m, q_mid) for m in mids]
             layer.mlp_shortcut = nn.Linear(kept, d, bias=False, dtype=layer.mlp_shortcut.weight.dtype, device=device)
             for lin in p["mlp_in"]:
                 _rotate_in(lin, q_mid)
@@ -509,7 +532,7 @@ def slice_model(model: nn.Module, tokenizer, ratio: float, calib: torch.Tensor, 
             layer.mlp_shortcut.weight = nn.Parameter((q.T @ q_mid).to(layer.mlp_shortcut.weight.dtype))
             layer.mlp_shortcut.out_features = kept
             _rotate_out(p["mlp_out"], q)
-        inputs = [(o.double() @ q).to(o.dtype) for o in outs]
+        inputs = [_rot(o, q) for o in outs]
         del outs
         new_layers.append(layer.to(home))
         all_layers[idx] = None  # free the HF wrapper
@@ -540,6 +563,7 @@ def _write_marker(model, family, ratio, round_to, kept, damping, calib_shape) ->
         "norm_eps": [[n.eps for n in _layer_parts(family, layer)["norms"]] for layer in layers],
         "final_norm_eps": getattr(_base(model), _final_norm_name(family)).eps,
         "lm_head_bias": model.lm_head.bias is not None,
+        "untied_lm_head": bool(getattr(model, "_slicegpt_untied", False)),  # head was tied to the embeddings
         "qkv_bias": _layer_parts(family, layers[0])["attn_in"][0].bias is not None,
         "mlp_in_bias": _layer_parts(family, layers[0])["mlp_in"][0].bias is not None,
     }

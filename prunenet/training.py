@@ -119,16 +119,20 @@ def train_policy(states: torch.Tensor, cfg: TrainConfig, progress: bool = True,
             best_state = {k_: v.detach().clone() for k_, v in policy.state_dict().items()}
         if cfg.objective == "paper":
             returns = discounted_future(pen, cfg.gamma)
+            if cfg.baseline and ep == 0:
+                baseline = returns  # no history yet: the first update carries no signal
             advantage = returns - baseline if cfg.baseline else returns
             loss = (advantage.detach() * log_probs).sum()  # minimise expected future penalty
             if cfg.baseline:
-                baseline = returns if ep == 0 else baseline + (returns - baseline) / (ep + 1)
+                baseline = baseline + (returns - baseline) / (ep + 1)
         else:
             reward = discounts / pen.clamp_min(1e-6)
+            if cfg.baseline and ep == 0:
+                baseline = reward
             advantage = reward - baseline if cfg.baseline else reward
             loss = -(advantage.detach() * log_probs).sum()  # maximise γ^l / D_l
             if cfg.baseline:
-                baseline = reward if ep == 0 else baseline + (reward - baseline) / (ep + 1)
+                baseline = baseline + (reward - baseline) / (ep + 1)
         opt.zero_grad()
         loss.backward()
         opt.step()

