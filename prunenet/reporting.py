@@ -45,8 +45,9 @@ def accuracy_frame(results: list[dict], tasks: list[str]) -> pd.DataFrame:
     """One row per evaluated model: primary metric (×100) and its stderr per task, avg, recovery % of dense."""
     rows = []
     for r in results:
+        meta = r.get("meta", {})
         row = {"model": r.get("model"), "method": r.get("method"), "ratio": float(r.get("ratio") or 0.0),
-               "rft": r.get("meta", {}).get("rft_dataset", "")}
+               "rft": meta.get("rft_dataset", "none"), "rft_samples": int(meta.get("rft_samples", 0))}
         for t in tasks:
             res = r.get("tasks", {}).get(t)
             if res is None:
@@ -60,17 +61,18 @@ def accuracy_frame(results: list[dict], tasks: list[str]) -> pd.DataFrame:
         row["source"] = r["source"]
         rows.append(row)
     df = pd.DataFrame(rows)
-    dense = df[df["method"] == "dense"].set_index("model")
+    dense = df[(df["method"] == "dense") & (df["rft"] == "none")].set_index("model")
     for col in tasks + ["avg"]:
         base = df["model"].map(dense[col]) if not dense.empty else float("nan")
         df[f"{col}_recovery"] = 100 * df[col] / base
     order = {"dense": 0, "prunenet": 1, "slicegpt": 2}
-    df = df.assign(_o=df["method"].map(lambda m: order.get(m, 3))).sort_values(["model", "ratio", "_o", "method"]).drop(columns="_o")
+    df = (df.assign(_o=df["method"].map(lambda m: order.get(m, 3)))
+          .sort_values(["model", "ratio", "_o", "method", "rft", "rft_samples"]).drop(columns="_o"))
     return df.reset_index(drop=True)
 
 
 def _accuracy_markdown(df: pd.DataFrame, tasks: list[str]) -> pd.DataFrame:
-    md = df[["model", "ratio", "method"]].copy()
+    md = df[["model", "ratio", "method"] + (["rft", "rft_samples"] if (df["rft"] != "none").any() else [])].copy()
     for t in tasks + ["avg"]:
         label = TASK_LABELS.get(t, "Avg." if t == "avg" else t)
         se = df.get(f"{t}_stderr")
@@ -145,4 +147,76 @@ def fig1(inputs: list[str], out: str, layers: list[int] | None = None, state: st
     return [out]
 
 
-REPORTS: dict[str, Callable[..., list[Path]]] = {"table1": table1, "table2": table2, "fig1": fig1}
+def table3(inputs: list[str], out: str, tasks: list[str] | None = None) -> list[Path]:
+    """Paper Table 3: every pruned model with and without RFT (same tasks, recovery % of dense)."""
+    return table2(inputs, out, tasks)
+
+
+def table8(inputs: list[str], out: str, tasks: list[str] | None = None) -> list[Path]:
+    """Paper Table 8: the RFT dataset comparison; rows are (ratio, RFT dataset)."""
+    return table2(inputs, out, tasks)
+
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _save(fig, out: str) -> list[Path]:
+    out = Path(out)
+    with atomic_file(out) as tmp:
+        fig.savefig(tmp, dpi=120)
+    fig.clf()
+    return [out]
+
+
+def fig3(inputs: list[str], out: str, tasks: list[str] | None = None) -> list[Path]:
+    """Paper Figure 3: recovery % of dense (average accuracy) and perplexity vs number of RFT samples."""
+    plt = _pyplot()
+    tasks = tasks or TABLE2_TASKS
+    df = accuracy_frame(load_results(inputs), tasks)
+    pruned = df[df["method"] != "dense"]
+    fig, (ax_acc, ax_ppl) = plt.subplots(1, 2, figsize=(10, 3.8))
+    for (method, ratio), g in pruned.groupby(["method", "ratio"]):
+        g = g.sort_values("rft_samples")
+        label = f"{method} r={ratio:g}"
+        ax_acc.plot(g["rft_samples"], g["avg_recovery"], marker="o", label=label)
+        if "ppl" in g:
+            ax_ppl.plot(g["rft_samples"], g["ppl"], marker="o", label=label)
+    dense = df[df["method"] == "dense"]
+    if "ppl" in dense and len(dense):
+        ax_ppl.axhline(float(dense["ppl"].iloc[0]), color="k", ls="--", lw=1, label="dense")
+    ax_acc.axhline(100, color="k", ls="--", lw=1)
+    ax_acc.set(xlabel="RFT samples (0 = no RFT)", ylabel="avg. accuracy, % of dense", title="Recovery vs RFT size")
+    ax_ppl.set(xlabel="RFT samples (0 = no RFT)", ylabel="WikiText-2 test perplexity", title="Perplexity vs RFT size", yscale="log")
+    limit = df["limit"].dropna().unique()
+    fig.suptitle(f"lm-eval limit per task: {', '.join(map(str, limit)) or 'full'}", fontsize=8)
+    for ax in (ax_acc, ax_ppl):
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    return _save(fig, out)
+
+
+def fig4(inputs: list[str], out: str) -> list[Path]:
+    """Paper Figure 4: RFT train and validation loss per step, one pair of curves per run."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for path in inputs:
+        log = pd.read_csv(path)
+        label = "/".join(Path(path).with_suffix("").parts[-3:])
+        train, val = log[log["split"] == "train"], log[log["split"] == "val"]
+        line = ax.plot(train["step"], train["loss"], lw=1, label=f"{label} train")[0]
+        ax.plot(val["step"], val["loss"], marker="o", ls="--", color=line.get_color(), label=f"{label} val")
+    ax.set(xlabel="step", ylabel="loss", title="RFT loss curves")
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    return _save(fig, out)
+
+
+REPORTS: dict[str, Callable[..., list[Path]]] = {
+    "table1": table1, "table2": table2, "table3": table3, "table8": table8, "fig1": fig1, "fig3": fig3, "fig4": fig4,
+}
