@@ -110,10 +110,6 @@ def table1(inputs: list[str], out: str, tasks: list[str] | None = None) -> list[
 
 def fig1(inputs: list[str], out: str, layers: list[int] | None = None, state: str = "up") -> list[Path]:
     """Paper Figure 1: ECDF of FFN1 singular values, dense vs each pruned checkpoint, first and last layer."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
     import numpy as np
 
     from .adapters import get_adapter
@@ -130,6 +126,7 @@ def fig1(inputs: list[str], out: str, layers: list[int] | None = None, state: st
         curves.append((label, [spectra(m, "svd").numpy() for m in mats]))
     n_layers = len(curves[0][1])
     layers = layers or [0, n_layers - 1]
+    plt = _pyplot()
     fig, axes = plt.subplots(1, len(layers), figsize=(5 * len(layers), 3.8), squeeze=False)
     for ax, l in zip(axes[0], layers):
         for label, sv in curves:
@@ -140,11 +137,14 @@ def fig1(inputs: list[str], out: str, layers: list[int] | None = None, state: st
         ax.set_ylabel("ECDF")
         ax.legend(fontsize=8)
     fig.tight_layout()
-    out = Path(out)
-    with atomic_file(out) as tmp:
-        fig.savefig(tmp, dpi=120)
-    plt.close(fig)
-    return [out]
+    # The plotted data, exported beside the figure (one row per singular value).
+    spectrum = pd.DataFrame(
+        [{"checkpoint": label, "layer": l, "sigma": float(v)} for label, sv in curves for l in layers for v in np.sort(sv[l])]
+    )
+    csv = Path(out).with_suffix(".csv")
+    with atomic_file(csv) as tmp:
+        spectrum.to_csv(tmp, index=False)
+    return _save(fig, out) + [csv]
 
 
 def table3(inputs: list[str], out: str, tasks: list[str] | None = None) -> list[Path]:
@@ -170,7 +170,7 @@ def _save(fig, out: str) -> list[Path]:
     out = Path(out)
     with atomic_file(out) as tmp:
         fig.savefig(tmp, dpi=120)
-    fig.clf()
+    _pyplot().close(fig)
     return [out]
 
 

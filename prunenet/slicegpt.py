@@ -376,11 +376,6 @@ def sliced_dim(d: int, ratio: float, round_to: int = 8) -> int:
     return kept
 
 
-def param_count(model: nn.Module) -> int:
-    """All parameters, shortcut matrices included (SliceGPT can *add* parameters at small ratios)."""
-    return sum(p.numel() for p in model.parameters())
-
-
 def calibration_blocks(tokenizer, dataset: str = "wikitext2", data_dir: str | os.PathLike | None = None,
                        n_samples: int = DEFAULT_N_SAMPLES, seq_len: int = DEFAULT_SEQ_LEN, seed: int = 0) -> torch.Tensor:
     """``n_samples`` random windows of ``seq_len`` tokens from a calibration corpus (seeded).

@@ -17,6 +17,7 @@ from transformers import AutoConfig, AutoModelForCausalLM, GPT2Config, MistralCo
 from prunenet import slicegpt as sg
 from prunenet.data import load_texts, token_blocks
 from prunenet.errors import PruneNetError
+from prunenet.stats import count_params
 
 FAMILIES = ["llama", "opt", "phi"]
 
@@ -161,7 +162,7 @@ def test_sliced_size_finite_and_reload(family_model, family, tmp_path, tokenizer
     sliced = sg.slice_model(copy.deepcopy(model), None, 0.3, calib, progress=False)
     dp = sg.sliced_dim(model.config.hidden_size, 0.3)
     assert dp == 40
-    assert sg.param_count(sliced) == expected_params(model.config, family, dp)
+    assert count_params(sliced) == expected_params(model.config, family, dp)
     # with the 49k vocabulary the untied head dominates the tiny models; the decoder layers shrink
     body = lambda m: sum(p.numel() for n, p in m.named_parameters() if ".layers." in n)  # noqa: E731
     assert body(sliced) < body(model)
@@ -180,7 +181,7 @@ def test_sliced_size_finite_and_reload(family_model, family, tmp_path, tokenizer
     assert sg.is_sliced_config(config) and not sg.is_sliced_config(model.config)
     assert config.prunenet_slicegpt["layer_dims"][0][-1] == dp
     reloaded = sg.load_sliced(path, config, torch.float32)
-    assert sg.param_count(reloaded) == sg.param_count(sliced)
+    assert count_params(reloaded) == count_params(sliced)
     with torch.no_grad():
         assert torch.equal(reloaded(ids).logits, out)
 
@@ -190,7 +191,7 @@ def test_shortcuts_can_add_parameters(family_model, family):
     """Lemma 3.1 of the paper: at small ratios the d'xd' shortcuts (and the untied head) cost more than they save."""
     model = family_model(family)
     sliced = sg.slice_model(copy.deepcopy(model), None, 0.05, _ids(model.config.vocab_size, (2, 16)), progress=False)
-    assert sg.param_count(sliced) > sg.param_count(model)
+    assert count_params(sliced) > count_params(model)
     shortcuts = [m for n, m in sliced.named_modules() if n.endswith("shortcut")]
     assert len(shortcuts) == 2 * model.config.num_hidden_layers
     assert all(isinstance(m, torch.nn.Linear) and m.bias is None for m in shortcuts)
@@ -264,7 +265,7 @@ def test_smollm2_slicegpt(smollm2, data_dir):
     assert sliced.config.prunenet_slicegpt["embedding_dim"] == 432
     ppl_dense, ppl_sliced = _ppl(dense, test), _ppl(sliced, test)
     print(f"SmolLM2 WikiText-2 test ppl ({test.shape[0]}x{test.shape[1]} tokens, calib 4x128 validation): "
-          f"dense {ppl_dense:.2f}, SliceGPT 25% {ppl_sliced:.2f}; params dense {sg.param_count(dense):,} "
-          f"sliced {sg.param_count(sliced):,} (LM head untied)")
+          f"dense {ppl_dense:.2f}, SliceGPT 25% {ppl_sliced:.2f}; params dense {count_params(dense):,} "
+          f"sliced {count_params(sliced):,} (LM head untied)")
     assert math.isfinite(ppl_sliced) and ppl_dense < ppl_sliced < 50 * ppl_dense
     assert dense.config.tie_word_embeddings  # the session fixture was not touched

@@ -34,7 +34,7 @@ def write_config(workdir: Path, model_dir: Path, data_dir: Path, **overrides) ->
         "slicegpt": {"calib_samples": 4, "calib_seq_len": 64},
         "evaluate": {"tasks": ["piqa", "winogrande", "hellaswag", "arc_easy", "arc_challenge"], "limit": 3,
                      "batch_size": 4, "ppl_blocks": 2, "ppl_seq_len": 64},
-        "rft": {"sizes": [8, 16], "table_size": 8, "seq_len": 64, "batch_size": 4, "eval_every": 1},
+        "rft": {"ratios": [0.5], "sizes": [8, 16], "table_size": 16, "seq_len": 64, "batch_size": 4, "eval_every": 1},
     } | overrides
     (workdir / "config").mkdir(parents=True, exist_ok=True)
     (workdir / "config" / "config.yaml").write_text(yaml.safe_dump(cfg))
@@ -69,9 +69,9 @@ def test_missing_data_dir_is_named(tmp_path, tiny_dir):
     assert res.returncode != 0 and "no-such-data" in res.stdout + res.stderr
 
 
-def test_end_to_end_table2(tmp_path, tiny_dir, data_dir):
+def test_end_to_end_all(tmp_path, tiny_dir, data_dir):
     write_config(tmp_path, tiny_dir, data_dir)
-    res = snakemake(tmp_path, "results/tables/table2.csv", "results/tables/table1.csv", "results/figures/fig1_ecdf_tiny.png")
+    res = snakemake(tmp_path, "all")
     assert res.returncode == 0, res.stderr[-4000:]
     table = pd.read_csv(tmp_path / "results/tables/table2.csv")
     assert len(table) == 1 + 2 * 2  # dense + 2 methods × 2 ratios
@@ -98,6 +98,17 @@ def test_end_to_end_table2(tmp_path, tiny_dir, data_dir):
     assert {"download", "train", "prune", "evaluate"} <= stages
     train = runs[runs["tags.stage"] == "train"].iloc[0]
     assert len(mlflow.MlflowClient().get_metric_history(train.run_id, "penalty")) == 3
+    # the RFT stage: with/without table, loss curves from the per-run CSVs, the size sweep figure
+    t3 = pd.read_csv(tmp_path / "results/tables/table3.csv")
+    tuned = t3[t3["rft"] == "wikitext2"]
+    assert len(tuned) == 1 and tuned["rft_samples"].iloc[0] == 16 and (t3["rft"] == "none").sum() == 2
+    curve = pd.read_csv(tmp_path / "results/rft/tiny/prunenet/r0.5/wikitext2-n16.csv")
+    assert set(curve["split"]) == {"train", "val"} and len(curve[curve.split == "train"]) == 4  # 16 samples / batch 4
+    rft_eval = json.loads((tmp_path / "results/eval_rft/tiny/prunenet/r0.5/wikitext2-n16.json").read_text())
+    assert "validation" in rft_eval["meta"]["rft"]["train_source"]  # offline: no train split, said so
+    for fig in ("fig3_rft_size.png", "fig4_rft_loss.png"):
+        assert (tmp_path / "results/figures" / fig).stat().st_size > 10_000
+    assert "rft" in set(mlflow.search_runs(experiment_names=["tiny"])["tags.stage"])
     # a second run has nothing to do
-    again = snakemake(tmp_path, "results/tables/table2.csv")
+    again = snakemake(tmp_path, "all")
     assert again.returncode == 0 and "Nothing to be done" in again.stdout + again.stderr

@@ -40,10 +40,11 @@ rule fig1:
     input:
         lambda w: [model_dir(w.model, "dense", "0")] + [model_dir(w.model, "prunenet", r) for r in RATIOS],
     output:
-        "results/figures/fig1_ecdf_{model}.png",
+        png="results/figures/fig1_ecdf_{model}.png",
+        data="results/figures/fig1_ecdf_{model}.csv",
     log:
         "results/logs/report/fig1_{model}.log",
     benchmark:
         "results/benchmarks/report/fig1_{model}.tsv"
     shell:
-        "{PY} -m prunenet report fig1 --inputs {input} --out {output} --experiment {wildcards.model} > {log} 2>&1"
+        "{PY} -m prunenet report fig1 --inputs {input} --out {output.png} --experiment {wildcards.model} > {log} 2>&1"
