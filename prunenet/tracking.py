@@ -48,9 +48,14 @@ def run(experiment: str, name: str, params: dict[str, Any], tags: dict[str, str]
 
     logging.getLogger("alembic").setLevel(logging.WARNING)
     uri = os.environ.get("MLFLOW_TRACKING_URI", DEFAULT_URI)
-    if uri.startswith("sqlite:///") and not uri.startswith("sqlite:////"):
-        Path(uri.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
     mlflow.set_tracking_uri(uri)
+    if uri.startswith("sqlite:///"):
+        # artifacts next to the database (results/mlartifacts), not in ./mlruns of the working directory
+        db = Path(uri.removeprefix("sqlite:///"))
+        db.parent.mkdir(parents=True, exist_ok=True)
+        if mlflow.get_experiment_by_name(experiment) is None:
+            with contextlib.suppress(mlflow.exceptions.MlflowException):  # created meanwhile by a parallel job
+                mlflow.create_experiment(experiment, artifact_location=(db.parent / "mlartifacts").resolve().as_uri())
     mlflow.set_experiment(experiment)
     with mlflow.start_run(run_name=name, tags=tags or {}):
         flat = {k: (",".join(map(str, v)) if isinstance(v, (list, tuple)) else v) for k, v in params.items() if v is not None}
