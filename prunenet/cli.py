@@ -14,8 +14,10 @@ from pathlib import Path
 from .errors import PruneNetError
 
 
-def _ratios(text: str) -> float | list[float]:
-    """``0.3`` or a per-layer list ``0.1,0.2,...``."""
+def _ratios(text: str) -> float | list[float] | str:
+    """``0.3``, a per-layer list ``0.1,0.2,...`` or a schedule ``linear:0.1:0.5``."""
+    if ":" in text:
+        return text
     try:
         values = [float(x) for x in text.split(",")]
     except ValueError:
@@ -84,8 +86,10 @@ def cmd_prune(args) -> None:
     from .policy import check_ratio
     from .stats import model_stats
 
-    for r in args.ratio if isinstance(args.ratio, list) else [args.ratio]:
-        check_ratio(r)  # before any loading
+    from .slicing import layer_ratios
+
+    for r in layer_ratios(args.ratio, 2):  # range check before any loading (both ends of a schedule)
+        check_ratio(r)
     model, tok = load_model(args.model, device=args.device, dtype="float32")
     dense = model_stats(model, seq_len=args.flops_seq_len)
     policy, pmeta = (None, {})
@@ -99,7 +103,9 @@ def cmd_prune(args) -> None:
     rows = plan_rows(model, selector, args.ratio, policy, state=state, seed=args.seed)
     sizes = prune_ffn(model, rows)
     stats = model_stats(model, dense["params"], args.flops_seq_len) | {"dense_flops_per_token": dense["flops_per_token"]}
-    meta = {"method": args.method, "ratio": args.ratio, "policy": args.policy, "which": args.which, "state": state,
+    ratios = layer_ratios(args.ratio, len(sizes))
+    meta = {"method": args.method, "ratio": round(sum(ratios) / len(ratios), 6), "ratio_spec": args.ratio,
+            "layer_ratios": ratios, "policy": args.policy, "which": args.which, "state": state,
             "seed": args.seed, "intermediate_sizes": sizes, "stats": stats, "source": args.model,
             "policy_trained_at": pmeta.get("config", {}).get("ratio")}
     with tracking.run(_tags(args, "prune")["model"], f"prune {args.method} r={args.ratio}", meta | {"stats": None},
@@ -233,7 +239,8 @@ def build_parser() -> argparse.ArgumentParser:
     pr = sub.add_parser("prune", help="slice FFNs with a trained policy or an ablation selector")
     common(pr)
     pr.add_argument("--out", required=True)
-    pr.add_argument("--ratio", type=_ratios, required=True, help="0.3, or a per-layer list 0.1,0.2,...")
+    pr.add_argument("--ratio", type=_ratios, required=True,
+                    help="0.3, a per-layer list 0.1,0.2,... or a schedule linear:0.1:0.5 (first:last layer)")
     pr.add_argument("--method", default="prunenet", choices=["prunenet", "deterministic", "random"])
     pr.add_argument("--policy", help="policy file from `prunenet train`")
     pr.add_argument("--which", default="best", choices=["best", "last"])

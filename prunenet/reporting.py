@@ -41,12 +41,20 @@ def _write_table(df: pd.DataFrame, out: str, markdown: pd.DataFrame | None = Non
     return [out, md]
 
 
+def _schedule(spec) -> str:
+    """How the ratio was spread over layers: uniform, a named schedule, or an explicit per-layer list."""
+    if isinstance(spec, str):
+        return spec
+    return "per-layer" if isinstance(spec, list) else "uniform"
+
+
 def accuracy_frame(results: list[dict], tasks: list[str]) -> pd.DataFrame:
     """One row per evaluated model: primary metric (×100) and its stderr per task, avg, recovery % of dense."""
     rows = []
     for r in results:
         meta = r.get("meta", {})
         row = {"model": r.get("model"), "method": r.get("method"), "ratio": float(r.get("ratio") or 0.0),
+               "schedule": _schedule(meta.get("ratio_spec")),
                "rft": meta.get("rft_dataset", "none"), "rft_samples": int(meta.get("rft_samples", 0))}
         for t in tasks:
             res = r.get("tasks", {}).get(t)
@@ -67,12 +75,13 @@ def accuracy_frame(results: list[dict], tasks: list[str]) -> pd.DataFrame:
         df[f"{col}_recovery"] = 100 * df[col] / base
     order = {"dense": 0, "prunenet": 1, "slicegpt": 2}
     df = (df.assign(_o=df["method"].map(lambda m: order.get(m, 3)))
-          .sort_values(["model", "ratio", "_o", "method", "rft", "rft_samples"]).drop(columns="_o"))
+          .sort_values(["model", "ratio", "_o", "method", "schedule", "rft", "rft_samples"]).drop(columns="_o"))
     return df.reset_index(drop=True)
 
 
 def _accuracy_markdown(df: pd.DataFrame, tasks: list[str]) -> pd.DataFrame:
-    md = df[["model", "ratio", "method"] + (["rft", "rft_samples"] if (df["rft"] != "none").any() else [])].copy()
+    extra = (["schedule"] if (df["schedule"] != "uniform").any() else []) + (["rft", "rft_samples"] if (df["rft"] != "none").any() else [])
+    md = df[["model", "ratio", "method"] + extra].copy()
     for t in tasks + ["avg"]:
         label = TASK_LABELS.get(t, "Avg." if t == "avg" else t)
         se = df.get(f"{t}_stderr")
@@ -181,9 +190,9 @@ def fig3(inputs: list[str], out: str, tasks: list[str] | None = None) -> list[Pa
     df = accuracy_frame(load_results(inputs), tasks)
     pruned = df[df["method"] != "dense"]
     fig, (ax_acc, ax_ppl) = plt.subplots(1, 2, figsize=(10, 3.8))
-    for (method, ratio), g in pruned.groupby(["method", "ratio"]):
+    for (method, ratio, schedule), g in pruned.groupby(["method", "ratio", "schedule"]):
         g = g.sort_values("rft_samples")
-        label = f"{method} r={ratio:g}"
+        label = f"{method} r={ratio:g}" + ("" if schedule == "uniform" else f" ({schedule})")
         ax_acc.plot(g["rft_samples"], g["avg_recovery"], marker="o", label=label)
         if "ppl" in g:
             ax_ppl.plot(g["rft_samples"], g["ppl"], marker="o", label=label)

@@ -17,8 +17,21 @@ from .models import PER_LAYER_KEY
 from .policy import PolicyNetwork, n_keep, select_rows
 
 
-def layer_ratios(ratio: float | Sequence[float], num_layers: int) -> list[float]:
-    """One ratio for all layers, or a per-layer list (paper T7) checked for length."""
+def layer_ratios(ratio: float | Sequence[float] | str, num_layers: int) -> list[float]:
+    """One ratio for all layers, a per-layer list, or a schedule ``linear:A:B`` (paper T7).
+
+    ``linear:0.1:0.5`` prunes the first layer by 10 % and the last by 50 %, linearly in between.
+    """
+    if isinstance(ratio, str):
+        kind, _, rest = ratio.partition(":")
+        try:
+            start, end = (float(x) for x in rest.split(":"))
+        except ValueError:
+            start = end = None
+        if kind != "linear" or start is None:
+            raise PruneNetError(f"unknown ratio schedule {ratio!r}: use linear:START:END, e.g. linear:0.1:0.5")
+        step = (end - start) / max(num_layers - 1, 1)
+        return [round(start + i * step, 6) for i in range(num_layers)]
     if isinstance(ratio, (int, float)):
         return [float(ratio)] * num_layers
     ratios = [float(r) for r in ratio]
@@ -28,7 +41,7 @@ def layer_ratios(ratio: float | Sequence[float], num_layers: int) -> list[float]
 
 
 @torch.no_grad()
-def plan_rows(model: nn.Module, selector: str, ratio: float | Sequence[float], policy: PolicyNetwork | None = None,
+def plan_rows(model: nn.Module, selector: str, ratio: float | Sequence[float] | str, policy: PolicyNetwork | None = None,
               state: str = "up", seed: int = 0) -> list[torch.Tensor]:
     """Rows to keep in every layer for a selector at a (uniform or per-layer) ratio.
 

@@ -155,6 +155,17 @@ def test_per_layer_ratio_list_checked_and_reloads(tiny_model, tokenizer, tmp_pat
     assert [l.mlp.up_proj.out_features for l in loaded.model.layers] == [86, 48, 67]
 
 
+def test_linear_schedule_of_per_layer_ratios(tiny_model):
+    from prunenet.slicing import layer_ratios
+
+    assert layer_ratios("linear:0.1:0.5", 5) == pytest.approx([0.1, 0.2, 0.3, 0.4, 0.5])
+    with pytest.raises(PruneNetError, match="unknown ratio schedule"):
+        layer_ratios("cosine:0.1:0.5", 5)
+    model = tiny_model("llama")
+    sizes = prune_ffn(model, plan_rows(model, "random", "linear:0.0:0.5", seed=0))
+    assert sizes == [96, 72, 48]
+
+
 def test_unsupported_architecture():
     model = AutoModelForCausalLM.from_config(GPT2Config(n_layer=1, n_embd=32, n_head=2, vocab_size=100))
     with pytest.raises(PruneNetError, match="unsupported architecture 'gpt2': supported model_types are .*llama"):

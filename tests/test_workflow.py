@@ -30,7 +30,7 @@ def write_config(workdir: Path, model_dir: Path, data_dir: Path, **overrides) ->
         "seed": 0,
         "data_dir": str(data_dir),
         "policy": {"train_ratio": 0.3, "episodes": 3},
-        "prune": {"ratios": [0.25, 0.5], "methods": ["prunenet", "slicegpt"]},
+        "prune": {"ratios": [0.25, 0.5], "methods": ["prunenet", "slicegpt"], "schedules": ["linear:0.2:0.6"]},
         "slicegpt": {"calib_samples": 4, "calib_seq_len": 64},
         "evaluate": {"tasks": ["piqa", "winogrande", "hellaswag", "arc_easy", "arc_challenge"], "limit": 3,
                      "batch_size": 4, "ppl_blocks": 2, "ppl_seq_len": 64},
@@ -74,8 +74,10 @@ def test_end_to_end_all(tmp_path, tiny_dir, data_dir):
     res = snakemake(tmp_path, "all")
     assert res.returncode == 0, res.stderr[-4000:]
     table = pd.read_csv(tmp_path / "results/tables/table2.csv")
-    assert len(table) == 1 + 2 * 2  # dense + 2 methods × 2 ratios
+    assert len(table) == 1 + 2 * 2 + 1  # dense + 2 methods × 2 ratios + the per-layer schedule (prunenet only)
     assert set(table["method"]) == {"dense", "prunenet", "slicegpt"}
+    scheduled = table[table["schedule"] == "linear:0.2:0.6"]
+    assert len(scheduled) == 1 and scheduled["ratio"].iloc[0] == pytest.approx(0.4)  # mean over the 3 layers
     tasks = ["piqa", "winogrande", "hellaswag", "arc_easy", "arc_challenge"]
     for _, row in table.iterrows():  # every number came from an lm-eval output file
         ev = json.loads(Path(tmp_path / row["source"]).read_text())

@@ -25,6 +25,21 @@ def fmt(r):
 
 MODELS = list(config["models"])
 RATIOS = [fmt(r) for r in config["prune"]["ratios"]]
+
+
+def schedule_tag(spec):
+    """'linear:0.1:0.5' -> 'lin0.1-0.5' (path-friendly ratio wildcard)."""
+    _, start, end = spec.split(":")
+    return f"lin{fmt(start)}-{fmt(end)}"
+
+
+def ratio_arg(tag):
+    """Ratio wildcard -> the CLI's --ratio value ('lin0.1-0.5' -> 'linear:0.1:0.5')."""
+    m = re.fullmatch(r"lin([0-9.]+)-([0-9.]+)", tag)
+    return f"linear:{m.group(1)}:{m.group(2)}" if m else tag
+
+
+SCHEDULES = [schedule_tag(s) for s in config["prune"].get("schedules", [])]
 METHODS = config["prune"]["methods"]
 POL = config["policy"]
 POLICY_ID = (
@@ -38,7 +53,7 @@ RFT = config.get("rft", {})
 wildcard_constraints:
     model=r"[A-Za-z0-9._-]+",
     method=r"dense|prunenet|deterministic|random|slicegpt",
-    ratio=r"[0-9]+(\.[0-9]+)?",
+    ratio=r"[0-9]+(\.[0-9]+)?|lin[0-9.]+-[0-9.]+",
     policy=re.sub(r"\(\?P<\w+>", "(?:", POLICY_RE.pattern),
     dataset=r"wikitext2|ptb|alpaca",
     samples=r"[0-9]+",
@@ -56,8 +71,9 @@ def policy_file(model):
 
 
 def variants(model):
-    """(method, ratio) pairs of Table 2 for one model: dense first."""
-    return [("dense", "0")] + [(m, r) for m in METHODS for r in RATIOS]
+    """(method, ratio) pairs of Table 2 for one model: dense first; schedules only for row selectors."""
+    pairs = [("dense", "0")] + [(m, r) for m in METHODS for r in RATIOS]
+    return pairs + [(m, t) for m in METHODS if m != "slicegpt" for t in SCHEDULES]
 
 
 def eval_file(model, method, ratio):

@@ -9,13 +9,14 @@ rule prune:
         method=r"prunenet|deterministic|random",
     params:
         policy=lambda w, input: f"--policy {input.policy}" if input.policy else "",
+        ratio=lambda w: ratio_arg(w.ratio),
     log:
         "results/logs/prune/{model}/{method}/r{ratio}.log",
     benchmark:
         "results/benchmarks/prune/{model}/{method}/r{ratio}.tsv"
     shell:
         "{PY} -m prunenet prune --model {input.model} --model-name {wildcards.model} --out {output} "
-        "--method {wildcards.method} --ratio {wildcards.ratio} {params.policy} --which {POL[which]} "
+        "--method {wildcards.method} --ratio {params.ratio} {params.policy} --which {POL[which]} "
         "--seed {config[seed]} --device {config[device]} > {log} 2>&1"
 
 
@@ -25,6 +26,8 @@ rule slicegpt:
         "resources/models/{model}",
     output:
         directory("results/models/{model}/slicegpt/r{ratio}"),
+    wildcard_constraints:
+        ratio=r"[0-9]+(\.[0-9]+)?",
     params:
         sg=config.get("slicegpt", {}),
     log:
