@@ -46,7 +46,7 @@ def cmd_download(args) -> None:
 def cmd_train(args) -> None:
     from . import tracking
     from .models import load_model
-    from .policy import save_policy
+    from .policy import PolicyNetwork, save_policy
     from .training import TrainConfig, collect_states, mean_penalty, train_policy
 
     cfg = TrainConfig(ratio=args.ratio, episodes=args.episodes, gamma=args.gamma, lr=args.lr, penalty=args.penalty,
@@ -59,8 +59,6 @@ def cmd_train(args) -> None:
     with tracking.run(_tags(args, "train")["model"], f"train r={cfg.ratio} {cfg.penalty}/{cfg.state}/{cfg.objective} s{cfg.seed}",
                       params, _tags(args, "train", ratio=cfg.ratio, penalty=cfg.penalty, state=cfg.state)) as run:
         result = train_policy(states, cfg, on_episode=lambda ep, pen: run.metric("penalty", pen, step=ep))
-        from .policy import PolicyNetwork
-
         best = PolicyNetwork(states.shape[1], states.shape[2], bias=cfg.objective == "official")
         best.load_state_dict(result.best)
         evals = {
