@@ -79,14 +79,13 @@ def cmd_train(args) -> None:
 def cmd_prune(args) -> None:
     from . import tracking
     from .models import load_model, save_checkpoint
-    from .policy import load_policy
-    from .slicing import plan_rows, prune_ffn
-    from .policy import check_ratio
+    from .policy import check_ratio, load_policy
+    from .slicing import layer_ratios, plan_rows, prune_ffn
     from .stats import model_stats
 
-    from .slicing import layer_ratios
-
-    for r in layer_ratios(args.ratio, 2):  # range check before any loading (both ends of a schedule)
+    # Range check before any loading: every entry of a per-layer list, both ends of a schedule.
+    probe_layers = len(args.ratio) if isinstance(args.ratio, list) else 2
+    for r in layer_ratios(args.ratio, probe_layers):
         check_ratio(r)
     model, tok = load_model(args.model, device=args.device, dtype="float32")
     dense = model_stats(model, seq_len=args.flops_seq_len)

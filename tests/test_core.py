@@ -233,6 +233,18 @@ def test_cli_bad_ratio_one_line_and_nothing_written(tiny_model, tokenizer, tmp_p
     assert not (tmp_path / "out").exists() and not list(tmp_path.glob(".out*"))
 
 
+def test_cli_per_layer_ratio_list(tiny_model, tokenizer, tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("PRUNENET_MLFLOW", "0")
+    save_checkpoint(tiny_model("llama"), tokenizer, tmp_path / "m")
+    args = ["prune", "--model", str(tmp_path / "m"), "--method", "random"]
+    assert cli_main(args + ["--out", str(tmp_path / "o"), "--ratio", "0.1,0.5,0.25"]) == 0
+    meta = json.loads((tmp_path / "o" / "prunenet_meta.json").read_text())
+    assert meta["intermediate_sizes"] == [86, 48, 72] and meta["ratio"] == round(0.85 / 3, 6)
+    capsys.readouterr()
+    assert cli_main(args + ["--out", str(tmp_path / "bad"), "--ratio", "0.1,1.5,0.25"]) == 2
+    assert "pruning ratio 1.5 is outside" in capsys.readouterr().err and not (tmp_path / "bad").exists()
+
+
 def test_cli_random_prune_writes_loadable_checkpoint(tiny_model, tokenizer, tmp_path, monkeypatch):
     monkeypatch.setenv("PRUNENET_MLFLOW", "0")
     save_checkpoint(tiny_model("opt"), tokenizer, tmp_path / "m")
