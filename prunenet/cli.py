@@ -144,19 +144,19 @@ def cmd_evaluate(args) -> None:
     out = {"model": args.model_name or Path(args.model).name, "model_path": args.model, "method": args.method or meta.get("method", "dense"), "ratio": meta.get("ratio", 0.0),
            "meta": meta}
     t0 = time.perf_counter()
+    model, tok = load_model(args.model, device=args.device, dtype=args.dtype)  # once, for both measurements
     if args.tasks:
-        out |= run_lm_eval(args.model, args.tasks, args.data_dir, args.limit, device=args.device, dtype=args.dtype,
+        out |= run_lm_eval((model, tok), args.tasks, args.data_dir, args.limit, device=args.device, dtype=args.dtype,
                            batch_size=args.batch_size, seed=args.seed, num_fewshot=args.num_fewshot,
                            work_dir=str(Path(args.out).parent / ".lm_tasks"))
     if args.ppl_dataset:
-        model, tok = load_model(args.model, device=args.device, dtype=args.dtype)
         texts = load_texts(args.ppl_dataset, "test", args.data_dir)
         out["perplexity"] = perplexity(model, tok, texts, seq_len=args.ppl_seq_len, max_blocks=args.ppl_blocks,
                                        batch_size=args.batch_size) | {"source": split_note(args.ppl_dataset, "test", args.data_dir)}
-        if "stats" not in meta:
-            from .stats import model_stats
+    if "stats" not in meta:
+        from .stats import model_stats
 
-            out["meta"]["stats"] = model_stats(model)
+        out["meta"]["stats"] = model_stats(model)
     out["eval_seconds"] = time.perf_counter() - t0
     tags = _tags(args, "evaluate", method=out["method"], ratio=out["ratio"])
     with tracking.run(tags["model"], f"evaluate {out['method']} r={out['ratio']}",

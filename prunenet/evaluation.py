@@ -302,7 +302,7 @@ def _first_line(exc: BaseException) -> str:
 
 
 def run_lm_eval(
-    model_path: str,
+    model_path: str | tuple,
     tasks: list[str],
     data_dir: str | None,
     limit: int | None,
@@ -315,8 +315,9 @@ def run_lm_eval(
 ) -> dict:
     """Zero/few-shot accuracy of a checkpoint on ``tasks`` with lm-eval (see module doc).
 
-    The model is loaded by :func:`prunenet.models.load_model` and handed to lm-eval as an
-    object, so pruned checkpoints with per-layer FFN sizes work.
+    ``model_path`` is a checkpoint loaded by :func:`prunenet.models.load_model`, or an already
+    loaded ``(model, tokenizer)`` pair; either way lm-eval gets the model as an object, so pruned
+    checkpoints with per-layer FFN sizes work.
     """
     import lm_eval
     from lm_eval.evaluator import simple_evaluate
@@ -332,7 +333,7 @@ def run_lm_eval(
     try:
         seed_everything(seed)
         tm, top = load_lm_tasks(tasks, data_dir, work_dir)
-        model, tok = load_model(model_path, device=device, dtype=dtype)
+        model, tok = model_path if isinstance(model_path, tuple) else load_model(model_path, device=device, dtype=dtype)
         lm = HFLM(pretrained=model, tokenizer=tok, batch_size=batch_size, device=device)
         out = simple_evaluate(
             model=lm,
