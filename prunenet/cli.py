@@ -50,7 +50,8 @@ def cmd_train(args) -> None:
     from .training import TrainConfig, collect_states, mean_penalty, train_policy
 
     cfg = TrainConfig(ratio=args.ratio, episodes=args.episodes, gamma=args.gamma, lr=args.lr, penalty=args.penalty,
-                      state=args.state, objective=args.objective, baseline=args.baseline, spectrum=args.spectrum, seed=args.seed)
+                      state=args.state, objective=args.objective, baseline=args.baseline, samples=args.samples,
+                      spectrum=args.spectrum, seed=args.seed)
     cfg.validate()
     model, _ = load_model(args.model, device=args.device, dtype="float32")
     states = collect_states(model, cfg.state)
@@ -228,7 +229,9 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--penalty", default="ks", choices=["ks", "ad"])
     t.add_argument("--state", default="up", choices=["up", "gate", "down"])
     t.add_argument("--objective", default="paper", choices=["paper", "official"])
-    t.add_argument("--baseline", action="store_true", help="subtract a running-mean baseline (off in the paper)")
+    t.add_argument("--baseline", default="none", choices=["none", "running", "loo"],
+                   help="variance reduction (paper: none): running mean of the return per layer, or leave-one-out over --samples draws")
+    t.add_argument("--samples", type=int, default=1, help="row sets drawn per layer and episode (paper: 1)")
     t.add_argument("--spectrum", default="svd", choices=["svd", "gram"])
     t.add_argument("--eval-samples", type=int, default=20, help="draws used to compare the policy with random rows")
     t.set_defaults(func=cmd_train)

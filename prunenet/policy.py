@@ -64,16 +64,25 @@ def n_keep(n: int, ratio: float) -> int:
     return keep
 
 
-def sample_rows(importance: torch.Tensor, k: int, generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-    """Sample k distinct rows; return (sorted indices, log-probability of the sample).
+def perturb(importance: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+    """Paper Eq. 4: the reparametrised Bernoulli of each importance, σ(logit α + log ε − log(1 − ε)), ε ~ U(0, 1).
 
-    Paper Eq. 4 / Algorithm 1: rows are drawn without replacement from the multinomial over
-    the normalised importances. The reparametrised form used here is the Gumbel-top-k trick:
-    ``argtopk(log p + Gumbel noise)`` is an exact draw of that multinomial sequence, and its
-    log-probability is the Plackett–Luce likelihood Σ_t [log p_{i_t} − log Σ_{j∉{i_<t}} p_j],
-    which REINFORCE differentiates.
+    A binary-concrete sample at temperature 1: it is > 0.5 with probability α, and differentiable in α,
+    so the draw's randomness sits in ε and the policy's gradient flows through the perturbed values.
     """
-    log_p = torch.log(importance.clamp_min(1e-12))
+    alpha = importance.clamp(1e-6, 1 - 1e-6)
+    u = torch.rand(alpha.shape, generator=generator, device="cpu").to(alpha.device).clamp(1e-6, 1 - 1e-6)
+    return torch.sigmoid(torch.logit(alpha) + torch.log(u) - torch.log1p(-u))
+
+
+def sample_rows(weights: torch.Tensor, k: int, generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Sample k distinct rows ∝ ``weights``, without replacement; return (sorted indices, log-probability).
+
+    ``argtopk(log w + Gumbel noise)`` is an exact draw of the sequential multinomial without
+    replacement (the Gumbel-top-k trick), and its log-probability is the Plackett–Luce likelihood
+    Σ_t [log w_{i_t} − log Σ_{j∉{i_<t}} w_j] of the draw order, which REINFORCE differentiates.
+    """
+    log_p = torch.log(weights.clamp_min(1e-12))
     u = torch.rand(log_p.shape, generator=generator, device="cpu").to(log_p.device)
     gumbel = -torch.log(-torch.log(u.clamp(1e-20, 1 - 1e-7)))
     order = torch.topk(log_p.detach() + gumbel, k).indices  # draw order
@@ -84,6 +93,16 @@ def sample_rows(importance: torch.Tensor, k: int, generator: torch.Generator | N
     remaining = total + torch.log1p(-torch.exp(prefix - total).clamp(max=1 - 1e-12))
     log_prob = (chosen - remaining).sum()
     return torch.sort(order).values, log_prob
+
+
+def draw_rows(importance: torch.Tensor, k: int, generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """The policy's action (paper Eq. 4, Algorithm 1): k rows drawn without replacement from the
+    multinomial over the normalised *perturbed* importances; (sorted indices, log-probability).
+
+    The log-probability is that of the draw given the perturbation ε; as ε does not depend on the
+    policy, its gradient (through the reparametrised importances) is an unbiased REINFORCE gradient.
+    """
+    return sample_rows(perturb(importance, generator), k, generator)
 
 
 def select_rows(selector: str, n: int, k: int, importance: torch.Tensor | None = None,
@@ -98,7 +117,7 @@ def select_rows(selector: str, n: int, k: int, importance: torch.Tensor | None =
     if importance is None:
         raise PruneNetError(f"selector {selector!r} needs a trained policy: pass --policy")
     if selector == "policy":
-        return sample_rows(importance, k, generator)[0]
+        return draw_rows(importance, k, generator)[0]
     if selector == "deterministic":
         return torch.sort(torch.topk(importance, k).indices).values
     raise PruneNetError(f"unknown selector {selector!r}: use one of {', '.join(SELECTORS)}")

@@ -5,6 +5,13 @@ D_l is the spectral distance between the layer's dense and pruned state matrix, 
 policy is updated with the discounted future penalties G_l = Σ_{k≥0} γ^k D_{l+k}.
 ``objective="official"`` reproduces the authors' public code instead: maximise the reward
 γ^l / D_l with no look-ahead.
+
+The estimator options change the variance of the gradient, not what is optimised: with
+``samples`` = M > 1 each episode draws M row sets per layer and averages the REINFORCE
+gradient over them, and ``baseline="loo"`` subtracts from each draw's return the mean
+return of the other M−1 draws (leave-one-out; Kool et al., 2019), which stays unbiased.
+The KS penalty moves by a step of 1/d between draws while its mean is ~0.17, so without a
+baseline almost all of the single-sample gradient is noise.
 """
 from __future__ import annotations
 
@@ -19,9 +26,10 @@ from tqdm.auto import tqdm
 from .adapters import get_adapter
 from .errors import PruneNetError
 from .penalties import PENALTIES, distance, spectra
-from .policy import PolicyNetwork, n_keep, sample_rows, select_rows
+from .policy import PolicyNetwork, draw_rows, n_keep, select_rows
 
 OBJECTIVES = ("paper", "official")
+BASELINES = ("none", "running", "loo")
 
 
 @dataclass
@@ -33,7 +41,8 @@ class TrainConfig:
     penalty: str = "ks"
     state: str = "up"
     objective: str = "paper"
-    baseline: bool = False  # subtract a running mean of G_l per layer (variance reduction; not in the paper)
+    baseline: str = "none"  # none (paper) | running (running mean of G_l per layer) | loo (leave-one-out over draws)
+    samples: int = 1  # row sets drawn per layer and episode (paper: 1)
     spectrum: str = "svd"
     seed: int = 0
 
@@ -47,14 +56,20 @@ class TrainConfig:
             raise PruneNetError(f"unknown penalty {self.penalty!r}: use one of {', '.join(PENALTIES)}")
         if self.objective not in OBJECTIVES:
             raise PruneNetError(f"unknown objective {self.objective!r}: use one of {', '.join(OBJECTIVES)}")
+        if self.baseline not in BASELINES:
+            raise PruneNetError(f"unknown baseline {self.baseline!r}: use one of {', '.join(BASELINES)}")
+        if self.samples < 1:
+            raise PruneNetError(f"samples must be ≥ 1, got {self.samples}")
+        if self.baseline == "loo" and self.samples < 2:
+            raise PruneNetError("baseline 'loo' needs samples ≥ 2 (it compares each draw with the others): set samples: 4")
 
 
 @dataclass
 class TrainResult:
     best: dict[str, torch.Tensor]
     last: dict[str, torch.Tensor]
-    history: list[float]  # mean penalty over layers, per episode
-    layer_penalties: list[list[float]]  # per episode, per layer
+    history: list[float]  # mean penalty over layers (and draws), per episode
+    layer_penalties: list[list[float]]  # per episode, per layer (mean over draws)
     best_episode: int
     seconds: float
     config: dict = field(default_factory=dict)
@@ -108,36 +123,37 @@ def train_policy(states: torch.Tensor, cfg: TrainConfig, progress: bool = True,
     bar = tqdm(range(cfg.episodes), desc=f"policy r={cfg.ratio}", disable=not progress)
     for ep in bar:
         importance = policy(states)  # (L, n)
-        draws = [sample_rows(importance[l], k, gen) for l in range(L)]
-        log_probs = torch.stack([lp for _, lp in draws])
-        with torch.no_grad():
-            pen = layer_penalties(states, [r for r, _ in draws], cfg.penalty, cfg.spectrum, dense)
+        log_probs, pens = [], []
+        for _ in range(cfg.samples):  # one episode = M independent walks over all layers
+            draws = [draw_rows(importance[l], k, gen) for l in range(L)]
+            log_probs.append(torch.stack([lp for _, lp in draws]))
+            with torch.no_grad():
+                pens.append(layer_penalties(states, [r for r, _ in draws], cfg.penalty, cfg.spectrum, dense))
+        log_probs, pen = torch.stack(log_probs), torch.stack(pens)  # (M, L)
         mean = float(pen.mean())
         # The policy that produced this episode's samples is the one scored by it.
         if mean < best_mean:
             best_mean, best_ep = mean, ep
             best_state = {k_: v.detach().clone() for k_, v in policy.state_dict().items()}
         if cfg.objective == "paper":
-            returns = discounted_future(pen, cfg.gamma)
-            if cfg.baseline and ep == 0:
-                baseline = returns  # no history yet: the first update carries no signal
-            advantage = returns - baseline if cfg.baseline else returns
-            loss = (advantage.detach() * log_probs).sum()  # minimise expected future penalty
-            if cfg.baseline:
-                baseline = baseline + (returns - baseline) / (ep + 1)
+            returns = torch.stack([discounted_future(p, cfg.gamma) for p in pen])  # minimise future penalty
         else:
-            reward = discounts / pen.clamp_min(1e-6)
-            if cfg.baseline and ep == 0:
-                baseline = reward
-            advantage = reward - baseline if cfg.baseline else reward
-            loss = -(advantage.detach() * log_probs).sum()  # maximise γ^l / D_l
-            if cfg.baseline:
-                baseline = baseline + (reward - baseline) / (ep + 1)
+            returns = -discounts / pen.clamp_min(1e-6)  # maximise γ^l / D_l  ==  minimise its negative
+        if cfg.baseline == "loo":
+            advantage = returns - (returns.sum(0, keepdim=True) - returns) / (cfg.samples - 1)
+        elif cfg.baseline == "running":
+            if ep == 0:
+                baseline = returns.mean(0)  # no history yet: the first update carries no signal
+            advantage = returns - baseline
+            baseline = baseline + (returns.mean(0) - baseline) / (ep + 1)
+        else:
+            advantage = returns
+        loss = (advantage.detach() * log_probs).sum() / cfg.samples
         opt.zero_grad()
         loss.backward()
         opt.step()
         history.append(mean)
-        per_layer.append(pen.tolist())
+        per_layer.append(pen.mean(0).tolist())
         bar.set_postfix(penalty=f"{mean:.4f}")
         if on_episode:
             on_episode(ep, mean)

@@ -17,7 +17,7 @@ from prunenet.cli import main as cli_main
 from prunenet.errors import PruneNetError
 from prunenet.models import check_finite, load_model, save_checkpoint
 from prunenet.penalties import ad_distance, ks_distance, spectra
-from prunenet.policy import PolicyNetwork, load_policy, n_keep, sample_rows, save_policy, select_rows
+from prunenet.policy import PolicyNetwork, draw_rows, load_policy, n_keep, perturb, sample_rows, save_policy, select_rows
 from prunenet.slicing import plan_rows, prune_ffn
 from prunenet.stats import count_params, flops_per_token
 from prunenet.training import TrainConfig, collect_states, discounted_future, mean_penalty, train_policy
@@ -98,10 +98,10 @@ def test_sampling_is_exact_k_distinct_seeded_and_follows_the_multinomial():
     imp = torch.rand(1536)
     k = n_keep(1536, 0.3)
     assert k == 1075
-    a, lp = sample_rows(imp, k, torch.Generator().manual_seed(7))
-    b, _ = sample_rows(imp, k, torch.Generator().manual_seed(7))
+    a, lp = draw_rows(imp, k, torch.Generator().manual_seed(7))
+    b, _ = draw_rows(imp, k, torch.Generator().manual_seed(7))
     assert a.numel() == k == a.unique().numel() and torch.equal(a, b) and torch.isfinite(lp)
-    # law of the draw: P({i,j}) for sequential sampling without replacement ∝ importances
+    # law of the draw: P({i,j}) for sequential sampling without replacement ∝ weights
     p = torch.tensor([0.9, 0.5, 0.2, 0.7])
     gen, counts, n = torch.Generator().manual_seed(0), Counter(), 8000
     for _ in range(n):
@@ -115,6 +115,16 @@ def test_sampling_is_exact_k_distinct_seeded_and_follows_the_multinomial():
     assert order_lp.item() == pytest.approx(math.log(0.5))
 
 
+def test_eq4_perturbation_is_a_reparametrised_bernoulli():
+    """σ(logit α + logit ε) > 1/2 exactly when a Bernoulli(α) fires, and the gradient reaches α."""
+    alpha = torch.tensor([0.05, 0.3, 0.5, 0.9]).repeat(20000).requires_grad_()
+    z = perturb(alpha, torch.Generator().manual_seed(0))
+    fired = (z > 0.5).float().reshape(-1, 4).mean(0)
+    torch.testing.assert_close(fired, torch.tensor([0.05, 0.3, 0.5, 0.9]), atol=0.01, rtol=0)
+    z.sum().backward()
+    assert (alpha.grad > 0).all()  # a larger importance raises every perturbed value
+
+
 def test_selectors():
     imp = torch.linspace(0.01, 0.99, 50)
     assert torch.equal(select_rows("deterministic", 50, 10, imp), torch.arange(40, 50))
@@ -124,6 +134,15 @@ def test_selectors():
         select_rows("policy", 50, 10)
     with pytest.raises(PruneNetError, match="unknown selector"):
         select_rows("magnitude", 50, 10, imp)
+
+
+def test_estimator_settings_checked():
+    with pytest.raises(PruneNetError, match="needs samples ≥ 2"):
+        TrainConfig(baseline="loo", samples=1).validate()
+    with pytest.raises(PruneNetError, match="unknown baseline 'mean'"):
+        TrainConfig(baseline="mean").validate()
+    with pytest.raises(PruneNetError, match="samples must be ≥ 1"):
+        TrainConfig(samples=0).validate()
 
 
 def test_discounted_future():
@@ -279,24 +298,49 @@ def planted_states(L: int = 6, n: int = 128, d: int = 32, seed: int = 0) -> torc
 
 def test_reinforce_learns_planted_structure():
     """Ground truth for the learner: with the paper's settings (γ=0.99, AdamW lr 5e-4, 20 episodes,
-    no baseline) the trained policy's penalty beats its first episode and random rows."""
+    no baseline) the trained policy's draws beat random rows; the variance-reduced estimators
+    (running mean, leave-one-out over 4 draws, lr 5e-3) find the planted rows."""
     states = planted_states()
-    result = train_policy(states, TrainConfig(ratio=0.3), progress=False)
-    policy = PolicyNetwork(128, 32)
-    policy.load_state_dict(result.last)
-    after = mean_penalty(states, "policy", 0.3, policy, samples=20, seed=1)
     random = mean_penalty(states, "random", 0.3, None, samples=20, seed=1)
-    print(f"\nplanted: first episode {result.history[0]:.4f}, trained policy {after:.4f}, random {random:.4f}")
-    assert after < result.history[0] and after < random - 0.005
-    with_baseline = train_policy(states, TrainConfig(ratio=0.3, baseline=True, lr=5e-3), progress=False)
-    policy.load_state_dict(with_baseline.last)
-    assert mean_penalty(states, "policy", 0.3, policy, samples=20, seed=1) < after
+    policy = PolicyNetwork(128, 32)
+    report = []
+    for baseline, samples, lr, margin in (("none", 1, 5e-4, 0.003), ("running", 1, 5e-3, 0.03), ("loo", 4, 5e-3, 0.05)):
+        result = train_policy(states, TrainConfig(ratio=0.3, baseline=baseline, samples=samples, lr=lr), progress=False)
+        policy.load_state_dict(result.last)
+        after = mean_penalty(states, "policy", 0.3, policy, samples=20, seed=1)
+        report.append(f"{baseline}×{samples} lr {lr:g}: first episode {result.history[0]:.4f}, trained {after:.4f}")
+        assert after < random - margin, report[-1]
+    print(f"\nplanted, random rows {random:.4f}; " + "; ".join(report))
+
+
+@pytest.fixture(scope="module")
+def smol_gate_states(smollm2):
+    return collect_states(smollm2[0], "gate")
+
+
+def test_reinforce_learns_on_smollm2(smol_gate_states):
+    """The issue's check on the embedded model at r=0.3: after training, the policy's draws have a
+    lower mean KS penalty than its first episode and than random rows (same number of draws).
+
+    State ``gate`` (the authors' code's FFN1 for LLaMA; its rows' mean direction predicts their norm),
+    20 episodes of 4 draws with the leave-one-out baseline, AdamW lr 5e-3, γ = 0.99 (paper objective).
+    The paper's ``up`` state cannot do this on SmolLM2: see the next test and ``benchmarks/policy_headroom.py``."""
+    cfg = TrainConfig(ratio=0.3, state="gate", samples=4, baseline="loo", lr=5e-3, spectrum="gram", seed=0)
+    result = train_policy(smol_gate_states, cfg, progress=False)
+    policy = PolicyNetwork(1536, 576)
+    policy.load_state_dict(result.best)
+    after = mean_penalty(smol_gate_states, "policy", 0.3, policy, samples=20, spectrum="gram", seed=1)
+    random = mean_penalty(smol_gate_states, "random", 0.3, None, samples=20, spectrum="gram", seed=1)
+    print(f"\nSmolLM2 gate KS at r=0.3: first episode {result.history[0]:.4f}, best episode {min(result.history):.4f}, "
+          f"trained policy {after:.4f}, random rows {random:.4f} (20 draws each)")
+    assert after < result.history[0] - 0.002 and after < random - 0.003
 
 
 def test_policy_training_on_smollm2_is_reproducible_and_reported(smol_states):
-    """Paper settings on the embedded model. On SmolLM2's FFN1 the KS penalty barely depends on
-    which rows are kept (random rows ≈ 0.172 at r=0.3, 1 KS step = 1/576), so the numbers are
-    printed for the record; the assertion is on reproducibility."""
+    """Paper settings on the embedded model's ``up`` state. SmolLM2's up rows are nearly sign-symmetric
+    (their mean row is ~3 % of a row's norm) and the KS penalty ignores row signs, so no linear row
+    score can tell useful rows apart: the policy stays at random rows (≈ 0.172 at r=0.3, 1 KS step =
+    1/576). The numbers are printed for the record; the assertion is on reproducibility."""
     cfg = TrainConfig(ratio=0.3, episodes=6, seed=0)
     a = train_policy(smol_states, cfg, progress=False)
     b = train_policy(smol_states, cfg, progress=False)
@@ -306,7 +350,7 @@ def test_policy_training_on_smollm2_is_reproducible_and_reported(smol_states):
     policy.load_state_dict(a.best)
     after = mean_penalty(smol_states, "policy", 0.3, policy, samples=5, seed=123)
     random = mean_penalty(smol_states, "random", 0.3, None, samples=5, seed=123)
-    print(f"\nSmolLM2 KS penalty at r=0.3: first episode {a.history[0]:.5f}, best {min(a.history):.5f}, "
+    print(f"\nSmolLM2 up KS penalty at r=0.3: first episode {a.history[0]:.5f}, best {min(a.history):.5f}, "
           f"policy draws {after:.5f}, random rows {random:.5f}")
     assert 0.1 < after < 0.3 and 0.1 < random < 0.3
 

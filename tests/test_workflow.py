@@ -29,7 +29,7 @@ def write_config(workdir: Path, model_dir: Path, data_dir: Path, **overrides) ->
         "device": "cpu",
         "seed": 0,
         "data_dir": str(data_dir),
-        "policy": {"train_ratio": 0.3, "episodes": 3},
+        "policy": {"train_ratio": 0.3, "episodes": 3, "baseline": "loo", "samples": 2},
         "prune": {"ratios": [0.25, 0.5], "methods": ["prunenet", "slicegpt"], "schedules": ["linear:0.2:0.6"]},
         "slicegpt": {"calib_samples": 4, "calib_seq_len": 64},
         "evaluate": {"tasks": ["piqa", "winogrande", "hellaswag", "arc_easy", "arc_challenge"], "limit": 3,
@@ -61,6 +61,9 @@ def test_config_schema_rejects_unknown_key(tmp_path, tiny_dir, data_dir):
     write_config(tmp_path, tiny_dir, data_dir, prune={"ratios": [1.5], "methods": ["prunenet"]})
     res = snakemake(tmp_path, "-n")
     assert res.returncode != 0 and "1.5" in (res.stdout + res.stderr)
+    write_config(tmp_path, tiny_dir, data_dir, policy={"baseline": "loo", "samples": 1})
+    res = snakemake(tmp_path, "-n")
+    assert res.returncode != 0 and "less than the minimum of 2" in (res.stdout + res.stderr)
 
 
 def test_missing_data_dir_is_named(tmp_path, tiny_dir):
@@ -100,6 +103,8 @@ def test_end_to_end_all(tmp_path, tiny_dir, data_dir):
     assert {"download", "train", "prune", "evaluate"} <= stages
     train = runs[runs["tags.stage"] == "train"].iloc[0]
     assert len(mlflow.MlflowClient().get_metric_history(train.run_id, "penalty")) == 3
+    policy_meta = json.loads((tmp_path / "results/policies/tiny/ks-up-paper-loo2-t0.3-s0.json").read_text())
+    assert policy_meta["config"]["baseline"] == "loo" and policy_meta["config"]["samples"] == 2
     # the RFT stage: with/without table, loss curves from the per-run CSVs, the size sweep figure
     t3 = pd.read_csv(tmp_path / "results/tables/table3.csv")
     tuned = t3[t3["rft"] == "wikitext2"]

@@ -42,11 +42,20 @@ def ratio_arg(tag):
 SCHEDULES = [schedule_tag(s) for s in config["prune"].get("schedules", [])]
 METHODS = config["prune"]["methods"]
 POL = config["policy"]
-POLICY_ID = (
-    f"{POL['penalty']}-{POL['state']}-{POL['objective']}{'-bl' if POL['baseline'] else ''}"
-    f"-t{fmt(POL['train_ratio'])}-s{config['seed']}"
+ESTIMATOR = "" if (POL["baseline"], POL["samples"]) == ("none", 1) else f"-{POL['baseline']}{POL['samples']}"
+POLICY_ID = f"{POL['penalty']}-{POL['state']}-{POL['objective']}{ESTIMATOR}-t{fmt(POL['train_ratio'])}-s{config['seed']}"
+POLICY_RE = re.compile(
+    r"(?P<penalty>ks|ad)-(?P<state>up|down|gate)-(?P<objective>paper|official)"
+    r"(?:-(?P<baseline>none|running|loo)(?P<samples>[0-9]+))?-t(?P<ratio>[0-9.]+)-s(?P<seed>[0-9]+)"
 )
-POLICY_RE = re.compile(r"(?P<penalty>ks|ad)-(?P<state>up|down|gate)-(?P<objective>paper|official)(?P<bl>-bl)?-t(?P<ratio>[0-9.]+)-s(?P<seed>[0-9]+)")
+
+
+def policy_args(policy_id):
+    """Policy wildcard -> the train command's settings (no estimator tag = the paper's: no baseline, 1 draw)."""
+    args = POLICY_RE.fullmatch(policy_id).groupdict()
+    return args | {"baseline": args["baseline"] or "none", "samples": args["samples"] or "1"}
+
+
 EV = config["evaluate"]
 RFT = config.get("rft", {})
 

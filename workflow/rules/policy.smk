@@ -6,7 +6,7 @@ rule train_policy:
         policy="results/policies/{model}/{policy}.safetensors",
         meta="results/policies/{model}/{policy}.json",
     params:
-        p=lambda w: POLICY_RE.fullmatch(w.policy).groupdict(),
+        p=lambda w: policy_args(w.policy),
         episodes=POL["episodes"],
         gamma=POL["gamma"],
         lr=POL["lr"],
@@ -17,5 +17,5 @@ rule train_policy:
     shell:
         "{PY} -m prunenet train --model {input} --model-name {wildcards.model} --out {output.policy} "
         "--ratio {params.p[ratio]} --penalty {params.p[penalty]} --state {params.p[state]} "
-        "--objective {params.p[objective]} $([ -n '{params.p[bl]}' ] && echo --baseline) --seed {params.p[seed]} "
+        "--objective {params.p[objective]} --baseline {params.p[baseline]} --samples {params.p[samples]} --seed {params.p[seed]} "
         "--episodes {params.episodes} --gamma {params.gamma} --lr {params.lr} --device {config[device]} > {log} 2>&1"
