@@ -61,7 +61,8 @@ class TrainConfig:
         if self.samples < 1:
             raise PruneNetError(f"samples must be ≥ 1, got {self.samples}")
         if self.baseline == "loo" and self.samples < 2:
-            raise PruneNetError("baseline 'loo' needs samples ≥ 2 (it compares each draw with the others): set samples: 4")
+            raise PruneNetError("baseline 'loo' needs samples ≥ 2 (it compares each draw with the others): "
+                                "use --samples 4 (config: policy.samples: 4)")
 
 
 @dataclass
