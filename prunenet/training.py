@@ -117,7 +117,7 @@ def train_policy(states: torch.Tensor, cfg: TrainConfig, progress: bool = True,
     opt = torch.optim.AdamW(policy.parameters(), lr=cfg.lr)
     dense = spectra(states, cfg.spectrum)
     discounts = cfg.gamma ** torch.arange(L, dtype=torch.float32, device=states.device)
-    baseline = torch.zeros(L, device=states.device)
+    running = None  # running mean of the returns per layer (baseline: running)
     history, per_layer = [], []
     best_state, best_mean, best_ep = None, float("inf"), -1
     t0 = time.perf_counter()
@@ -143,10 +143,10 @@ def train_policy(states: torch.Tensor, cfg: TrainConfig, progress: bool = True,
         if cfg.baseline == "loo":
             advantage = returns - (returns.sum(0, keepdim=True) - returns) / (cfg.samples - 1)
         elif cfg.baseline == "running":
-            if ep == 0:
-                baseline = returns.mean(0)  # no history yet: the first update carries no signal
-            advantage = returns - baseline
-            baseline = baseline + (returns.mean(0) - baseline) / (ep + 1)
+            if running is None:
+                running = returns.mean(0)  # no history yet: the first update carries no signal
+            advantage = returns - running
+            running = running + (returns.mean(0) - running) / (ep + 1)
         else:
             advantage = returns
         loss = (advantage.detach() * log_probs).sum() / cfg.samples
