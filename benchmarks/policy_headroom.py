@@ -16,6 +16,7 @@ layers) and, with ``--ppl-blocks`` > 0, the WikiText-2 test perplexity of the mo
 ``|mean row| / mean |row|`` near 0 means the rows are sign-symmetric: a linear score has nothing to
 hold on to, and the policy cannot beat random rows on that state.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -55,8 +56,10 @@ def main() -> None:
     def ppl(rows: list[torch.Tensor]) -> str:
         return f"{ppl_of(rows):12.1f}" if args.ppl_blocks else ""
 
-    print(f"{args.model}, r={args.ratio}: KS penalty (mean over layers)"
-          + (f" and WikiText-2 test perplexity ({args.ppl_blocks}×512 tokens)" if args.ppl_blocks else ""))
+    print(
+        f"{args.model}, r={args.ratio}: KS penalty (mean over layers)"
+        + (f" and WikiText-2 test perplexity ({args.ppl_blocks}×512 tokens)" if args.ppl_blocks else "")
+    )
     if args.ppl_blocks:
         dense = perplexity(model, tok, texts, seq_len=512, max_blocks=args.ppl_blocks, desc="ppl")["ppl"]
         print(f"dense perplexity {dense:.2f}")
@@ -66,11 +69,12 @@ def main() -> None:
         k = n_keep(n, args.ratio)
         dense_spectra = spectra(states, "gram")
 
+        # called only within this iteration, so the loop variables they read are the current ones
         def penalty(rows: list[torch.Tensor]) -> float:
-            return float(layer_penalties(states, rows, "ks", "gram", dense_spectra).mean())
+            return float(layer_penalties(states, rows, "ks", "gram", dense_spectra).mean())  # noqa: B023
 
         def top(scores: torch.Tensor) -> list[torch.Tensor]:
-            return [torch.topk(s, k).indices for s in scores]
+            return [torch.topk(s, k).indices for s in scores]  # noqa: B023
 
         gen = torch.Generator().manual_seed(0)
         draws = [[torch.randperm(n, generator=gen)[:k] for _ in range(L)] for _ in range(args.draws)]
@@ -78,15 +82,20 @@ def main() -> None:
         norms = states.norm(dim=-1)
         layer_mean = states.mean(1, keepdim=True)
         shared = states.mean((0, 1))
-        print(f"[{name}] {L}×{n}×{states.shape[2]}, keep {k} rows; |mean row| / mean |row| = "
-              f"{float(layer_mean.norm(dim=-1).mean() / norms.mean()):.3f}")
+        print(
+            f"[{name}] {L}×{n}×{states.shape[2]}, keep {k} rows; |mean row| / mean |row| = "
+            f"{float(layer_mean.norm(dim=-1).mean() / norms.mean()):.3f}"
+        )
         print(f"  {'selection':34s} {'KS':>15s} {'perplexity' if args.ppl_blocks else '':>12s}")
         rnd_ppl = [ppl_of(d) for d in draws[: args.ppl_draws]] if args.ppl_blocks else []
         span = f"{min(rnd_ppl):.1f}–{max(rnd_ppl):.1f}" if rnd_ppl else ""
         print(f"  {'random rows':34s} {rnd.mean():8.4f} ± {rnd.std():.4f} {span:>12s}")
-        for label, scores in (("largest-norm rows", norms), ("smallest-norm rows", -norms),
-                              ("along each layer's mean row", (states * layer_mean).sum(-1)),
-                              ("along one shared direction", states @ shared)):
+        for label, scores in (
+            ("largest-norm rows", norms),
+            ("smallest-norm rows", -norms),
+            ("along each layer's mean row", (states * layer_mean).sum(-1)),
+            ("along one shared direction", states @ shared),
+        ):
             rows = top(scores)
             print(f"  {label:34s} {penalty(rows):8.4f}         {ppl(rows)}")
         if args.train:

@@ -6,6 +6,7 @@ Prints training tokens/s (forward + backward + AdamW, evaluation excluded), the 
 in evaluation, the whole run's wall time and the process's peak RSS. Nothing is kept: the
 merged checkpoint goes to a temporary directory.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -40,10 +41,20 @@ def main() -> None:
 
     t0 = time.perf_counter()
     with tempfile.TemporaryDirectory() as tmp:
-        s = finetune(args.model, str(Path(tmp) / "out"), args.dataset, args.n_samples, args.data_dir,
-                     seq_len=args.seq_len, batch_size=args.batch_size, max_steps=args.steps,
-                     eval_every=args.steps + 1, test_blocks=args.test_blocks, seed=0,
-                     micro_batch_size=args.micro_batch_size or None)
+        s = finetune(
+            args.model,
+            str(Path(tmp) / "out"),
+            args.dataset,
+            args.n_samples,
+            args.data_dir,
+            seq_len=args.seq_len,
+            batch_size=args.batch_size,
+            max_steps=args.steps,
+            eval_every=args.steps + 1,
+            test_blocks=args.test_blocks,
+            seed=0,
+            micro_batch_size=args.micro_batch_size or None,
+        )
     wall = time.perf_counter() - t0
     peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     eval_tokens = (2 * s["n_val"] + 2 * args.test_blocks) * args.seq_len

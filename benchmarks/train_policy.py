@@ -7,6 +7,7 @@ Prints training time, the lower bound (episodes × samples × one batched ``svdv
 layers' pruned state matrix — the spectra the penalty cannot avoid), their ratio and peak RSS.
 Targets on a 2-core CPU: ratio ≤ 1.5, training ≤ 90 s.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -16,7 +17,6 @@ import time
 import torch
 
 from prunenet.models import load_model
-from prunenet.penalties import spectra
 from prunenet.policy import n_keep
 from prunenet.training import TrainConfig, collect_states, train_policy
 
@@ -47,13 +47,21 @@ def main() -> None:
     lower = time.perf_counter() - t0
 
     t0 = time.perf_counter()
-    cfg = TrainConfig(ratio=args.ratio, episodes=args.episodes, spectrum=args.spectrum, state=args.state,
-                      samples=args.samples, baseline=args.baseline)
+    cfg = TrainConfig(
+        ratio=args.ratio,
+        episodes=args.episodes,
+        spectrum=args.spectrum,
+        state=args.state,
+        samples=args.samples,
+        baseline=args.baseline,
+    )
     result = train_policy(states, cfg, progress=False)
     train = time.perf_counter() - t0
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    print(f"layers×rows×cols        {L}×{n}×{d}, keep {k} rows, {args.episodes} episodes × {args.samples} draws, "
-          f"state={args.state}, baseline={args.baseline}, spectrum={args.spectrum}")
+    print(
+        f"layers×rows×cols        {L}×{n}×{d}, keep {k} rows, {args.episodes} episodes × {args.samples} draws, "
+        f"state={args.state}, baseline={args.baseline}, spectrum={args.spectrum}"
+    )
     print(f"threads                 {torch.get_num_threads()}")
     print(f"policy training         {train:7.2f} s")
     print(f"lower bound (svdvals)   {lower:7.2f} s")

@@ -5,6 +5,7 @@ With ``data_dir=None`` the hub datasets are used (``datasets.load_dataset``); wi
 downloaded. Offline there is no WikiText-2/PTB *train* split: callers that need one use
 the validation split and label their results as such (see :func:`split_note`).
 """
+
 from __future__ import annotations
 
 import json
@@ -14,8 +15,7 @@ from pathlib import Path
 import torch
 
 from .errors import PruneNetError
-
-TEXT_DATASETS = ("wikitext2", "ptb", "alpaca")
+from .options import DATASETS as TEXT_DATASETS
 
 # Stanford Alpaca's own prompt templates (with and without an input field).
 ALPACA_TEMPLATE = (
@@ -28,12 +28,23 @@ ALPACA_TEMPLATE_NO_INPUT = (
     "### Instruction:\n{instruction}\n\n### Response:\n{output}"
 )
 
-# dataset -> split -> local file (relative to data_dir)
+# The one map of the local data layout (as in ../shared/data): dataset -> split -> path relative
+# to data_dir. Text corpora (perplexity, RFT, calibration) and the lm-eval benchmarks alike; MMLU's
+# entries are folders of hendrycks CSVs (<subject>_<split>.csv).
 LOCAL_FILES: dict[str, dict[str, str]] = {
     "wikitext2": {"validation": "wikitext2/wikitext-2-v1/valid.txt", "test": "wikitext2/wikitext-2-raw-v1/test.jsonl"},
     "ptb": {"validation": "ptb/ptb.valid.txt", "test": "ptb/ptb.test.txt"},
     "alpaca": {"train": "alpaca/alpaca_data.json"},
+    "piqa": {"validation": "piqa/validation.jsonl"},
+    "winogrande": {"validation": "winogrande/dev.jsonl"},
+    "hellaswag": {"validation": "hellaswag/hellaswag_val_preprocessed.jsonl"},
+    "arc_easy": {"test": "arc/ARC-Easy-Test.jsonl"},
+    "arc_challenge": {"test": "arc/ARC-Challenge-Test.jsonl"},
+    "mmlu": {"test": "mmlu/test", "dev": "mmlu/dev"},
 }
+# SliceGPT's CPU calibration default (the paper uses 1024 x 2048 tokens on GPUs)
+CALIB_SAMPLES = 32
+CALIB_SEQ_LEN = 256
 
 
 def format_alpaca(example: dict) -> str:
@@ -53,7 +64,9 @@ def local_path(name: str, split: str, data_dir: str | os.PathLike) -> Path:
         )
     path = Path(data_dir) / files[split]
     if not path.is_file():
-        raise PruneNetError(f"missing data file {path}: point data_dir at a copy of the benchmark data (e.g. ../shared/data)")
+        raise PruneNetError(
+            f"missing data file {path}: point data_dir at a copy of the benchmark data (e.g. ../shared/data)"
+        )
     return path
 
 
@@ -90,7 +103,8 @@ def _load_hub(name: str, split: str) -> list[str]:
         raise
     except Exception as exc:
         raise PruneNetError(
-            f"cannot load {name}/{split} from the hub ({str(exc).splitlines()[0][:120]}); offline, set data_dir (e.g. ../shared/data)"
+            f"cannot load {name}/{split} from the hub ({str(exc).splitlines()[0][:120]}); "
+            "offline, set data_dir (e.g. ../shared/data)"
         ) from exc
 
 
@@ -100,7 +114,9 @@ def split_note(name: str, split: str, data_dir: str | os.PathLike | None) -> str
     return f"{name}/{split} ({source})"
 
 
-def token_blocks(tokenizer, texts: list[str], seq_len: int, max_blocks: int | None = None, add_bos: bool = False) -> torch.Tensor:
+def token_blocks(
+    tokenizer, texts: list[str], seq_len: int, max_blocks: int | None = None, add_bos: bool = False
+) -> torch.Tensor:
     """Concatenate texts, tokenize once and cut into non-overlapping ``seq_len`` blocks.
 
     The standard perplexity / LM fine-tuning setup (as in SliceGPT and the LLM pruning
@@ -119,3 +135,27 @@ def token_blocks(tokenizer, texts: list[str], seq_len: int, max_blocks: int | No
         bos = torch.full((n, 1), tokenizer.bos_token_id, dtype=blocks.dtype)
         blocks = torch.cat([bos, blocks], dim=1)
     return blocks
+
+
+def calibration_blocks(
+    tokenizer,
+    dataset: str = "wikitext2",
+    data_dir: str | os.PathLike | None = None,
+    n_samples: int = CALIB_SAMPLES,
+    seq_len: int = CALIB_SEQ_LEN,
+    seed: int = 0,
+) -> torch.Tensor:
+    """``n_samples`` random windows of ``seq_len`` tokens from a calibration corpus (seeded).
+
+    The corpus is the train split (hub) or, offline, the local train split if there is
+    one (Alpaca) else the validation split (WikiText-2, PTB): no test text is ever used.
+    """
+    check_name(dataset)
+    if n_samples < 1 or seq_len < 2:
+        raise PruneNetError(f"calibration needs n_samples >= 1 and seq_len >= 2, got {n_samples} x {seq_len}")
+    split = "train" if data_dir is None or "train" in LOCAL_FILES[dataset] else "validation"
+    texts = load_texts(dataset, split, data_dir)
+    stream = token_blocks(tokenizer, texts, seq_len).reshape(-1)
+    gen = torch.Generator().manual_seed(int(seed))
+    starts = torch.randint(0, stream.numel() - seq_len + 1, (n_samples,), generator=gen)
+    return torch.stack([stream[s : s + seq_len] for s in starts.tolist()])

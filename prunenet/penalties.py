@@ -5,6 +5,7 @@ without leaving the device. It is invariant to any monotone map of both samples,
 is the same on singular values σ and on Gram eigenvalues σ² (see :func:`spectra`).
 The Anderson–Darling k-sample variant (paper ablation T18) delegates to SciPy.
 """
+
 from __future__ import annotations
 
 import warnings
@@ -14,8 +15,7 @@ import torch
 from scipy.stats import anderson_ksamp
 
 from .errors import PruneNetError
-
-PENALTIES = ("ks", "ad")
+from .options import PENALTIES, SPECTRA
 
 
 def ks_distance(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
@@ -64,4 +64,4 @@ def spectra(w: torch.Tensor, method: str = "gram") -> torch.Tensor:
         w = w.double()
         gram = w.transpose(-2, -1) @ w
         return torch.linalg.eigvalsh(gram).clamp_min(0)
-    raise PruneNetError(f"unknown spectrum method {method!r}: use svd or gram")
+    raise PruneNetError(f"unknown spectrum method {method!r}: use one of {', '.join(SPECTRA)}")

@@ -6,6 +6,7 @@ of row i is ``sigmoid(Σ_j (W W_interᵀ)_{ij} W_proj_j)`` (paper Eq. 3). Comput
 ``W (W_interᵀ W_projᵀ)`` is the same function with O(nd) instead of O(n²d) work, so the
 policy is cheap even for LLaMA-7B-sized FFNs.
 """
+
 from __future__ import annotations
 
 import math
@@ -14,6 +15,7 @@ import torch
 from torch import nn
 
 from .errors import PruneNetError
+from .options import WHICH
 
 SELECTORS = ("policy", "deterministic", "random")
 
@@ -75,7 +77,9 @@ def perturb(importance: torch.Tensor, generator: torch.Generator | None = None) 
     return torch.sigmoid(torch.logit(alpha) + torch.log(u) - torch.log1p(-u))
 
 
-def sample_rows(weights: torch.Tensor, k: int, generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+def sample_rows(
+    weights: torch.Tensor, k: int, generator: torch.Generator | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Sample k distinct rows ∝ ``weights``, without replacement; return (sorted indices, log-probability).
 
     ``argtopk(log w + Gumbel noise)`` is an exact draw of the sequential multinomial without
@@ -95,7 +99,9 @@ def sample_rows(weights: torch.Tensor, k: int, generator: torch.Generator | None
     return torch.sort(order).values, log_prob
 
 
-def draw_rows(importance: torch.Tensor, k: int, generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+def draw_rows(
+    importance: torch.Tensor, k: int, generator: torch.Generator | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
     """The policy's action (paper Eq. 4, Algorithm 1): k rows drawn without replacement from the
     multinomial over the normalised *perturbed* importances; (sorted indices, log-probability).
 
@@ -105,8 +111,9 @@ def draw_rows(importance: torch.Tensor, k: int, generator: torch.Generator | Non
     return sample_rows(perturb(importance, generator), k, generator)
 
 
-def select_rows(selector: str, n: int, k: int, importance: torch.Tensor | None = None,
-                generator: torch.Generator | None = None) -> torch.Tensor:
+def select_rows(
+    selector: str, n: int, k: int, importance: torch.Tensor | None = None, generator: torch.Generator | None = None
+) -> torch.Tensor:
     """Sorted indices of the k rows to keep, for one of the selectors.
 
     ``policy``: a stochastic draw from the trained policy (PruneNet); ``deterministic``: the
@@ -123,8 +130,8 @@ def select_rows(selector: str, n: int, k: int, importance: torch.Tensor | None =
     raise PruneNetError(f"unknown selector {selector!r}: use one of {', '.join(SELECTORS)}")
 
 
-def save_policy(path, best: dict[str, torch.Tensor], last: dict[str, torch.Tensor], meta: dict) -> None:
-    """One safetensors file with the best and last policies; ``meta`` goes in its header (and a JSON twin)."""
+def save_policy(path, meta_path, best: dict[str, torch.Tensor], last: dict[str, torch.Tensor], meta: dict) -> None:
+    """One safetensors file with the best and last policies; ``meta`` goes in its header and in ``meta_path`` (JSON)."""
     import json
 
     from safetensors.torch import save_file
@@ -135,7 +142,7 @@ def save_policy(path, best: dict[str, torch.Tensor], last: dict[str, torch.Tenso
     tensors |= {f"last.{k}": v.detach().cpu().clone() for k, v in last.items()}
     with atomic_file(path) as tmp:
         save_file(tensors, str(tmp), metadata={"prunenet": json.dumps(meta, default=float)})
-    write_json(str(path).removesuffix(".safetensors") + ".json", meta)
+    write_json(meta_path, meta)
 
 
 def load_policy(path, which: str = "best") -> tuple[PolicyNetwork, dict]:
@@ -145,8 +152,8 @@ def load_policy(path, which: str = "best") -> tuple[PolicyNetwork, dict]:
 
     from safetensors import safe_open
 
-    if which not in ("best", "last"):
-        raise PruneNetError(f"unknown policy checkpoint {which!r}: use best or last")
+    if which not in WHICH:
+        raise PruneNetError(f"unknown policy checkpoint {which!r}: use one of {', '.join(WHICH)}")
     if not Path(path).is_file():
         raise PruneNetError(f"policy file {path} not found: run `prunenet train` first")
     try:

@@ -4,16 +4,17 @@ The sliced FFN computes exactly what the dense FFN computes with the dropped neu
 masked to zero, because every FFN activation (ReLU, GELU, SiLU·gate) maps 0 pre-activations
 of a dropped neuron to a contribution that the down projection no longer reads.
 """
+
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 from torch import nn
 
-from .adapters import get_adapter
+from .arch import get_adapter
+from .checkpoints import per_layer_ffn
 from .errors import PruneNetError
-from .models import PER_LAYER_KEY
 from .policy import PolicyNetwork, n_keep, select_rows
 
 
@@ -41,15 +42,21 @@ def layer_ratios(ratio: float | Sequence[float] | str, num_layers: int) -> list[
 
 
 @torch.no_grad()
-def plan_rows(model: nn.Module, selector: str, ratio: float | Sequence[float] | str, policy: PolicyNetwork | None = None,
-              state: str = "up", seed: int = 0) -> list[torch.Tensor]:
+def plan_rows(
+    model: nn.Module,
+    selector: str,
+    ratio: float | Sequence[float] | str,
+    policy: PolicyNetwork | None = None,
+    state: str = "up",
+    seed: int = 0,
+) -> list[torch.Tensor]:
     """Rows to keep in every layer for a selector at a (uniform or per-layer) ratio.
 
     A policy trained at one ratio is applied at any other ("you only prune once", T6):
     its importances do not depend on the ratio; only k does.
     """
     adapter = get_adapter(model)
-    layers = adapter.decoder_layers(model)
+    layers = adapter.layers()
     ratios = layer_ratios(ratio, len(layers))
     gen = torch.Generator().manual_seed(seed)
     rows = []
@@ -76,12 +83,11 @@ def _slice_linear(linear: nn.Linear, idx: torch.Tensor, dim: int) -> nn.Linear:
 def prune_ffn(model: nn.Module, rows: list[torch.Tensor]) -> list[int]:
     """Slice every layer's FFN to ``rows[l]`` in place; update the config; return the new sizes.
 
-    A uniform result sets the standard config key (plain ``from_pretrained`` loads it);
-    per-layer sizes are recorded under ``prunenet_intermediate_sizes`` for
-    :func:`prunenet.models.load_model`.
+    The widths are recorded in the config by the format that owns them
+    (:mod:`prunenet.checkpoints.per_layer_ffn`): uniform widths give a plain HF checkpoint.
     """
     adapter = get_adapter(model)
-    layers = adapter.decoder_layers(model)
+    layers = adapter.layers()
     if len(rows) != len(layers):
         raise PruneNetError(f"got row sets for {len(rows)} layers but the model has {len(layers)}")
     sizes = []
@@ -90,16 +96,12 @@ def prune_ffn(model: nn.Module, rows: list[torch.Tensor]) -> list[int]:
         idx = torch.as_tensor(idx, dtype=torch.long)
         if idx.numel() == 0 or int(idx.max()) >= up.out_features or idx.unique().numel() != idx.numel():
             raise PruneNetError(f"invalid row set for a layer with {up.out_features} neurons")
-        layer.set_submodule(adapter.up, _slice_linear(up, idx, 0))
-        if gate is not None:
-            layer.set_submodule(adapter.gate, _slice_linear(gate, idx, 0))
-        layer.set_submodule(adapter.down, _slice_linear(down, idx, 1))
+        adapter.set_ffn(
+            layer,
+            _slice_linear(up, idx, 0),
+            _slice_linear(gate, idx, 0) if gate is not None else None,
+            _slice_linear(down, idx, 1),
+        )
         sizes.append(int(idx.numel()))
-    if len(set(sizes)) == 1:
-        setattr(model.config, adapter.size_key, sizes[0])
-        if hasattr(model.config, PER_LAYER_KEY):
-            delattr(model.config, PER_LAYER_KEY)
-    else:
-        setattr(model.config, adapter.size_key, max(sizes))
-        setattr(model.config, PER_LAYER_KEY, sizes)
+    per_layer_ffn.mark(model, sizes)
     return sizes

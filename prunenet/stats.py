@@ -1,4 +1,5 @@
 """Size and cost of a model: parameters, effective sparsity, forward FLOPs per token (paper T1)."""
+
 from __future__ import annotations
 
 from torch import nn
@@ -22,7 +23,7 @@ def flops_per_token(model: nn.Module, seq_len: int = 2048) -> int:
     """
     linear = sum(2 * m.in_features * m.out_features for m in model.modules() if isinstance(m, nn.Linear))
     cfg = model.config
-    heads = getattr(cfg, "num_attention_heads")
+    heads = cfg.num_attention_heads
     head_dim = getattr(cfg, "head_dim", None) or cfg.hidden_size // heads
     attention = 4 * seq_len * heads * head_dim * cfg.num_hidden_layers
     return int(linear + attention)

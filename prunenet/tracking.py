@@ -3,13 +3,15 @@
 Default backend is a local sqlite file (MLflow 3 refuses a plain ./mlruns folder store);
 ``MLFLOW_TRACKING_URI`` overrides it. ``PRUNENET_MLFLOW=0`` turns tracking off.
 """
+
 from __future__ import annotations
 
 import contextlib
 import logging
 import os
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 DEFAULT_URI = "sqlite:///results/mlflow.db"
 
@@ -58,6 +60,10 @@ def run(experiment: str, name: str, params: dict[str, Any], tags: dict[str, str]
                 mlflow.create_experiment(experiment, artifact_location=(db.parent / "mlartifacts").resolve().as_uri())
     mlflow.set_experiment(experiment)
     with mlflow.start_run(run_name=name, tags=tags or {}):
-        flat = {k: (",".join(map(str, v)) if isinstance(v, (list, tuple)) else v) for k, v in params.items() if v is not None}
+        flat = {
+            k: (",".join(map(str, v)) if isinstance(v, (list, tuple)) else v)
+            for k, v in params.items()
+            if v is not None
+        }
         mlflow.log_params({k: str(v)[:500] for k, v in flat.items()})
         yield Run(mlflow)

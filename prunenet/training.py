@@ -13,23 +13,22 @@ return of the other M−1 draws (leave-one-out; Kool et al., 2019), which stays 
 The KS penalty moves by a step of 1/d between draws while its mean is ~0.17, so without a
 baseline almost all of the single-sample gradient is noise.
 """
+
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
-from typing import Callable
 
 import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from .adapters import get_adapter
+from .arch import get_adapter
 from .errors import PruneNetError
+from .options import BASELINES, OBJECTIVES, STATES
 from .penalties import PENALTIES, distance, spectra
 from .policy import PolicyNetwork, draw_rows, n_keep, select_rows
-
-OBJECTIVES = ("paper", "official")
-BASELINES = ("none", "running", "loo")
 
 
 @dataclass
@@ -56,13 +55,17 @@ class TrainConfig:
             raise PruneNetError(f"unknown penalty {self.penalty!r}: use one of {', '.join(PENALTIES)}")
         if self.objective not in OBJECTIVES:
             raise PruneNetError(f"unknown objective {self.objective!r}: use one of {', '.join(OBJECTIVES)}")
+        if self.state not in STATES:
+            raise PruneNetError(f"unknown policy state {self.state!r}: use one of {', '.join(STATES)}")
         if self.baseline not in BASELINES:
             raise PruneNetError(f"unknown baseline {self.baseline!r}: use one of {', '.join(BASELINES)}")
         if self.samples < 1:
             raise PruneNetError(f"samples must be ≥ 1, got {self.samples}")
         if self.baseline == "loo" and self.samples < 2:
-            raise PruneNetError("baseline 'loo' needs samples ≥ 2 (it compares each draw with the others): "
-                                "use --samples 4 (config: policy.samples: 4)")
+            raise PruneNetError(
+                "baseline 'loo' needs samples ≥ 2 (it compares each draw with the others): "
+                "use --samples 4 (config: policy.samples: 4)"
+            )
 
 
 @dataclass
@@ -79,7 +82,7 @@ class TrainResult:
 def collect_states(model: nn.Module, state: str = "up") -> torch.Tensor:
     """Stack every layer's state matrix into an (L, n, d) float32 tensor (detached)."""
     adapter = get_adapter(model)
-    mats = [adapter.state_matrix(layer, state).detach().float() for layer in adapter.decoder_layers(model)]
+    mats = [adapter.state_matrix(layer, state).detach().float() for layer in adapter.layers()]
     shapes = {tuple(m.shape) for m in mats}
     if len(shapes) != 1:
         raise PruneNetError(f"layers have different FFN shapes {sorted(shapes)}: train the policy on the dense model")
@@ -96,8 +99,13 @@ def discounted_future(penalties: torch.Tensor, gamma: float) -> torch.Tensor:
     return out
 
 
-def layer_penalties(states: torch.Tensor, rows: list[torch.Tensor], penalty: str = "ks", spectrum: str = "svd",
-                    dense_spectra: torch.Tensor | None = None) -> torch.Tensor:
+def layer_penalties(
+    states: torch.Tensor,
+    rows: list[torch.Tensor],
+    penalty: str = "ks",
+    spectrum: str = "svd",
+    dense_spectra: torch.Tensor | None = None,
+) -> torch.Tensor:
     """Penalty D_l of keeping ``rows[l]`` of each layer's state matrix, batched over layers."""
     if dense_spectra is None:
         dense_spectra = spectra(states, spectrum)
@@ -105,8 +113,12 @@ def layer_penalties(states: torch.Tensor, rows: list[torch.Tensor], penalty: str
     return distance(penalty, dense_spectra, spectra(pruned, spectrum)).float()
 
 
-def train_policy(states: torch.Tensor, cfg: TrainConfig, progress: bool = True,
-                 on_episode: Callable[[int, float], None] | None = None) -> TrainResult:
+def train_policy(
+    states: torch.Tensor,
+    cfg: TrainConfig,
+    progress: bool = True,
+    on_episode: Callable[[int, float], None] | None = None,
+) -> TrainResult:
     """Train one shared policy on the stacked state matrices ``states`` (L, n, d)."""
     cfg.validate()
     L, n, d = states.shape
@@ -163,8 +175,16 @@ def train_policy(states: torch.Tensor, cfg: TrainConfig, progress: bool = True,
 
 
 @torch.no_grad()
-def mean_penalty(states: torch.Tensor, selector: str, ratio: float, policy: PolicyNetwork | None = None,
-                 samples: int = 20, penalty: str = "ks", spectrum: str = "svd", seed: int = 0) -> float:
+def mean_penalty(
+    states: torch.Tensor,
+    selector: str,
+    ratio: float,
+    policy: PolicyNetwork | None = None,
+    samples: int = 20,
+    penalty: str = "ks",
+    spectrum: str = "svd",
+    seed: int = 0,
+) -> float:
     """Mean over ``samples`` draws of the layer-averaged penalty of a selector (for comparisons)."""
     L, n, _ = states.shape
     k = n_keep(n, ratio)

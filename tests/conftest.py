@@ -3,6 +3,7 @@
 Tiny models use the SmolLM2 tokenizer so that lm-eval, perplexity and RFT code paths run
 with a real tokenizer; no test touches the network.
 """
+
 from __future__ import annotations
 
 import os
@@ -48,15 +49,36 @@ def tokenizer(smollm2):
 def tiny_config(family: str, vocab_size: int):
     """A 2-4 layer random config of each supported family (no download)."""
     if family == "llama":
-        return LlamaConfig(vocab_size=vocab_size, hidden_size=64, intermediate_size=96, num_hidden_layers=3,
-                           num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=512,
-                           tie_word_embeddings=True)
+        return LlamaConfig(
+            vocab_size=vocab_size,
+            hidden_size=64,
+            intermediate_size=96,
+            num_hidden_layers=3,
+            num_attention_heads=4,
+            num_key_value_heads=2,
+            max_position_embeddings=512,
+            tie_word_embeddings=True,
+        )
     if family == "opt":
-        return OPTConfig(vocab_size=vocab_size, hidden_size=64, ffn_dim=96, num_hidden_layers=3, num_attention_heads=4,
-                         word_embed_proj_dim=64, max_position_embeddings=512)
+        return OPTConfig(
+            vocab_size=vocab_size,
+            hidden_size=64,
+            ffn_dim=96,
+            num_hidden_layers=3,
+            num_attention_heads=4,
+            word_embed_proj_dim=64,
+            max_position_embeddings=512,
+        )
     if family == "phi":
-        return PhiConfig(vocab_size=vocab_size, hidden_size=64, intermediate_size=96, num_hidden_layers=3,
-                         num_attention_heads=4, max_position_embeddings=512, partial_rotary_factor=0.5)
+        return PhiConfig(
+            vocab_size=vocab_size,
+            hidden_size=64,
+            intermediate_size=96,
+            num_hidden_layers=3,
+            num_attention_heads=4,
+            max_position_embeddings=512,
+            partial_rotary_factor=0.5,
+        )
     raise ValueError(family)
 
 

@@ -1,4 +1,5 @@
 """The PruneNet core against ground truth: masking, SciPy statistics, sampling law, reloads."""
+
 from __future__ import annotations
 
 import copy
@@ -6,18 +7,26 @@ import json
 import math
 from collections import Counter
 
-import numpy as np
 import pytest
 import torch
 from scipy.stats import anderson_ksamp, ks_2samp
 from transformers import AutoModelForCausalLM, GPT2Config
 
-from prunenet.adapters import get_adapter
+from prunenet.arch import get_adapter
 from prunenet.cli import main as cli_main
 from prunenet.errors import PruneNetError
 from prunenet.models import check_finite, load_model, save_checkpoint
 from prunenet.penalties import ad_distance, ks_distance, spectra
-from prunenet.policy import PolicyNetwork, draw_rows, load_policy, n_keep, perturb, sample_rows, save_policy, select_rows
+from prunenet.policy import (
+    PolicyNetwork,
+    draw_rows,
+    load_policy,
+    n_keep,
+    perturb,
+    sample_rows,
+    save_policy,
+    select_rows,
+)
 from prunenet.slicing import plan_rows, prune_ffn
 from prunenet.stats import count_params, flops_per_token
 from prunenet.training import TrainConfig, collect_states, discounted_future, mean_penalty, train_policy
@@ -27,7 +36,7 @@ def masked_copy(model, rows):
     """Dense model whose dropped neurons are masked: their FFN2 (down) columns set to zero."""
     masked = copy.deepcopy(model)
     adapter = get_adapter(masked)
-    for layer, keep in zip(adapter.decoder_layers(masked), rows):
+    for layer, keep in zip(adapter.layers(), rows):
         _, _, down = adapter.ffn(layer)
         mask = torch.ones(down.in_features, dtype=torch.bool)
         mask[keep] = False
@@ -53,8 +62,10 @@ def test_sliced_ffn_equals_masked_dense(tiny_model, family):
     with torch.no_grad():
         torch.testing.assert_close(pruned(ids).logits, masked(ids).logits, rtol=1e-5, atol=1e-5)
         if mlp_name:  # the FFN block alone, where the architecture has one (LLaMA, Phi)
-            for lp, lm in zip(adapter.decoder_layers(pruned), adapter.decoder_layers(masked)):
-                torch.testing.assert_close(lp.get_submodule(mlp_name)(x), lm.get_submodule(mlp_name)(x), rtol=1e-5, atol=1e-6)
+            for lp, lm in zip(get_adapter(pruned).layers(), get_adapter(masked).layers()):
+                torch.testing.assert_close(
+                    lp.get_submodule(mlp_name)(x), lm.get_submodule(mlp_name)(x), rtol=1e-5, atol=1e-6
+                )
 
 
 def test_ks_matches_scipy_with_ties():
@@ -71,7 +82,9 @@ def test_ad_matches_scipy():
     a, b = torch.rand(3, 80, generator=gen), torch.rand(3, 60, generator=gen) ** 1.5
     ours = ad_distance(a, b)
     for i in range(3):
-        assert ours[i].item() == pytest.approx(anderson_ksamp([a[i].double().numpy(), b[i].double().numpy()], variant="midrank").statistic)
+        assert ours[i].item() == pytest.approx(
+            anderson_ksamp([a[i].double().numpy(), b[i].double().numpy()], variant="midrank").statistic
+        )
 
 
 def test_spectra_gram_and_svd_give_same_ks():
@@ -81,7 +94,9 @@ def test_spectra_gram_and_svd_give_same_ks():
     torch.testing.assert_close(spectra(w, "gram").sqrt().flip(-1).float(), sv, rtol=1e-4, atol=1e-4)
     rows = [torch.randperm(96)[:60] for _ in range(4)]
     pruned = torch.stack([m[r] for m, r in zip(w, rows)])
-    assert torch.equal(ks_distance(sv, spectra(pruned, "svd")), ks_distance(spectra(w, "gram"), spectra(pruned, "gram")))
+    assert torch.equal(
+        ks_distance(sv, spectra(pruned, "svd")), ks_distance(spectra(w, "gram"), spectra(pruned, "gram"))
+    )
 
 
 def test_policy_matches_paper_formula():
@@ -218,7 +233,13 @@ def test_corrupt_checkpoint(tiny_model, tokenizer, tmp_path):
 def test_policy_file_roundtrip_corrupt_and_mismatch(tiny_model, tmp_path):
     model = tiny_model("llama")
     pol = PolicyNetwork(96, 64)
-    save_policy(tmp_path / "p.safetensors", pol.state_dict(), pol.state_dict(), {"config": {"ratio": 0.3, "state": "up"}})
+    save_policy(
+        tmp_path / "p.safetensors",
+        tmp_path / "p.json",
+        pol.state_dict(),
+        pol.state_dict(),
+        {"config": {"ratio": 0.3, "state": "up"}},
+    )
     loaded, meta = load_policy(tmp_path / "p.safetensors")
     assert meta["config"]["ratio"] == 0.3 and json.loads((tmp_path / "p.json").read_text())["config"]["state"] == "up"
     assert torch.equal(loaded.W_inter, pol.W_inter)
@@ -246,7 +267,19 @@ def test_flops_and_params_formula(tiny_model):
 def test_cli_bad_ratio_one_line_and_nothing_written(tiny_model, tokenizer, tmp_path, capsys):
     save_checkpoint(tiny_model("llama"), tokenizer, tmp_path / "m")
     capsys.readouterr()
-    code = cli_main(["prune", "--model", str(tmp_path / "m"), "--out", str(tmp_path / "out"), "--method", "random", "--ratio", "1.2"])
+    code = cli_main(
+        [
+            "prune",
+            "--model",
+            str(tmp_path / "m"),
+            "--out",
+            str(tmp_path / "out"),
+            "--method",
+            "random",
+            "--ratio",
+            "1.2",
+        ]
+    )
     err = capsys.readouterr().err.strip()
     assert code == 2 and err.count("\n") == 0 and err.startswith("error: pruning ratio 1.2 is outside [0, 1)")
     assert not (tmp_path / "out").exists() and not list(tmp_path.glob(".out*"))
@@ -267,7 +300,22 @@ def test_cli_per_layer_ratio_list(tiny_model, tokenizer, tmp_path, monkeypatch, 
 def test_cli_random_prune_writes_loadable_checkpoint(tiny_model, tokenizer, tmp_path, monkeypatch):
     monkeypatch.setenv("PRUNENET_MLFLOW", "0")
     save_checkpoint(tiny_model("opt"), tokenizer, tmp_path / "m")
-    assert cli_main(["prune", "--model", str(tmp_path / "m"), "--out", str(tmp_path / "o"), "--method", "random", "--ratio", "0.5"]) == 0
+    assert (
+        cli_main(
+            [
+                "prune",
+                "--model",
+                str(tmp_path / "m"),
+                "--out",
+                str(tmp_path / "o"),
+                "--method",
+                "random",
+                "--ratio",
+                "0.5",
+            ]
+        )
+        == 0
+    )
     model = AutoModelForCausalLM.from_pretrained(str(tmp_path / "o"))
     assert model.config.ffn_dim == 48
     meta = json.loads((tmp_path / "o" / "prunenet_meta.json").read_text())
@@ -275,6 +323,7 @@ def test_cli_random_prune_writes_loadable_checkpoint(tiny_model, tokenizer, tmp_
 
 
 # ---------------------------------------------------------------- the embedded SmolLM2-135M
+
 
 @pytest.fixture(scope="module")
 def smol_states(smollm2):
@@ -331,8 +380,10 @@ def test_reinforce_learns_on_smollm2(smol_gate_states):
     policy.load_state_dict(result.best)
     after = mean_penalty(smol_gate_states, "policy", 0.3, policy, samples=20, spectrum="gram", seed=1)
     random = mean_penalty(smol_gate_states, "random", 0.3, None, samples=20, spectrum="gram", seed=1)
-    print(f"\nSmolLM2 gate KS at r=0.3: first episode {result.history[0]:.4f}, best episode {min(result.history):.4f}, "
-          f"trained policy {after:.4f}, random rows {random:.4f} (20 draws each)")
+    print(
+        f"\nSmolLM2 gate KS at r=0.3: first episode {result.history[0]:.4f}, best episode {min(result.history):.4f}, "
+        f"trained policy {after:.4f}, random rows {random:.4f} (20 draws each)"
+    )
     assert after < result.history[0] - 0.002 and after < random - 0.003
 
 
@@ -350,8 +401,10 @@ def test_policy_training_on_smollm2_is_reproducible_and_reported(smol_states):
     policy.load_state_dict(a.best)
     after = mean_penalty(smol_states, "policy", 0.3, policy, samples=5, seed=123)
     random = mean_penalty(smol_states, "random", 0.3, None, samples=5, seed=123)
-    print(f"\nSmolLM2 up KS penalty at r=0.3: first episode {a.history[0]:.5f}, best {min(a.history):.5f}, "
-          f"policy draws {after:.5f}, random rows {random:.5f}")
+    print(
+        f"\nSmolLM2 up KS penalty at r=0.3: first episode {a.history[0]:.5f}, best {min(a.history):.5f}, "
+        f"policy draws {after:.5f}, random rows {random:.5f}"
+    )
     assert 0.1 < after < 0.3 and 0.1 < random < 0.3
 
 

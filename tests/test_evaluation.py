@@ -3,6 +3,7 @@
 Ground truth for prompts: the *built-in* task YAML fed with the same items in the hub's
 field layout, where the hub-layout docs are built here by hand from the local raw files.
 """
+
 from __future__ import annotations
 
 import csv
@@ -15,7 +16,7 @@ import torch
 import yaml
 
 from prunenet import evaluation as ev
-from prunenet.data import load_texts
+from prunenet.data import LOCAL_FILES, load_texts
 from prunenet.errors import PruneNetError
 from prunenet.models import save_checkpoint
 
@@ -35,16 +36,31 @@ def hub_layout(task: str, rec: dict) -> dict:
         return dict(rec)
     if task.startswith("arc_"):
         q = rec["question"]
-        return {"id": rec["id"], "question": q["stem"], "answerKey": rec["answerKey"],
-                "choices": {"text": [c["text"] for c in q["choices"]], "label": [c["label"] for c in q["choices"]]}}
+        return {
+            "id": rec["id"],
+            "question": q["stem"],
+            "answerKey": rec["answerKey"],
+            "choices": {"text": [c["text"] for c in q["choices"]], "label": [c["label"] for c in q["choices"]]},
+        }
     if task == "hellaswag":  # ctx_a/ctx_b split unknown: all of ctx in ctx_a (see test_hellaswag_known_difference)
-        return {"activity_label": rec["activity_label"], "ctx_a": rec["ctx"], "ctx_b": "", "ctx": rec["ctx"],
-                "endings": rec["endings"], "label": str(rec["label"])}
+        return {
+            "activity_label": rec["activity_label"],
+            "ctx_a": rec["ctx"],
+            "ctx_b": "",
+            "ctx": rec["ctx"],
+            "endings": rec["endings"],
+            "label": str(rec["label"]),
+        }
     raise ValueError(task)
 
 
 def mmlu_hub(row: list[str], subject: str) -> dict:
-    return {"question": row[0], "subject": subject, "choices": row[1:5], "answer": {"A": 0, "B": 1, "C": 2, "D": 3}[row[5]]}
+    return {
+        "question": row[0],
+        "subject": subject,
+        "choices": row[1:5],
+        "answer": {"A": 0, "B": 1, "C": 2, "D": 3}[row[5]],
+    }
 
 
 def builtin_task(tmp: Path, rel_yaml: str, name: str, files: dict[str, list[dict]], eval_split: str):
@@ -58,9 +74,16 @@ def builtin_task(tmp: Path, rel_yaml: str, name: str, files: dict[str, list[dict
         p = folder / f"{split}.jsonl"
         p.write_text("".join(json.dumps(d) + "\n" for d in docs))
         data_files[split] = str(p)
-    cfg = {"include": str(ev.lm_eval_tasks_dir() / rel_yaml), "task": name, "dataset_path": "json", "dataset_name": None,
-           "dataset_kwargs": {"data_files": data_files, "cache_dir": str(tmp / "cache")},
-           "training_split": None, "validation_split": None, "test_split": None}
+    cfg = {
+        "include": str(ev.lm_eval_tasks_dir() / rel_yaml),
+        "task": name,
+        "dataset_path": "json",
+        "dataset_name": None,
+        "dataset_kwargs": {"data_files": data_files, "cache_dir": str(tmp / "cache")},
+        "training_split": None,
+        "validation_split": None,
+        "test_split": None,
+    }
     cfg[f"{eval_split}_split"] = eval_split
     if "dev" in files:
         cfg["fewshot_split"] = "dev"
@@ -73,8 +96,13 @@ def requests(task, doc, num_fewshot: int = 0):
     ctx = task.fewshot_context(doc, num_fewshot)
     reqs = task.construct_requests(doc, ctx, metadata=("t", 0, 0))
     reqs = reqs if isinstance(reqs, list) else [reqs]
-    return {"text": task.doc_to_text(doc), "target": task.doc_to_target(doc), "choices": task.doc_to_choice(doc),
-            "ctx": ctx, "args": [r.arguments for r in reqs]}
+    return {
+        "text": task.doc_to_text(doc),
+        "target": task.doc_to_target(doc),
+        "choices": task.doc_to_choice(doc),
+        "ctx": ctx,
+        "args": [r.arguments for r in reqs],
+    }
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -110,8 +138,8 @@ def pick_items(task: str, raw: list[dict]) -> list[int]:
 
 @pytest.mark.parametrize("task", ["piqa", "winogrande", "hellaswag", "arc_easy", "arc_challenge"])
 def test_offline_prompts_match_builtin(task, offline, data_dir, tmp_path):
-    raw = raw_jsonl(Path(data_dir) / ev.LOCAL_FILES[task])
     rel, split = ev.BUILTIN_YAML[task]
+    raw = raw_jsonl(Path(data_dir) / LOCAL_FILES[task][split])
     idx = pick_items(task, raw)
     ref = builtin_task(tmp_path, rel, f"{task}_ref", {split: [hub_layout(task, raw[i]) for i in idx]}, split)
     local = offline[task]
@@ -126,8 +154,10 @@ def test_offline_mmlu_matches_builtin(offline, data_dir, tmp_path):
     leaves = leaf_tasks(offline["mmlu"])
     assert len(leaves) == 57 and all(name.endswith("_local") for name in leaves)
     for subject in MMLU_SUBJECTS:
-        rows = {s: list(csv.reader((Path(data_dir) / "mmlu" / s / f"{subject}_{s}.csv").open(newline="")))
-                for s in ("test", "dev")}
+        rows = {
+            s: list(csv.reader((Path(data_dir) / LOCAL_FILES["mmlu"][s] / f"{subject}_{s}.csv").open(newline="")))
+            for s in ("test", "dev")
+        }
         hub = {s: [mmlu_hub(r, subject) for r in rows[s]] for s in rows}
         ref = builtin_task(tmp_path, f"mmlu/default/mmlu_{subject}.yaml", f"mmlu_{subject}_ref", hub, "test")
         local = leaves[f"mmlu_{subject}_local"]
@@ -143,11 +173,24 @@ def test_offline_mmlu_matches_builtin(offline, data_dir, tmp_path):
 
 def test_hellaswag_known_difference(tmp_path):
     """The one documented offline difference: ctx_b's first letter is not re-capitalised."""
-    true_hub = {"activity_label": "Roof shingle removal", "ctx_a": "A man is sitting on a roof.", "ctx_b": "he",
-                "ctx": "A man is sitting on a roof. he", "endings": ["a.", "b.", "c.", "d."], "label": "3"}
-    local_rec = {"activity_label": true_hub["activity_label"], "ctx": true_hub["ctx"], "endings": true_hub["endings"], "label": 3}
+    true_hub = {
+        "activity_label": "Roof shingle removal",
+        "ctx_a": "A man is sitting on a roof.",
+        "ctx_b": "he",
+        "ctx": "A man is sitting on a roof. he",
+        "endings": ["a.", "b.", "c.", "d."],
+        "label": "3",
+    }
+    local_rec = {
+        "activity_label": true_hub["activity_label"],
+        "ctx": true_hub["ctx"],
+        "endings": true_hub["endings"],
+        "label": 3,
+    }
     ref = builtin_task(tmp_path, "hellaswag/hellaswag.yaml", "hs_ref", {"validation": [true_hub]}, "validation")
-    conv = builtin_task(tmp_path, "hellaswag/hellaswag.yaml", "hs_conv", {"validation": [ev.hellaswag_to_hub(local_rec)]}, "validation")
+    conv = builtin_task(
+        tmp_path, "hellaswag/hellaswag.yaml", "hs_conv", {"validation": [ev.hellaswag_to_hub(local_rec)]}, "validation"
+    )
     a, b = ref.doc_to_text(list(ref.eval_docs)[0]), conv.doc_to_text(list(conv.eval_docs)[0])
     assert a == "Roof shingle removal: A man is sitting on a roof. He"
     assert b == "Roof shingle removal: A man is sitting on a roof. he"
@@ -233,7 +276,8 @@ def test_perplexity_is_exp_mean_token_nll(tiny_model, tokenizer, data_dir):
     model = tiny_model("llama")
     texts = load_texts("wikitext2", "test", data_dir)[:200]
     res = ev.perplexity(model, tokenizer, texts, seq_len=32, max_blocks=5, batch_size=2)
-    ids = tokenizer("\n\n".join(texts), add_special_tokens=False, return_tensors="pt").input_ids[0][: 5 * 32].view(5, 32)
+    ids = tokenizer("\n\n".join(texts), add_special_tokens=False, return_tensors="pt").input_ids[0]
+    ids = ids[: 5 * 32].view(5, 32)
     nlls = []
     with torch.no_grad():
         for row in ids:  # one block at a time, token by token log-softmax

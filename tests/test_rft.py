@@ -1,4 +1,5 @@
 """Recovery fine-tuning: data preparation, LoRA training, merging and the saved checkpoint."""
+
 from __future__ import annotations
 
 import csv
@@ -10,10 +11,13 @@ import torch
 from safetensors.torch import load_file
 from transformers import AutoModelForCausalLM
 
-from prunenet.data import format_alpaca, token_blocks, load_texts
+from prunenet.arch import get_adapter
+from prunenet.checkpoints import per_layer_ffn
+from prunenet.data import format_alpaca, load_texts, token_blocks
 from prunenet.errors import PruneNetError
-from prunenet.models import PER_LAYER_KEY, load_model, read_meta, resize_ffn, save_checkpoint
-from prunenet.rft import _accumulate_grads, alpaca_samples, attach_lora, default_targets, finetune, merge_lora, rft_dataset
+from prunenet.models import load_model, read_meta, save_checkpoint
+from prunenet.rft import alpaca_samples, attach_lora, default_targets, finetune, merge_lora, rft_dataset
+from prunenet.rft.loss import accumulate_grads
 
 
 @pytest.fixture
@@ -52,7 +56,8 @@ def test_too_many_samples_names_available_count(tokenizer, data_dir):
         rft_dataset(tokenizer, "ptb", available, 256, str(data_dir))  # + 10 % validation does not fit
     _, _, info = rft_dataset(tokenizer, "ptb", available, 256, str(data_dir), allow_truncate=True)
     assert info["requested_n_samples"] == available
-    assert available - 1 <= info["n_train"] + info["n_val"] <= available and info["n_val"] == round(0.1 * info["n_train"])
+    assert available - 1 <= info["n_train"] + info["n_val"] <= available
+    assert info["n_val"] == round(0.1 * info["n_train"])
 
 
 def test_unknown_dataset_lists_known(tokenizer, data_dir):
@@ -65,7 +70,10 @@ def test_alpaca_template_and_label_masking(tokenizer, data_dir):
     record = next(r for r in records if r["input"])
     text = format_alpaca(record)
     assert text.startswith("Below is an instruction that describes a task, paired with an input")
-    assert f"### Instruction:\n{record['instruction']}\n\n### Input:\n{record['input']}\n\n### Response:\n{record['output']}" in text
+    assert (
+        f"### Instruction:\n{record['instruction']}\n\n### Input:\n{record['input']}\n\n"
+        f"### Response:\n{record['output']}"
+    ) in text
 
     data, n_trunc = alpaca_samples(tokenizer, [text], 512)
     ids, mask, labels = data["input_ids"][0], data["attention_mask"][0], data["labels"][0]
@@ -118,8 +126,16 @@ def test_default_targets_per_family(tiny_model):
         assert n_lora == 3 * 6  # 3 layers x (q, k, v, out + 2 FFN)
     model = tiny_model("llama")
     model.config.model_type = "mystery"
-    with pytest.raises(PruneNetError, match="known: .*llama"):
+    with pytest.raises(PruneNetError, match="supported model_types are .*llama"):
         default_targets(model)
+
+
+def test_default_targets_are_the_adapters_lora_targets(tiny_model):
+    """The LoRA targets are stated once, on the architecture adapter."""
+    for family in ("llama", "opt", "phi"):
+        model = tiny_model(family)
+        targets = default_targets(model)
+        assert targets == list(get_adapter(model).lora_targets) and isinstance(targets, list)
 
 
 def test_micro_batches_give_the_same_gradient(tiny_model, tokenizer, data_dir):
@@ -134,7 +150,7 @@ def test_micro_batches_give_the_same_gradient(tiny_model, tokenizer, data_dir):
     grads = []
     for micro in (4, 1):
         peft_model.zero_grad(set_to_none=True)
-        loss = _accumulate_grads(peft_model, batch, micro)
+        loss = accumulate_grads(peft_model, batch, micro)
         grads.append((loss, [p.grad.clone() for p in peft_model.parameters() if p.requires_grad]))
     assert grads[0][0] == pytest.approx(grads[1][0], rel=1e-5)
     for a, b in zip(grads[0][1], grads[1][1]):
@@ -147,9 +163,22 @@ def test_micro_batches_give_the_same_gradient(tiny_model, tokenizer, data_dir):
 def test_finetune_lowers_loss_and_saves_reloadable_checkpoint(tiny_ckpt, data_dir, tmp_path):
     metrics = []
     out = tmp_path / "rft"
-    summary = finetune(tiny_ckpt, str(out), "wikitext2", 100, str(data_dir), seq_len=32, batch_size=4, lr=1e-2,
-                       max_steps=30, eval_every=10, seed=0, log_csv=str(tmp_path / "log.csv"),
-                       on_metrics=lambda name, value, step: metrics.append((name, value, step)), test_blocks=4)
+    summary = finetune(
+        tiny_ckpt,
+        str(out),
+        "wikitext2",
+        100,
+        str(data_dir),
+        seq_len=32,
+        batch_size=4,
+        lr=1e-2,
+        max_steps=30,
+        eval_every=10,
+        seed=0,
+        log_csv=str(tmp_path / "log.csv"),
+        on_metrics=lambda name, value, step: metrics.append((name, value, step)),
+        test_blocks=4,
+    )
     rows = list(csv.DictReader((tmp_path / "log.csv").open()))
     train = [float(r["loss"]) for r in rows if r["split"] == "train"]
     val = [(int(r["step"]), float(r["loss"])) for r in rows if r["split"] == "val"]
@@ -175,8 +204,16 @@ def test_finetune_lowers_loss_and_saves_reloadable_checkpoint(tiny_ckpt, data_di
 
 
 def test_same_seed_gives_identical_weights(tiny_ckpt, data_dir, tmp_path):
-    kw = dict(dataset="wikitext2", n_samples=20, data_dir=str(data_dir), seq_len=32, batch_size=4, lr=1e-2,
-              max_steps=3, test_blocks=0)
+    kw = dict(
+        dataset="wikitext2",
+        n_samples=20,
+        data_dir=str(data_dir),
+        seq_len=32,
+        batch_size=4,
+        lr=1e-2,
+        max_steps=3,
+        test_blocks=0,
+    )
     finetune(tiny_ckpt, str(tmp_path / "a"), seed=0, **kw)
     finetune(tiny_ckpt, str(tmp_path / "b"), seed=0, **kw)
     finetune(tiny_ckpt, str(tmp_path / "c"), seed=1, **kw)
@@ -189,14 +226,24 @@ def test_same_seed_gives_identical_weights(tiny_ckpt, data_dir, tmp_path):
 def test_per_layer_pruned_checkpoint_keeps_sizes(tiny_model, tokenizer, data_dir, tmp_path):
     model = tiny_model("llama")
     sizes = [96, 40, 64]
-    resize_ffn(model, sizes)
+    per_layer_ffn.resize_ffn(model, sizes)
     for p in model.parameters():
         p.data.normal_(0, 0.02)
-    setattr(model.config, PER_LAYER_KEY, sizes)
+    setattr(model.config, per_layer_ffn.KEY, sizes)
     src = save_checkpoint(model, tokenizer, tmp_path / "pruned")
-    finetune(str(src), str(tmp_path / "rft"), "ptb", 12, str(data_dir), seq_len=32, batch_size=4, lr=1e-2,
-             max_steps=2, test_blocks=2)
+    finetune(
+        str(src),
+        str(tmp_path / "rft"),
+        "ptb",
+        12,
+        str(data_dir),
+        seq_len=32,
+        batch_size=4,
+        lr=1e-2,
+        max_steps=2,
+        test_blocks=2,
+    )
     config = json.loads((tmp_path / "rft" / "config.json").read_text())
-    assert config[PER_LAYER_KEY] == sizes
+    assert config[per_layer_ffn.KEY] == sizes
     reloaded, _ = load_model(str(tmp_path / "rft"))
     assert [layer.mlp.up_proj.out_features for layer in reloaded.model.layers] == sizes

@@ -1,10 +1,14 @@
 """SliceGPT baseline: invariance (exact), closed-form sizes, save/load, determinism, errors, SmolLM2.
 
+Every architecture fact comes from the adapters (prunenet.arch): llama/opt/phi are the tiny
+fixtures, mistral/qwen2/qwen3/gemma tiny configs built here; Gemma 2/3 must be refused.
+
 Tolerances (float32): norm fusion and the full rotation at r=0 (round_to=1, nothing
 deleted) reproduce the tiny models' logits to atol 1e-5 (observed ~5e-7); on the real
 30-layer SmolLM2 the r=0 rotation matches to atol 2e-2 on logits of magnitude ~20
 (mean abs error < 2e-3): float32 rounding accumulates through 30 rotated layers.
 """
+
 from __future__ import annotations
 
 import copy
@@ -12,11 +16,22 @@ import math
 
 import pytest
 import torch
-from transformers import AutoConfig, AutoModelForCausalLM, GPT2Config, MistralConfig, Qwen2Config
+from transformers import (
+    AutoConfig,
+    AutoModelForCausalLM,
+    Gemma2Config,
+    Gemma3TextConfig,
+    GemmaConfig,
+    GPT2Config,
+    MistralConfig,
+    Qwen2Config,
+    Qwen3Config,
+)
 
 from prunenet import slicegpt as sg
 from prunenet.data import load_texts, token_blocks
 from prunenet.errors import PruneNetError
+from prunenet.slicegpt import checkpoint as sg_format
 from prunenet.stats import count_params
 
 FAMILIES = ["llama", "opt", "phi"]
@@ -94,19 +109,76 @@ def test_full_rotation_at_r0_keeps_logits(family_model, family):
     torch.testing.assert_close(out_m[:, 5:], ref_m[:, 5:], atol=1e-5, rtol=0)
 
 
-@pytest.mark.parametrize("config_cls", [MistralConfig, Qwen2Config])
-def test_other_llama_family_types_rotate_exactly(config_cls):
-    """mistral / qwen2 (q/k/v biases) share the LLaMA path."""
+def _tiny_other(config_cls) -> torch.nn.Module:
+    """A 2-layer random model of one of the other LLaMA-like types (vocabulary 300), norms perturbed."""
     torch.manual_seed(0)
-    cfg = config_cls(vocab_size=300, hidden_size=64, intermediate_size=96, num_hidden_layers=2, num_attention_heads=4,
-                     num_key_value_heads=2, max_position_embeddings=128, tie_word_embeddings=True)
+    cfg = config_cls(
+        vocab_size=300,
+        hidden_size=64,
+        intermediate_size=96,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        head_dim=16,
+        max_position_embeddings=128,
+        tie_word_embeddings=True,
+    )
     model = AutoModelForCausalLM.from_config(cfg, dtype=torch.float32).eval()
     _perturb_norms(model)
+    return model
+
+
+OTHER_TYPES = [MistralConfig, Qwen2Config, Qwen3Config, GemmaConfig]
+
+
+@pytest.mark.parametrize("config_cls", OTHER_TYPES)
+def test_other_llama_family_types_rotate_exactly(config_cls):
+    """mistral / qwen2 (q/k/v biases) / qwen3 (per-head q/k norms, untouched by rotations of the stream) share
+    the LLaMA path; gemma too, with its ``1 + w`` norm scale folded (and its sqrt(d) embedding scale, which
+    commutes with rotations)."""
+    model = _tiny_other(config_cls)
     ids = _ids(300)
     with torch.no_grad():
         ref = model(ids).logits
-        out = sg.slice_model(copy.deepcopy(model), None, 0.0, _ids(300, (4, 16), 1), round_to=1, progress=False)(ids).logits
+        fused = sg.fuse_norms(copy.deepcopy(model))(ids).logits
+        rotated = sg.slice_model(copy.deepcopy(model), None, 0.0, _ids(300, (4, 16), 1), round_to=1, progress=False)
+        out = rotated(ids).logits
+    torch.testing.assert_close(fused, ref, atol=1e-5, rtol=0)
     torch.testing.assert_close(out, ref, atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize("config_cls", [Qwen3Config, GemmaConfig])
+def test_other_llama_family_types_save_and_reload(config_cls, tmp_path):
+    model = _tiny_other(config_cls)
+    ids = _ids(300)
+    sliced = sg.slice_model(copy.deepcopy(model), None, 0.25, _ids(300, (4, 16), 1), progress=False)
+    assert sliced.config.prunenet_slicegpt["family"] == ("gemma" if config_cls is GemmaConfig else "llama")
+    path = sg.save_sliced(sliced, None, tmp_path / "sliced", {"method": "slicegpt"})
+    reloaded = sg.load_sliced(path, AutoConfig.from_pretrained(str(path)), torch.float32)
+    with torch.no_grad():
+        assert torch.equal(reloaded(ids).logits, sliced(ids).logits)
+
+
+@pytest.mark.parametrize("config_cls", [Gemma2Config, Gemma3TextConfig])
+def test_gemma2_and_gemma3_are_refused(config_cls):
+    """Their post-attention/post-FFN norms act on block outputs: no rotation of the stream commutes with them."""
+    torch.manual_seed(0)
+    cfg = config_cls(
+        vocab_size=300,
+        hidden_size=64,
+        intermediate_size=96,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        head_dim=16,
+        max_position_embeddings=128,
+    )
+    model = AutoModelForCausalLM.from_config(cfg, dtype=torch.float32).eval()
+    for call in (lambda m: sg.slice_model(m, None, 0.25, _ids(300, (2, 16)), progress=False), sg.fuse_norms):
+        with pytest.raises(PruneNetError, match=f"SliceGPT cannot slice {cfg.model_type}: its post-attention") as err:
+            call(model)
+        assert "\n" not in str(err.value) and "no rotation of the residual stream commutes" in str(err.value)
+    assert not any(type(m).__name__ == "RMSN" for m in model.modules())  # refused before touching the model
 
 
 def test_padding_is_masked_out_of_the_pca(family_model):
@@ -176,11 +248,15 @@ def test_sliced_size_finite_and_reload(family_model, family, tmp_path, tokenizer
     gen = sliced.generate(ids[:1, :8], max_new_tokens=4, do_sample=False, pad_token_id=0)
     assert gen.shape == (1, 12)
 
-    path = sg.save_sliced(sliced, tokenizer, tmp_path / "sliced", {"method": "slicegpt"})
+    # through the checkpoint-format interface (prunenet.checkpoints): NAME, detect, save, load
+    assert sg_format.NAME == "slicegpt"
+    path = sg_format.save(sliced, tokenizer, tmp_path / "sliced", {"method": "slicegpt"})
+    assert (path / "prunenet_meta.json").is_file() and (path / "model.safetensors").is_file()
     config = AutoConfig.from_pretrained(str(path))
+    assert sg_format.detect(config) and not sg_format.detect(model.config)
     assert sg.is_sliced_config(config) and not sg.is_sliced_config(model.config)
     assert config.prunenet_slicegpt["layer_dims"][0][-1] == dp
-    reloaded = sg.load_sliced(path, config, torch.float32)
+    reloaded = sg_format.load(path, config, torch.float32)
     assert count_params(reloaded) == count_params(sliced)
     with torch.no_grad():
         assert torch.equal(reloaded(ids).logits, out)
@@ -222,7 +298,7 @@ def test_bad_inputs(family_model, tokenizer, tmp_path):
     with pytest.raises(PruneNetError, match="vocabulary"):
         sg.slice_model(copy.deepcopy(model), None, 0.25, calib + 10**7, progress=False)
     gpt2 = AutoModelForCausalLM.from_config(GPT2Config(n_embd=32, n_layer=1, n_head=2, vocab_size=100))
-    with pytest.raises(PruneNetError, match="supported model_types are llama, mistral, qwen2, opt, phi"):
+    with pytest.raises(PruneNetError, match="supported model_types are llama, mistral, qwen2, qwen3, gemma, opt, phi"):
         sg.slice_model(gpt2, None, 0.25, calib % 100, progress=False)
     with pytest.raises(PruneNetError, match="missing data file"):
         sg.calibration_blocks(tokenizer, "wikitext2", tmp_path, 2, 16, 0)
@@ -264,8 +340,10 @@ def test_smollm2_slicegpt(smollm2, data_dir):
     sliced = sg.slice_model(copy.deepcopy(dense), tok, 0.25, calib, progress=False)
     assert sliced.config.prunenet_slicegpt["embedding_dim"] == 432
     ppl_dense, ppl_sliced = _ppl(dense, test), _ppl(sliced, test)
-    print(f"SmolLM2 WikiText-2 test ppl ({test.shape[0]}x{test.shape[1]} tokens, calib 4x128 validation): "
-          f"dense {ppl_dense:.2f}, SliceGPT 25% {ppl_sliced:.2f}; params dense {count_params(dense):,} "
-          f"sliced {count_params(sliced):,} (LM head untied)")
+    print(
+        f"SmolLM2 WikiText-2 test ppl ({test.shape[0]}x{test.shape[1]} tokens, calib 4x128 validation): "
+        f"dense {ppl_dense:.2f}, SliceGPT 25% {ppl_sliced:.2f}; params dense {count_params(dense):,} "
+        f"sliced {count_params(sliced):,} (LM head untied)"
+    )
     assert math.isfinite(ppl_sliced) and ppl_dense < ppl_sliced < 50 * ppl_dense
     assert dense.config.tie_word_embeddings  # the session fixture was not touched

@@ -1,4 +1,5 @@
 """End to end: the Snakemake DAG on a tiny config builds table2.csv from real lm-eval outputs."""
+
 from __future__ import annotations
 
 import json
@@ -17,8 +18,19 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def snakemake(workdir: Path, *targets: str, extra: list[str] | None = None) -> subprocess.CompletedProcess:
-    cmd = [sys.executable, "-m", "snakemake", "-s", str(ROOT / "Snakefile"), "-d", str(workdir), "--cores", "1",
-           *(extra or []), *targets]
+    cmd = [
+        sys.executable,
+        "-m",
+        "snakemake",
+        "-s",
+        str(ROOT / "Snakefile"),
+        "-d",
+        str(workdir),
+        "--cores",
+        "1",
+        *(extra or []),
+        *targets,
+    ]
     env = os.environ | {"OMP_NUM_THREADS": "1"}
     return subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=1500)
 
@@ -32,8 +44,13 @@ def write_config(workdir: Path, model_dir: Path, data_dir: Path, **overrides) ->
         "policy": {"train_ratio": 0.3, "episodes": 3, "baseline": "loo", "samples": 2},
         "prune": {"ratios": [0.25, 0.5], "methods": ["prunenet", "slicegpt"], "schedules": ["linear:0.2:0.6"]},
         "slicegpt": {"calib_samples": 4, "calib_seq_len": 64},
-        "evaluate": {"tasks": ["piqa", "winogrande", "hellaswag", "arc_easy", "arc_challenge"], "limit": 3,
-                     "batch_size": 4, "ppl_blocks": 2, "ppl_seq_len": 64},
+        "evaluate": {
+            "tasks": ["piqa", "winogrande", "hellaswag", "arc_easy", "arc_challenge"],
+            "limit": 3,
+            "batch_size": 4,
+            "ppl_blocks": 2,
+            "ppl_seq_len": 64,
+        },
         "rft": {"ratios": [0.5], "sizes": [8, 16], "table_size": 16, "seq_len": 64, "batch_size": 4, "eval_every": 1},
     } | overrides
     (workdir / "config").mkdir(parents=True, exist_ok=True)
@@ -43,9 +60,8 @@ def write_config(workdir: Path, model_dir: Path, data_dir: Path, **overrides) ->
 @pytest.fixture(scope="module")
 def tiny_dir(tmp_path_factory, tokenizer):
     import torch
-    from transformers import AutoModelForCausalLM
-
     from conftest import tiny_config
+    from transformers import AutoModelForCausalLM
 
     torch.manual_seed(0)
     model = AutoModelForCausalLM.from_config(tiny_config("llama", len(tokenizer)))
@@ -64,6 +80,24 @@ def test_config_schema_rejects_unknown_key(tmp_path, tiny_dir, data_dir):
     write_config(tmp_path, tiny_dir, data_dir, policy={"baseline": "loo", "samples": 1})
     res = snakemake(tmp_path, "-n")
     assert res.returncode != 0 and "less than the minimum of 2" in (res.stdout + res.stderr)
+
+
+def test_final_output_follows_the_config(tmp_path, tiny_dir, data_dir):
+    """`all` asks for RFT targets only when an rft section is configured; every method runs through `prune`."""
+    write_config(tmp_path, tiny_dir, data_dir)
+    with_rft = snakemake(tmp_path, "-n", "all")
+    assert with_rft.returncode == 0, with_rft.stderr[-2000:]
+    assert "fig3_rft_size.png" in with_rft.stdout and "table8.csv" in with_rft.stdout
+    cfg = yaml.safe_load((tmp_path / "config" / "config.yaml").read_text())
+    del cfg["rft"]
+    (tmp_path / "config" / "config.yaml").write_text(yaml.safe_dump(cfg))
+    plain = snakemake(tmp_path, "-n", "-p", "all")
+    assert plain.returncode == 0, plain.stderr[-2000:]
+    assert "table2.csv" in plain.stdout and "fig1_ecdf_tiny.png" in plain.stdout
+    assert "rft" not in plain.stdout and "table3" not in plain.stdout
+    assert (
+        "prunenet prune" in plain.stdout and "--method slicegpt" in plain.stdout and "--calib-samples 4" in plain.stdout
+    )
 
 
 def test_missing_data_dir_is_named(tmp_path, tiny_dir):

@@ -1,9 +1,11 @@
-EVAL_ARGS = (
-    f"--tasks {' '.join(EV['tasks'])} --batch-size {EV['batch_size']} --num-fewshot {EV['num_fewshot']} "
-    f"--dtype {config.get('dtype', 'auto')} --device {config['device']} --seed {config['seed']} {DATA_ARG} "
-    + (f"--limit {EV['limit']} " if EV.get("limit") else "")
-    + f"--ppl-dataset '{EV['ppl_dataset']}' --ppl-seq-len {EV['ppl_seq_len']} "
-    + (f"--ppl-blocks {EV['ppl_blocks']}" if EV.get("ppl_blocks") else "")
+EVAL_ARGS = " ".join(
+    [
+        f"--tasks {' '.join(EV['tasks'])} --batch-size {EV['batch_size']} --num-fewshot {EV['num_fewshot']}",
+        f"--dtype {config['dtype']} --device {config['device']} --seed {config['seed']} {DATA_ARG}",
+        f"--limit {EV['limit']}" if EV["limit"] else "",
+        f"--ppl-dataset '{EV['ppl_dataset']}' --ppl-seq-len {EV['ppl_seq_len']}",
+        f"--ppl-blocks {EV['ppl_blocks']}" if EV["ppl_blocks"] else "",
+    ]
 )
 
 
@@ -17,6 +19,11 @@ rule evaluate:
         "results/logs/evaluate/{model}/{method}/r{ratio}.log",
     benchmark:
         "results/benchmarks/evaluate/{model}/{method}/r{ratio}.tsv"
+    conda:
+        CONDA_ENV
+    params:
+        py=PY,
+        args=EVAL_ARGS,
     shell:
-        "{PY} -m prunenet evaluate --model {input} --model-name {wildcards.model} --method {wildcards.method} "
-        "--out {output} {EVAL_ARGS} > {log} 2>&1"
+        "{params.py} -m prunenet evaluate --model {input} --model-name {wildcards.model} --method {wildcards.method} "
+        "--out {output} {params.args} > {log} 2>&1"

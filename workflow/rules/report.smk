@@ -1,50 +1,101 @@
-ALL_EVALS = [eval_file(m, meth, r) for m in MODELS for meth, r in variants(m)]
-
-
-rule table2:
-    """Paper Table 2: zero-shot accuracy (± lm-eval stderr) and recovery % of dense."""
+rule table:
+    """Paper Tables 1, 2, 3 and 8 from the evaluation JSONs (accuracy ± stderr, recovery, sizes)."""
     input:
-        ALL_EVALS,
+        lambda w: table_inputs(w.table),
     output:
-        csv="results/tables/table2.csv",
-        md="results/tables/table2.md",
-    params:
-        opts=lambda w: json.dumps({"tasks": EV["tasks"]}),
+        csv="results/tables/{table}.csv",
+        md="results/tables/{table}.md",
     log:
-        "results/logs/report/table2.log",
+        "results/logs/report/{table}.log",
     benchmark:
-        "results/benchmarks/report/table2.tsv"
-    shell:
-        "{PY} -m prunenet report table2 --inputs {input} --out {output.csv} --options {params.opts:q} > {log} 2>&1"
-
-
-rule table1:
-    """Paper Table 1: parameters, effective sparsity, FLOPs per token and average accuracy."""
-    input:
-        ALL_EVALS,
-    output:
-        csv="results/tables/table1.csv",
-        md="results/tables/table1.md",
+        "results/benchmarks/report/{table}.tsv"
+    wildcard_constraints:
+        table="table1|table2|table3|table8",
+    conda:
+        CONDA_ENV
     params:
-        opts=lambda w: json.dumps({"tasks": EV["tasks"]}),
-    log:
-        "results/logs/report/table1.log",
-    benchmark:
-        "results/benchmarks/report/table1.tsv"
+        py=PY,
+        opts=json.dumps({"tasks": EV["tasks"]}),
     shell:
-        "{PY} -m prunenet report table1 --inputs {input} --out {output.csv} --options {params.opts:q} > {log} 2>&1"
+        "{params.py} -m prunenet report {wildcards.table} --inputs {input} --out {output.csv} --out-md {output.md} "
+        "--options {params.opts:q} > {log} 2>&1"
 
 
-rule fig1:
-    """Paper Figure 1: ECDF of FFN1 singular values, dense vs PruneNet at each ratio (first/last layer)."""
+rule spectra:
+    """Figure 1's data: FFN1 singular values of dense and PruneNet at each ratio (first/last layer)."""
     input:
         lambda w: [model_dir(w.model, "dense", "0")] + [model_dir(w.model, "prunenet", r) for r in RATIOS],
     output:
-        png="results/figures/fig1_ecdf_{model}.png",
-        data="results/figures/fig1_ecdf_{model}.csv",
+        "results/figures/fig1_ecdf_{model}.csv",
+    log:
+        "results/logs/report/spectra_{model}.log",
+    benchmark:
+        "results/benchmarks/report/spectra_{model}.tsv"
+    conda:
+        CONDA_ENV
+    params:
+        py=PY,
+    shell:
+        "{params.py} -m prunenet spectra --inputs {input} --out {output} --experiment {wildcards.model} > {log} 2>&1"
+
+
+rule fig1:
+    """Paper Figure 1: ECDF of FFN1 singular values, dense vs PruneNet at each ratio."""
+    input:
+        rules.spectra.output,
+    output:
+        "results/figures/fig1_ecdf_{model}.png",
     log:
         "results/logs/report/fig1_{model}.log",
     benchmark:
         "results/benchmarks/report/fig1_{model}.tsv"
+    conda:
+        CONDA_ENV
+    params:
+        py=PY,
     shell:
-        "{PY} -m prunenet report fig1 --inputs {input} --out {output.png} --experiment {wildcards.model} > {log} 2>&1"
+        "{params.py} -m prunenet report fig1 --inputs {input} --out {output} --experiment {wildcards.model} > {log} 2>&1"
+
+
+rule fig3:
+    """Paper Figure 3: recovery % of dense vs number of RFT samples, one line per ratio."""
+    input:
+        lambda w: no_rft_evals() + rft_evals(RFT["datasets"][:1], RFT["sizes"]),
+    output:
+        "results/figures/fig3_rft_size.png",
+    log:
+        "results/logs/report/fig3.log",
+    benchmark:
+        "results/benchmarks/report/fig3.tsv"
+    conda:
+        CONDA_ENV
+    params:
+        py=PY,
+        opts=json.dumps({"tasks": EV["tasks"]}),
+    shell:
+        "{params.py} -m prunenet report fig3 --inputs {input} --out {output} --options {params.opts:q} > {log} 2>&1"
+
+
+rule fig4:
+    """Paper Figure 4: RFT train and validation loss curves per ratio."""
+    input:
+        lambda w: [
+            rules.rft.output.curve.format(
+                model=m, method=meth, ratio=r, dataset=RFT["datasets"][0], samples=RFT["table_size"]
+            )
+            for m in MODELS
+            for meth in RFT["methods"]
+            for r in rft_ratios()
+        ],
+    output:
+        "results/figures/fig4_rft_loss.png",
+    log:
+        "results/logs/report/fig4.log",
+    benchmark:
+        "results/benchmarks/report/fig4.tsv"
+    conda:
+        CONDA_ENV
+    params:
+        py=PY,
+    shell:
+        "{params.py} -m prunenet report fig4 --inputs {input} --out {output} > {log} 2>&1"

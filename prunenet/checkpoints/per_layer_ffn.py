@@ -1,0 +1,83 @@
+"""Checkpoints whose decoder layers have different FFN widths (per-layer ratios, paper T7).
+
+Written as a plain HF checkpoint whose ``config.json`` lists the widths under
+``prunenet_intermediate_sizes`` (the standard size key holds the largest); read by building
+the model from its config, resizing each layer's FFN, then loading the weights. Plain
+``from_pretrained`` cannot express this, so load it with :func:`prunenet.models.load_model`.
+A uniform width writes no key: the checkpoint stays a plain HF one.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file
+from torch import nn
+
+from ..arch import get_adapter
+from ..errors import PruneNetError
+from . import hf
+
+NAME = "per-layer-ffn"
+KEY = "prunenet_intermediate_sizes"
+
+
+def detect(config) -> bool:
+    return bool(getattr(config, KEY, None))
+
+
+def mark(model: nn.Module, sizes: list[int]) -> None:
+    """Record the FFN widths in the config: the standard key if uniform, else the per-layer list."""
+    adapter = get_adapter(model)
+    if len(set(sizes)) == 1:
+        adapter.set_intermediate_size(sizes[0])
+        if hasattr(model.config, KEY):
+            delattr(model.config, KEY)
+    else:
+        adapter.set_intermediate_size(max(sizes))
+        setattr(model.config, KEY, list(sizes))
+
+
+def sizes(config) -> list[int] | None:
+    return list(getattr(config, KEY, None) or []) or None
+
+
+def resize_ffn(model: nn.Module, widths: list[int]) -> None:
+    """Give each decoder layer's FFN the intermediate size ``widths[i]`` (fresh, uninitialised weights)."""
+    adapter = get_adapter(model)
+    for layer, n in zip(adapter.layers(), widths):
+        up, gate, down = adapter.ffn(layer)
+
+        def fresh(old: nn.Linear | None, i: int, o: int) -> nn.Linear | None:
+            if old is None:
+                return None
+            return nn.Linear(i, o, bias=old.bias is not None, dtype=old.weight.dtype)
+
+        adapter.set_ffn(
+            layer,
+            fresh(up, up.in_features, n),
+            fresh(gate, up.in_features, n) if gate is not None else None,
+            fresh(down, n, down.out_features),
+        )
+
+
+def load(path: Path, config, dtype: torch.dtype) -> nn.Module:
+    from transformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_config(config, dtype=dtype)
+    resize_ffn(model, sizes(config))
+    state = {}
+    for shard in sorted(Path(path).glob("*.safetensors")):
+        state.update(load_file(str(shard)))
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    missing = [k for k in missing if not k.endswith("lm_head.weight")]  # tied to the embeddings
+    if missing or unexpected:
+        raise PruneNetError(
+            f"checkpoint {path} does not match its config (missing {missing[:3]}, unexpected {unexpected[:3]})"
+        )
+    model.tie_weights()
+    return model
+
+
+save = hf.save

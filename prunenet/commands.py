@@ -1,0 +1,282 @@
+"""What each ``prunenet`` subcommand does: load, run one pipeline step, log one MLflow run, write atomically.
+
+:mod:`prunenet.cli` parses the arguments and calls these; user mistakes raise
+:class:`~prunenet.errors.PruneNetError`, which the CLI prints as one line (exit status 2).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+from .errors import PruneNetError
+
+
+def _tags(args, stage: str, **extra) -> dict[str, str]:
+    tags = {"stage": stage, "model": args.model_name or Path(args.model).name}
+    tags.update({k: str(v) for k, v in extra.items() if v is not None})
+    return tags
+
+
+def cmd_download(args) -> None:
+    from . import tracking
+    from .models import materialize, read_meta
+
+    t0 = time.perf_counter()
+    out = materialize(args.model, args.out, dtype=args.dtype)
+    name = args.model_name or Path(args.out).name
+    with tracking.run(
+        name, "download", {"spec": args.model, "dtype": args.dtype}, {"stage": "download", "model": name}
+    ) as run:
+        run.metrics({"params": read_meta(out)["params"], "seconds": time.perf_counter() - t0})
+    print(f"wrote {out}")
+
+
+def cmd_train(args) -> None:
+    from . import tracking
+    from .models import load_model
+    from .policy import PolicyNetwork, save_policy
+    from .training import TrainConfig, collect_states, mean_penalty, train_policy
+
+    cfg = TrainConfig(
+        ratio=args.ratio,
+        episodes=args.episodes,
+        gamma=args.gamma,
+        lr=args.lr,
+        penalty=args.penalty,
+        state=args.state,
+        objective=args.objective,
+        baseline=args.baseline,
+        samples=args.samples,
+        spectrum=args.spectrum,
+        seed=args.seed,
+    )
+    cfg.validate()
+    model, _ = load_model(args.model, device=args.device, dtype="float32")
+    states = collect_states(model, cfg.state)
+    del model
+    params = vars(cfg) | {"model_path": args.model}
+    with tracking.run(
+        _tags(args, "train")["model"],
+        f"train r={cfg.ratio} {cfg.penalty}/{cfg.state}/{cfg.objective} s{cfg.seed}",
+        params,
+        _tags(args, "train", ratio=cfg.ratio, penalty=cfg.penalty, state=cfg.state),
+    ) as run:
+        result = train_policy(states, cfg, on_episode=lambda ep, pen: run.metric("penalty", pen, step=ep))
+        best = PolicyNetwork(states.shape[1], states.shape[2], bias=cfg.objective == "official")
+        best.load_state_dict(result.best)
+        evals = {
+            "eval_penalty_policy": mean_penalty(
+                states,
+                "policy",
+                cfg.ratio,
+                best.to(states.device),
+                args.eval_samples,
+                cfg.penalty,
+                cfg.spectrum,
+                cfg.seed + 1,
+            ),
+            "eval_penalty_random": mean_penalty(
+                states, "random", cfg.ratio, None, args.eval_samples, cfg.penalty, cfg.spectrum, cfg.seed + 1
+            ),
+        }
+        meta = {
+            "model": args.model,
+            "shape": list(states.shape),
+            "config": result.config,
+            "history": result.history,
+            "layer_penalties_last": result.layer_penalties[-1],
+            "best_episode": result.best_episode,
+            "seconds": result.seconds,
+            **evals,
+        }
+        save_policy(args.out, args.meta_out, result.best, result.last, meta)
+        run.metrics(
+            evals
+            | {
+                "train_seconds": result.seconds,
+                "best_episode": result.best_episode,
+                "best_penalty": min(result.history),
+                "first_penalty": result.history[0],
+            }
+        )
+        run.artifact(args.meta_out)
+    print(
+        f"wrote {args.out}: penalty {result.history[0]:.4f} -> best {min(result.history):.4f} "
+        f"(policy {evals['eval_penalty_policy']:.4f} vs random {evals['eval_penalty_random']:.4f} "
+        f"over {args.eval_samples} draws)"
+    )
+
+
+def _prune_request(args):
+    from .methods import PruneRequest
+
+    return PruneRequest(
+        ratio=args.ratio,
+        seed=args.seed,
+        device=args.device,
+        policy=args.policy,
+        which=args.which,
+        state=args.state,
+        calib_dataset=args.calib_dataset,
+        calib_samples=args.calib_samples,
+        calib_seq_len=args.calib_seq_len,
+        damping=args.damping,
+        round_to=args.round_to,
+        data_dir=args.data_dir,
+    )
+
+
+def cmd_prune(args) -> None:
+    from . import tracking
+    from .methods import compress
+    from .methods.compress import check
+
+    request = _prune_request(args)
+    check(args.method, request)  # every argument, before any model loads
+    tags = _tags(args, "prune", method=args.method, ratio=args.ratio)
+    with tracking.run(
+        tags["model"], f"prune {args.method} r={args.ratio}", vars(request) | {"source": args.model}, tags
+    ) as run:
+        meta, seconds = compress(args.model, args.out, args.method, request, args.flops_seq_len)
+        run.metrics(meta["stats"] | {"prune_seconds": seconds})
+    stats = meta["stats"]
+    print(f"wrote {args.out}: {stats['params']:,} params (effective sparsity {stats['effective_sparsity']:.3f})")
+
+
+def cmd_evaluate(args) -> None:
+    from . import tracking
+    from .artifacts import write_json
+    from .data import load_texts, split_note
+    from .evaluation import perplexity, run_lm_eval
+    from .models import load_model, read_meta
+
+    meta = read_meta(args.model)
+    out = {
+        "model": args.model_name or Path(args.model).name,
+        "model_path": args.model,
+        "method": args.method or meta.get("method", "dense"),
+        "ratio": meta.get("ratio", 0.0),
+        "meta": meta,
+    }
+    t0 = time.perf_counter()
+    model, tok = load_model(args.model, device=args.device, dtype=args.dtype)  # once, for both measurements
+    if args.tasks:
+        out |= run_lm_eval(
+            (model, tok),
+            args.tasks,
+            args.data_dir,
+            args.limit,
+            device=args.device,
+            dtype=args.dtype,
+            batch_size=args.batch_size,
+            seed=args.seed,
+            num_fewshot=args.num_fewshot,
+            work_dir=str(Path(args.out).parent / ".lm_tasks"),
+        )
+    if args.ppl_dataset:
+        texts = load_texts(args.ppl_dataset, "test", args.data_dir)
+        out["perplexity"] = perplexity(
+            model, tok, texts, seq_len=args.ppl_seq_len, max_blocks=args.ppl_blocks, batch_size=args.batch_size
+        ) | {"source": split_note(args.ppl_dataset, "test", args.data_dir)}
+    if "stats" not in meta:
+        from .stats import model_stats
+
+        out["meta"]["stats"] = model_stats(model)
+    out["eval_seconds"] = time.perf_counter() - t0
+    tags = _tags(args, "evaluate", method=out["method"], ratio=out["ratio"])
+    with tracking.run(
+        tags["model"],
+        f"evaluate {out['method']} r={out['ratio']}",
+        {"tasks": args.tasks, "limit": args.limit, "data_dir": args.data_dir, "model_path": args.model},
+        tags,
+    ) as run:
+        for task, res in out.get("tasks", {}).items():
+            run.metrics({f"{task}.{k}": v for k, v in res.items()})
+        if "perplexity" in out:
+            run.metric("ppl", out["perplexity"]["ppl"])
+        write_json(args.out, out)
+        run.artifact(args.out)
+    print(f"wrote {args.out}")
+
+
+def cmd_rft(args) -> None:
+    from . import tracking
+    from .rft import finetune
+
+    params = {k: v for k, v in vars(args).items() if k not in ("func",)}
+    tags = _tags(args, "rft", dataset=args.dataset, samples=args.samples)
+    with tracking.run(
+        tags["model"], f"rft {args.dataset} n={args.samples} {Path(args.model).name}", params, tags
+    ) as run:
+        summary = finetune(
+            args.model,
+            args.out,
+            args.dataset,
+            args.samples,
+            args.data_dir,
+            seq_len=args.seq_len,
+            batch_size=args.batch_size,
+            lr=args.lr,
+            epochs=args.epochs,
+            max_steps=args.max_steps,
+            lora_r=args.lora_r,
+            lora_alpha=args.lora_alpha,
+            lora_dropout=args.lora_dropout,
+            eval_every=args.eval_every,
+            seed=args.seed,
+            device=args.device,
+            dtype=args.dtype,
+            log_csv=args.log_csv,
+            val_fraction=args.val_fraction,
+            test_blocks=args.test_blocks,
+            micro_batch_size=args.micro_batch_size,
+            allow_truncate=args.allow_truncate,
+            on_metrics=lambda name, value, step: run.metric(name, value, step),
+        )
+        run.metrics({k: v for k, v in summary.items() if isinstance(v, (int, float))})
+        run.artifact(args.log_csv)
+    print(json.dumps(summary, indent=1, default=str))
+
+
+def cmd_spectra(args) -> None:
+    from . import tracking
+    from .reporting import export_spectra
+
+    written = export_spectra(args.inputs, args.out, args.layers, args.state)
+    with tracking.run(
+        args.experiment,
+        "spectra",
+        {"inputs": len(args.inputs), "state": args.state},
+        {"stage": "report", "kind": "spectra"},
+    ) as run:
+        run.artifact(args.out)
+    print("wrote " + ", ".join(map(str, written)))
+
+
+def cmd_report(args) -> None:
+    from . import reporting, tracking
+
+    try:
+        options = json.loads(args.options or "{}")
+    except json.JSONDecodeError as exc:
+        raise PruneNetError(
+            f'--options is not valid JSON ({exc.msg}): give a JSON object, e.g. \'{{"tasks": ["piqa"]}}\''
+        ) from None
+    if not isinstance(options, dict):
+        raise PruneNetError('--options must be a JSON object, e.g. \'{"tasks": ["piqa"]}\'')
+    is_table = args.kind in reporting.TABLES
+    if is_table != bool(args.out_md):
+        raise PruneNetError(f"report {args.kind} {'needs' if is_table else 'takes no'} --out-md")
+    outputs = (args.out, args.out_md) if is_table else (args.out,)
+    written = reporting.REPORTS[args.kind](args.inputs, *outputs, **options)
+    with tracking.run(
+        args.experiment,
+        f"report {args.kind}",
+        {"kind": args.kind, "inputs": len(args.inputs)},
+        {"stage": "report", "kind": args.kind},
+    ) as run:
+        for path in written:
+            run.artifact(path)
+    print("wrote " + ", ".join(map(str, written)))

@@ -1,0 +1,19 @@
+"""Compression methods, one module each, registered by name in :data:`METHODS`.
+
+A new method is one module here that calls ``METHODS.register(name, Method(...))`` and is
+imported below; the CLI (``prunenet prune --method NAME``), the config schema's enum (tested
+equal) and the workflow's rules pick it up from the registry. Registration order is the order
+of rows in the reports.
+"""
+
+from __future__ import annotations
+
+from ..registry import Registry
+from .base import Method, PruneRequest
+
+METHODS: Registry[Method] = Registry("method")
+
+from . import prunenet, slicegpt, deterministic, random_rows  # noqa: E402,F401,I001  (register; order = report order)
+from .compress import compress  # noqa: E402
+
+__all__ = ["METHODS", "Method", "PruneRequest", "compress"]

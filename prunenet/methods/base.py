@@ -1,0 +1,77 @@
+"""What a compression method is to the rest of the pipeline: a registry entry and a run function.
+
+The entry states what the method needs (a trained policy, calibration data), what it accepts
+(per-layer ratio schedules) and which checkpoint format it writes; the CLI, the config schema
+and the workflow read these facts instead of naming methods. Importing this package must not
+import torch: the workflow reads the registry while it builds the DAG.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from ..errors import PruneNetError
+
+if TYPE_CHECKING:
+    from torch import nn
+
+Ratio = float | list[float] | str  # one ratio, one per layer, or a schedule "linear:A:B"
+
+
+@dataclass(frozen=True)
+class PruneRequest:
+    """Everything a user can ask of ``prunenet prune``; each method reads the fields it needs."""
+
+    ratio: Ratio
+    seed: int = 0
+    device: str = "cpu"
+    policy: str | None = None  # policy file (methods that need one)
+    which: str = "best"  # best | last episode's policy
+    state: str = "up"  # state matrix of selectors without a policy file
+    calib_dataset: str = "wikitext2"
+    calib_samples: int = 32
+    calib_seq_len: int = 256
+    damping: float = 0.01
+    round_to: int = 8
+    data_dir: str | None = None
+
+
+RunFn = Callable[["nn.Module", Any, PruneRequest], "tuple[nn.Module, dict]"]
+
+
+@dataclass(frozen=True)
+class Method:
+    """One registered compression method.
+
+    ``run(model, tokenizer, request)`` compresses the loaded dense model (in place or not) and
+    returns it with the method's own metadata; :func:`prunenet.methods.compress` adds what
+    every method reports (ratio, seed, sizes, FLOPs) and saves it in the ``checkpoint`` format
+    (the module that writes and reads it, see :mod:`prunenet.checkpoints`).
+    """
+
+    name: str
+    summary: str
+    run: RunFn
+    needs_policy: bool = False
+    needs_calibration: bool = False
+    per_layer: bool = False  # accepts a ratio per layer / a schedule (paper T7)
+    checkpoint: str = "prunenet.checkpoints.per_layer_ffn"
+    offload: bool = False  # loads the model on CPU and moves one layer at a time to the device
+
+    def check(self, request: PruneRequest) -> None:
+        """Reject a request this method cannot serve, before any model is loaded."""
+        if not self.per_layer and not isinstance(request.ratio, (int, float)):
+            raise PruneNetError(f"method {self.name!r} takes a single --ratio, not per-layer ratios or a schedule")
+        if self.needs_policy and not request.policy:
+            raise PruneNetError(f"method {self.name!r} needs a trained policy: pass --policy FILE")
+        if self.needs_calibration:
+            from ..data import check_name
+
+            check_name(request.calib_dataset)
+            if request.calib_samples < 1 or request.calib_seq_len < 2:
+                raise PruneNetError(
+                    f"calibration needs --calib-samples >= 1 and --calib-seq-len >= 2, "
+                    f"got {request.calib_samples} x {request.calib_seq_len}"
+                )

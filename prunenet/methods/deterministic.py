@@ -1,0 +1,18 @@
+"""Selector ablation (paper T17): the policy's top-k rows instead of a stochastic draw."""
+
+from __future__ import annotations
+
+from . import METHODS
+from .base import Method
+from .rows import prune_rows
+
+METHODS.register(
+    "deterministic",
+    Method(
+        name="deterministic",
+        summary="top-k rows of the learned policy's importances (ablation)",
+        run=lambda model, tok, req: prune_rows(model, tok, req, "deterministic"),
+        needs_policy=True,
+        per_layer=True,
+    ),
+)

@@ -1,0 +1,18 @@
+"""PruneNet (ICLR 2025): FFN rows drawn from the trained policy (paper Eq. 4, Algorithm 1)."""
+
+from __future__ import annotations
+
+from . import METHODS
+from .base import Method
+from .rows import prune_rows
+
+METHODS.register(
+    "prunenet",
+    Method(
+        name="prunenet",
+        summary="FFN rows drawn from the learned policy (calibration-free)",
+        run=lambda model, tok, req: prune_rows(model, tok, req, "policy"),
+        needs_policy=True,
+        per_layer=True,
+    ),
+)

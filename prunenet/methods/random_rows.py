@@ -1,0 +1,17 @@
+"""Selector ablation (paper T16): uniformly random FFN rows, no policy."""
+
+from __future__ import annotations
+
+from . import METHODS
+from .base import Method
+from .rows import prune_rows
+
+METHODS.register(
+    "random",
+    Method(
+        name="random",
+        summary="uniformly random FFN rows (ablation)",
+        run=lambda model, tok, req: prune_rows(model, tok, req, "random"),
+        per_layer=True,
+    ),
+)

@@ -1,0 +1,38 @@
+"""Shared by the row selectors (prunenet, deterministic, random): pick FFN rows, slice them out.
+
+Each selector only differs in how rows are chosen (:func:`prunenet.policy.select_rows`); the
+physical slicing (:mod:`prunenet.slicing`) and the checkpoint format are the same.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from .base import PruneRequest
+
+if TYPE_CHECKING:
+    from torch import nn
+
+
+def prune_rows(model: nn.Module, tokenizer: Any, request: PruneRequest, selector: str) -> tuple[nn.Module, dict]:
+    """Slice every FFN to the rows ``selector`` keeps; the metadata says which rows and why."""
+    from ..policy import load_policy
+    from ..slicing import layer_ratios, plan_rows, prune_ffn
+
+    policy, policy_meta = (None, {})
+    if selector != "random":
+        policy, policy_meta = load_policy(request.policy, request.which)
+    trained = policy_meta.get("config", {})
+    state = trained.get("state", request.state)
+    rows = plan_rows(model, selector, request.ratio, policy, state=state, seed=request.seed)
+    sizes = prune_ffn(model, rows)
+    meta = {
+        "ratio_spec": request.ratio,
+        "layer_ratios": layer_ratios(request.ratio, len(sizes)),
+        "policy": request.policy,
+        "which": request.which,
+        "state": state,
+        "intermediate_sizes": sizes,
+        "policy_trained_at": trained.get("ratio"),
+    }
+    return model, meta

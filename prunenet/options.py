@@ -1,0 +1,15 @@
+"""The policy's option values, in one torch-free place.
+
+The CLI's choices, the config schema's enums (tested equal) and the workflow's policy-id
+pattern all read these tuples; the modules that implement each option check against them.
+"""
+
+from __future__ import annotations
+
+PENALTIES = ("ks", "ad")  # Kolmogorov–Smirnov (paper) | Anderson–Darling (T18)
+STATES = ("up", "gate", "down")  # FFN1 (paper) | LLaMA gate (official code) | FFN2 (T19)
+OBJECTIVES = ("paper", "official")  # discounted future penalty | the authors' code: γ^l / D_l
+BASELINES = ("none", "running", "loo")  # REINFORCE variance reduction (not in the paper)
+SPECTRA = ("svd", "gram")  # how singular values are computed (same KS distance)
+WHICH = ("best", "last")  # which episode's policy a method applies
+DATASETS = ("wikitext2", "ptb", "alpaca")  # text corpora: perplexity, calibration, recovery fine-tuning

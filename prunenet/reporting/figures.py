@@ -1,0 +1,99 @@
+"""Figures of the paper, drawn from the pipeline's CSV and JSON outputs only."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+
+from ..artifacts import atomic_file
+from .tables import TABLE2_TASKS, accuracy_frame, load_results
+
+
+def fig1(inputs: list[str], out: str) -> list[Path]:
+    """Paper Figure 1: ECDF of FFN1 singular values, dense vs each pruned checkpoint, one panel per layer.
+
+    Reads the CSV written by :func:`prunenet.reporting.spectra.export_spectra` (one row per
+    singular value: checkpoint, layer, sigma), so the figure never loads a model.
+    """
+    import numpy as np
+
+    spectrum = pd.concat([pd.read_csv(p) for p in inputs], ignore_index=True)
+    layers = list(dict.fromkeys(spectrum["layer"]))
+    plt = _pyplot()
+    fig, axes = plt.subplots(1, len(layers), figsize=(5 * len(layers), 3.8), squeeze=False)
+    for ax, l in zip(axes[0], layers):
+        for label, g in spectrum[spectrum["layer"] == l].groupby("checkpoint", sort=False):
+            x = np.sort(g["sigma"].to_numpy())
+            ax.step(x, np.arange(1, x.size + 1) / x.size, where="post", label=label)
+        ax.set_title(f"layer {l}: ECDF of FFN1 singular values")
+        ax.set_xlabel("singular value")
+        ax.set_ylabel("ECDF")
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    return _save(fig, out)
+
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _save(fig, out: str) -> list[Path]:
+    out = Path(out)
+    with atomic_file(out) as tmp:
+        fig.savefig(tmp, dpi=120)
+    _pyplot().close(fig)
+    return [out]
+
+
+def fig3(inputs: list[str], out: str, tasks: list[str] | None = None) -> list[Path]:
+    """Paper Figure 3: recovery % of dense (average accuracy) and perplexity vs number of RFT samples."""
+    plt = _pyplot()
+    tasks = tasks or TABLE2_TASKS
+    df = accuracy_frame(load_results(inputs), tasks)
+    pruned = df[df["method"] != "dense"]
+    fig, (ax_acc, ax_ppl) = plt.subplots(1, 2, figsize=(10, 3.8))
+    for (method, ratio, schedule), g in pruned.groupby(["method", "ratio", "schedule"]):
+        g = g.sort_values("rft_samples")
+        label = f"{method} r={ratio:g}" + ("" if schedule == "uniform" else f" ({schedule})")
+        ax_acc.plot(g["rft_samples"], g["avg_recovery"], marker="o", label=label)
+        if "ppl" in g:
+            ax_ppl.plot(g["rft_samples"], g["ppl"], marker="o", label=label)
+    dense = df[df["method"] == "dense"]
+    if "ppl" in dense and len(dense):
+        ax_ppl.axhline(float(dense["ppl"].iloc[0]), color="k", ls="--", lw=1, label="dense")
+    ax_acc.axhline(100, color="k", ls="--", lw=1)
+    ax_acc.set(xlabel="RFT samples (0 = no RFT)", ylabel="avg. accuracy, % of dense", title="Recovery vs RFT size")
+    ax_ppl.set(
+        xlabel="RFT samples (0 = no RFT)",
+        ylabel="WikiText-2 test perplexity",
+        title="Perplexity vs RFT size",
+        yscale="log",
+    )
+    limit = df["limit"].dropna().unique()
+    fig.suptitle(f"lm-eval limit per task: {', '.join(map(str, limit)) or 'full'}", fontsize=8)
+    for ax in (ax_acc, ax_ppl):
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    return _save(fig, out)
+
+
+def fig4(inputs: list[str], out: str) -> list[Path]:
+    """Paper Figure 4: RFT train and validation loss per step, one pair of curves per run."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for path in inputs:
+        log = pd.read_csv(path)
+        label = "/".join(Path(path).with_suffix("").parts[-3:])
+        train, val = log[log["split"] == "train"], log[log["split"] == "val"]
+        line = ax.plot(train["step"], train["loss"], lw=1, label=f"{label} train")[0]
+        ax.plot(val["step"], val["loss"], marker="o", ls="--", color=line.get_color(), label=f"{label} val")
+    ax.set(xlabel="step", ylabel="loss", title="RFT loss curves")
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    return _save(fig, out)
