@@ -65,7 +65,10 @@ def test_cli_choices_equal_the_registries():
 
 def test_registries_import_without_torch():
     """The workflow reads the method registry while it builds the DAG: that must stay cheap."""
-    code = "import sys, prunenet.methods, prunenet.options; assert 'torch' not in sys.modules, 'torch imported'"
+    code = (
+        "import sys, prunenet.methods, prunenet.options, prunenet.reporting; "
+        "assert 'torch' not in sys.modules, 'torch imported'"
+    )
     subprocess.run([sys.executable, "-c", code], check=True, cwd=ROOT)
 
 

@@ -1,25 +1,18 @@
 """Reports: tables and figures built from the pipeline's outputs, by kind (``prunenet report KIND``).
 
-A new table is one function in :mod:`.tables` (inputs: evaluation JSONs; outputs: CSV +
-Markdown) registered in :data:`REPORTS`, plus one line in the workflow's report rules.
+A new table is one function in :mod:`.tables` decorated with ``@TABLES.decorator("name")``
+(inputs: evaluation JSONs; outputs: CSV + Markdown); the workflow's ``table`` rule builds it as
+``results/tables/<name>.csv`` and ``get_final_output()`` lists what ``all`` builds.
 """
 
 from __future__ import annotations
 
 from .figures import fig1, fig3, fig4
 from .spectra import export_spectra
-from .tables import TABLE2_TASKS, accuracy_frame, load_results, table1, table2, table3, table8
+from .tables import TABLE2_TASKS, TABLES, accuracy_frame, load_results
 
-# kind -> function; the kinds in TABLES also write a Markdown twin (--out-md)
-REPORTS = {
-    "table1": table1,
-    "table2": table2,
-    "table3": table3,
-    "table8": table8,
-    "fig1": fig1,
-    "fig3": fig3,
-    "fig4": fig4,
-}
-TABLES = ("table1", "table2", "table3", "table8")
+FIGURES = {"fig1": fig1, "fig3": fig3, "fig4": fig4}
+# kind -> function; tables also write a Markdown twin (--out-md)
+REPORTS = dict(TABLES.items()) | FIGURES
 
-__all__ = ["REPORTS", "TABLES", "TABLE2_TASKS", "accuracy_frame", "export_spectra", "load_results"]
+__all__ = ["FIGURES", "REPORTS", "TABLES", "TABLE2_TASKS", "accuracy_frame", "export_spectra", "load_results"]

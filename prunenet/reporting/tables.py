@@ -13,6 +13,10 @@ import pandas as pd
 
 from ..artifacts import atomic_file
 from ..errors import PruneNetError
+from ..registry import Registry
+
+# name -> function(inputs, out_csv, out_md, **options); the workflow's `table` rule builds each by name
+TABLES: Registry = Registry("table")
 
 TABLE2_TASKS = ["piqa", "winogrande", "hellaswag", "arc_easy", "arc_challenge"]
 TASK_LABELS = {
@@ -119,6 +123,7 @@ def _accuracy_markdown(df: pd.DataFrame, tasks: list[str]) -> pd.DataFrame:
     return md
 
 
+@TABLES.decorator("table2")
 def table2(inputs: list[str], out: str, out_md: str, tasks: list[str] | None = None) -> list[Path]:
     """Paper Table 2: zero-shot accuracy per (model, ratio, method) with recovery % of dense."""
     tasks = tasks or TABLE2_TASKS
@@ -126,6 +131,7 @@ def table2(inputs: list[str], out: str, out_md: str, tasks: list[str] | None = N
     return _write_table(df, out, out_md, _accuracy_markdown(df, tasks))
 
 
+@TABLES.decorator("table1")
 def table1(inputs: list[str], out: str, out_md: str, tasks: list[str] | None = None) -> list[Path]:
     """Paper Table 1: sparsity, effective sparsity (incl. added matrices), FLOPs/token and average accuracy."""
     tasks = tasks or TABLE2_TASKS
@@ -152,11 +158,13 @@ def table1(inputs: list[str], out: str, out_md: str, tasks: list[str] | None = N
     return _write_table(df, out, out_md)
 
 
+@TABLES.decorator("table3")
 def table3(inputs: list[str], out: str, out_md: str, tasks: list[str] | None = None) -> list[Path]:
     """Paper Table 3: every pruned model with and without RFT (same tasks, recovery % of dense)."""
     return table2(inputs, out, out_md, tasks)
 
 
+@TABLES.decorator("table8")
 def table8(inputs: list[str], out: str, out_md: str, tasks: list[str] | None = None) -> list[Path]:
     """Paper Table 8: the RFT dataset comparison; rows are (ratio, RFT dataset)."""
     return table2(inputs, out, out_md, tasks)

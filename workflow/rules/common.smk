@@ -14,6 +14,7 @@ min_version("9.0")
 sys.path.insert(0, str(Path(workflow.basedir).parent))
 from prunenet import options as OPTIONS  # noqa: E402
 from prunenet.methods import METHODS  # noqa: E402
+from prunenet.reporting import TABLES  # noqa: E402
 
 validate(config, "../../config/schema.yaml")
 
@@ -154,17 +155,20 @@ def no_rft_evals():
     ]
 
 
+RFT_TABLES = {"table3": "first", "table8": "all"}  # RFT dataset(s) each RFT table compares
+
+
 def table_inputs(table):
-    """Evaluation JSONs of each table (RFT tables only when an rft section is configured)."""
-    if table in ("table1", "table2"):
+    """Evaluation JSONs of each table: every (method, ratio) of Table 2, or the RFT runs for RFT tables."""
+    if table not in RFT_TABLES:
         return all_evals()
-    first, size = RFT["datasets"][:1], [RFT["table_size"]]
-    return no_rft_evals() + rft_evals(first if table == "table3" else RFT["datasets"], size)
+    datasets = RFT["datasets"][:1] if RFT_TABLES[table] == "first" else RFT["datasets"]
+    return no_rft_evals() + rft_evals(datasets, [RFT["table_size"]])
 
 
 def get_final_output():
     """What `all` builds: Tables 1/2 and Figure 1 per model; with RFT configured, Tables 3/8 and Figures 3/4."""
-    tables = ["table2", "table1"] + (["table3", "table8"] if RFT_ENABLED else [])
+    tables = ["table2", "table1"] + (list(RFT_TABLES) if RFT_ENABLED else [])
     out = expand(rules.table.output.csv, table=tables) + expand(rules.fig1.output, model=MODELS)
     if RFT_ENABLED:
         out += rules.fig3.output + rules.fig4.output
