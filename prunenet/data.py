@@ -137,6 +137,16 @@ def token_blocks(
     return blocks
 
 
+def check_calibration(dataset: str, n_samples: int, seq_len: int) -> None:
+    """A calibration request that can be served; checked before any model loads and again where it is drawn."""
+    check_name(dataset)
+    if n_samples < 1 or seq_len < 2:
+        raise PruneNetError(
+            f"calibration needs n_samples >= 1 and seq_len >= 2 (--calib-samples, --calib-seq-len), "
+            f"got {n_samples} x {seq_len}"
+        )
+
+
 def calibration_blocks(
     tokenizer,
     dataset: str = "wikitext2",
@@ -150,9 +160,7 @@ def calibration_blocks(
     The corpus is the train split (hub) or, offline, the local train split if there is
     one (Alpaca) else the validation split (WikiText-2, PTB): no test text is ever used.
     """
-    check_name(dataset)
-    if n_samples < 1 or seq_len < 2:
-        raise PruneNetError(f"calibration needs n_samples >= 1 and seq_len >= 2, got {n_samples} x {seq_len}")
+    check_calibration(dataset, n_samples, seq_len)
     split = "train" if data_dir is None or "train" in LOCAL_FILES[dataset] else "validation"
     texts = load_texts(dataset, split, data_dir)
     stream = token_blocks(tokenizer, texts, seq_len).reshape(-1)

@@ -162,18 +162,8 @@ def test_other_llama_family_types_save_and_reload(config_cls, tmp_path):
 @pytest.mark.parametrize("config_cls", [Gemma2Config, Gemma3TextConfig])
 def test_gemma2_and_gemma3_are_refused(config_cls):
     """Their post-attention/post-FFN norms act on block outputs: no rotation of the stream commutes with them."""
-    torch.manual_seed(0)
-    cfg = config_cls(
-        vocab_size=300,
-        hidden_size=64,
-        intermediate_size=96,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        head_dim=16,
-        max_position_embeddings=128,
-    )
-    model = AutoModelForCausalLM.from_config(cfg, dtype=torch.float32).eval()
+    model = _tiny_other(config_cls)
+    cfg = model.config
     for call in (lambda m: sg.slice_model(m, None, 0.25, _ids(300, (2, 16)), progress=False), sg.fuse_norms):
         with pytest.raises(PruneNetError, match=f"SliceGPT cannot slice {cfg.model_type}: its post-attention") as err:
             call(model)

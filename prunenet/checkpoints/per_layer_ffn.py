@@ -43,22 +43,21 @@ def sizes(config) -> list[int] | None:
     return list(getattr(config, KEY, None) or []) or None
 
 
+def _like(old: nn.Linear, in_features: int, out_features: int) -> nn.Linear:
+    """A new linear of the given shape with ``old``'s bias flag and dtype (weights to be loaded)."""
+    return nn.Linear(in_features, out_features, bias=old.bias is not None, dtype=old.weight.dtype)
+
+
 def resize_ffn(model: nn.Module, widths: list[int]) -> None:
     """Give each decoder layer's FFN the intermediate size ``widths[i]`` (fresh, uninitialised weights)."""
     adapter = get_adapter(model)
     for layer, n in zip(adapter.layers(), widths):
         up, gate, down = adapter.ffn(layer)
-
-        def fresh(old: nn.Linear | None, i: int, o: int) -> nn.Linear | None:
-            if old is None:
-                return None
-            return nn.Linear(i, o, bias=old.bias is not None, dtype=old.weight.dtype)
-
         adapter.set_ffn(
             layer,
-            fresh(up, up.in_features, n),
-            fresh(gate, up.in_features, n) if gate is not None else None,
-            fresh(down, n, down.out_features),
+            _like(up, up.in_features, n),
+            _like(gate, gate.in_features, n) if gate is not None else None,
+            _like(down, n, down.out_features),
         )
 
 

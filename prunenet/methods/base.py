@@ -67,11 +67,6 @@ class Method:
         if self.needs_policy and not request.policy:
             raise PruneNetError(f"method {self.name!r} needs a trained policy: pass --policy FILE")
         if self.needs_calibration:
-            from ..data import check_name
+            from ..data import check_calibration
 
-            check_name(request.calib_dataset)
-            if request.calib_samples < 1 or request.calib_seq_len < 2:
-                raise PruneNetError(
-                    f"calibration needs --calib-samples >= 1 and --calib-seq-len >= 2, "
-                    f"got {request.calib_samples} x {request.calib_seq_len}"
-                )
+            check_calibration(request.calib_dataset, request.calib_samples, request.calib_seq_len)
