@@ -24,6 +24,18 @@ def _ratios(text: str) -> float | list[float] | str:
     return values[0] if len(values) == 1 else values
 
 
+def ppl_args(sp) -> None:
+    sp.add_argument(
+        "--ppl-datasets",
+        nargs="*",
+        default=["wikitext2"],
+        choices=("wikitext2", "ptb"),
+        help="test splits (none: skip)",
+    )
+    sp.add_argument("--ppl-seq-len", type=int, default=512)
+    sp.add_argument("--ppl-blocks", type=int, help="max blocks per dataset (default: whole test split)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     from . import options, reporting
     from .data import CALIB_SAMPLES, CALIB_SEQ_LEN, TEXT_DATASETS
@@ -57,6 +69,13 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--penalty", default="ks", choices=options.PENALTIES)
     t.add_argument("--state", default="up", choices=options.STATES)
     t.add_argument("--objective", default="paper", choices=options.OBJECTIVES)
+    t.add_argument(
+        "--eq3",
+        default="coded",
+        choices=options.EQ3_READINGS,
+        help="reading of paper Eq. 3: coded (authors' code: row i scored by its own content) or "
+        "printed (σ(W_proj W_up W_interᵀ) literally: row j scored by W_inter's row j)",
+    )
     t.add_argument(
         "--baseline",
         default="none",
@@ -109,12 +128,36 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--limit", type=int, help="items per task (default: all)")
     e.add_argument("--num-fewshot", type=int, default=0)
     e.add_argument("--batch-size", type=int, default=8)
+    e.add_argument(
+        "--lm",
+        choices=["cached", "stock"],
+        default="cached",
+        help="lm-eval model class: cached (each shared context encoded once) or stock HFLM; same log-likelihoods",
+    )
     e.add_argument("--dtype", default="auto")
     e.add_argument("--data-dir", help="local benchmark data (offline); default: lm-eval's hub tasks")
-    e.add_argument("--ppl-dataset", default="wikitext2", help="perplexity corpus ('' to skip)")
-    e.add_argument("--ppl-seq-len", type=int, default=512)
-    e.add_argument("--ppl-blocks", type=int, help="max blocks (default: whole test split)")
+    e.add_argument("--setting", default="default", help="label: the policy id or 'default' (tables group by it)")
+    ppl_args(e)
     e.set_defaults(func=commands.cmd_evaluate)
+
+    sw = sub.add_parser("sweep", help="perplexity of one method at many ratios, pruned in memory -> one JSON")
+    common(sw)
+    sw.add_argument("--out", required=True)
+    sw.add_argument("--method", default="prunenet", choices=METHODS.names())
+    sw.add_argument("--ratios", type=float, nargs="+", required=True)
+    sw.add_argument("--policies", nargs="*", default=[], help="one policy file per ratio (policy methods)")
+    sw.add_argument("--which", default="best", choices=options.WHICH)
+    sw.add_argument("--state", default="up", choices=options.STATES, help="only used without a policy")
+    sw.add_argument("--calib-dataset", default="wikitext2", choices=TEXT_DATASETS)
+    sw.add_argument("--calib-samples", type=int, default=CALIB_SAMPLES)
+    sw.add_argument("--calib-seq-len", type=int, default=CALIB_SEQ_LEN)
+    sw.add_argument("--damping", type=float, default=0.01)
+    sw.add_argument("--round-to", type=int, default=8)
+    sw.add_argument("--data-dir", help="local benchmark data (offline); default: the hub")
+    sw.add_argument("--ppl-dataset", default="wikitext2", choices=("wikitext2", "ptb"))
+    sw.add_argument("--ppl-seq-len", type=int, default=512)
+    sw.add_argument("--ppl-blocks", type=int, help="max blocks (default: whole test split)")
+    sw.set_defaults(func=commands.cmd_sweep)
 
     r = sub.add_parser("rft", help="LoRA recovery fine-tuning of a pruned checkpoint")
     common(r)

@@ -47,6 +47,7 @@ def cmd_train(args) -> None:
         penalty=args.penalty,
         state=args.state,
         objective=args.objective,
+        eq3=args.eq3,
         baseline=args.baseline,
         samples=args.samples,
         spectrum=args.spectrum,
@@ -59,12 +60,12 @@ def cmd_train(args) -> None:
     params = vars(cfg) | {"model_path": args.model}
     with tracking.run(
         _tags(args, "train")["model"],
-        f"train r={cfg.ratio} {cfg.penalty}/{cfg.state}/{cfg.objective} s{cfg.seed}",
+        f"train r={cfg.ratio} {cfg.penalty}/{cfg.state}/{cfg.objective}/eq3-{cfg.eq3} s{cfg.seed}",
         params,
-        _tags(args, "train", ratio=cfg.ratio, penalty=cfg.penalty, state=cfg.state),
+        _tags(args, "train", ratio=cfg.ratio, penalty=cfg.penalty, state=cfg.state, eq3=cfg.eq3),
     ) as run:
         result = train_policy(states, cfg, on_episode=lambda ep, pen: run.metric("penalty", pen, step=ep))
-        best = PolicyNetwork(states.shape[1], states.shape[2], bias=cfg.objective == "official")
+        best = PolicyNetwork(states.shape[1], states.shape[2], bias=cfg.objective == "official", eq3=cfg.eq3)
         best.load_state_dict(result.best)
         evals = {
             "eval_penalty_policy": mean_penalty(
@@ -91,7 +92,7 @@ def cmd_train(args) -> None:
             "seconds": result.seconds,
             **evals,
         }
-        save_policy(args.out, args.meta_out, result.best, result.last, meta)
+        save_policy(args.out, args.meta_out, result.best, result.last, meta, eq3=cfg.eq3)
         run.metrics(
             evals
             | {
@@ -109,14 +110,14 @@ def cmd_train(args) -> None:
     )
 
 
-def _prune_request(args):
+def _prune_request(args, **override):
     from .methods import PruneRequest
 
     return PruneRequest(
-        ratio=args.ratio,
+        ratio=override.get("ratio", getattr(args, "ratio", None)),
         seed=args.seed,
         device=args.device,
-        policy=args.policy,
+        policy=override.get("policy", getattr(args, "policy", None)),
         which=args.which,
         state=args.state,
         calib_dataset=args.calib_dataset,
@@ -126,6 +127,45 @@ def _prune_request(args):
         round_to=args.round_to,
         data_dir=args.data_dir,
     )
+
+
+def cmd_sweep(args) -> None:
+    from . import tracking
+    from .artifacts import write_json
+    from .data import load_texts, split_note
+    from .evaluation.sweep import ppl_sweep, sweep_requests
+    from .methods import METHODS
+    from .methods.compress import check
+    from .models import load_model
+
+    needs_policy = METHODS.get(args.method).needs_policy
+    if needs_policy and len(args.policies) != len(args.ratios):
+        raise PruneNetError(
+            f"method {args.method!r} needs one --policies file per ratio: got {len(args.policies)} for "
+            f"{len(args.ratios)} ratios"
+        )
+    base = _prune_request(args, ratio=args.ratios[0], policy=args.policies[0] if needs_policy else None)
+    requests = sweep_requests(base, args.ratios, args.policies if needs_policy else [])
+    for request in requests:
+        check(args.method, request)  # every point, before the model loads
+    texts = load_texts(args.ppl_dataset, "test", args.data_dir)
+    device = "cpu" if METHODS.get(args.method).offload else args.device
+    model, tok = load_model(args.model, device=device, dtype="float32")  # as `prune` loads it
+    tags = _tags(args, "sweep", method=args.method, seed=args.seed)
+    with tracking.run(tags["model"], f"sweep {args.method} s={args.seed}", vars(base), tags) as run:
+        points = ppl_sweep(model, tok, args.method, requests, texts, args.ppl_seq_len, args.ppl_blocks)
+        for p in points:
+            run.metrics({"ppl": p["ppl"], "effective_sparsity": p["effective_sparsity"]}, step=round(100 * p["ratio"]))
+        out = {
+            "model": args.model_name or Path(args.model).name,
+            "method": args.method,
+            "seed": args.seed,
+            "dataset": split_note(args.ppl_dataset, "test", args.data_dir),
+            "points": points,
+        }
+        write_json(args.out, out)
+        run.artifact(args.out)
+    print(f"wrote {args.out}: " + ", ".join(f"r={p['ratio']:g} ppl={p['ppl']:.2f}" for p in points))
 
 
 def cmd_prune(args) -> None:
@@ -157,7 +197,9 @@ def cmd_evaluate(args) -> None:
         "model": args.model_name or Path(args.model).name,
         "model_path": args.model,
         "method": args.method or meta.get("method", "dense"),
+        "setting": args.setting,
         "ratio": meta.get("ratio", 0.0),
+        "seed": meta.get("seed"),
         "meta": meta,
     }
     t0 = time.perf_counter()
@@ -174,28 +216,30 @@ def cmd_evaluate(args) -> None:
             seed=args.seed,
             num_fewshot=args.num_fewshot,
             work_dir=str(Path(args.out).parent / ".lm_tasks"),
+            lm=args.lm,
         )
-    if args.ppl_dataset:
-        texts = load_texts(args.ppl_dataset, "test", args.data_dir)
-        out["perplexity"] = perplexity(
-            model, tok, texts, seq_len=args.ppl_seq_len, max_blocks=args.ppl_blocks, batch_size=args.batch_size
-        ) | {"source": split_note(args.ppl_dataset, "test", args.data_dir)}
+    out["perplexity"] = {
+        name: perplexity(
+            model, tok, load_texts(name, "test", args.data_dir), args.ppl_seq_len, args.ppl_blocks, args.batch_size
+        )
+        | {"source": split_note(name, "test", args.data_dir)}
+        for name in args.ppl_datasets
+    }
     if "stats" not in meta:
         from .stats import model_stats
 
         out["meta"]["stats"] = model_stats(model)
     out["eval_seconds"] = time.perf_counter() - t0
-    tags = _tags(args, "evaluate", method=out["method"], ratio=out["ratio"])
+    tags = _tags(args, "evaluate", method=out["method"], setting=args.setting, ratio=out["ratio"], seed=out["seed"])
     with tracking.run(
         tags["model"],
-        f"evaluate {out['method']} r={out['ratio']}",
+        f"evaluate {out['method']} r={out['ratio']} s={out['seed']}",
         {"tasks": args.tasks, "limit": args.limit, "data_dir": args.data_dir, "model_path": args.model},
         tags,
     ) as run:
         for task, res in out.get("tasks", {}).items():
             run.metrics({f"{task}.{k}": v for k, v in res.items()})
-        if "perplexity" in out:
-            run.metric("ppl", out["perplexity"]["ppl"])
+        run.metrics({f"ppl.{name}": res["ppl"] for name, res in out["perplexity"].items()})
         write_json(args.out, out)
         run.artifact(args.out)
     print(f"wrote {args.out}")

@@ -9,6 +9,9 @@ from __future__ import annotations
 PENALTIES = ("ks", "ad")  # Kolmogorov–Smirnov (paper) | Anderson–Darling (T18)
 STATES = ("up", "gate", "down")  # FFN1 (paper) | LLaMA gate (official code) | FFN2 (T19)
 OBJECTIVES = ("paper", "official")  # discounted future penalty | the authors' code: γ^l / D_l
+# Paper Eq. 3, W_imp = σ(W_proj W_up W_interᵀ): as the authors' code computes it, σ(W_up W_interᵀ W_projᵀ)
+# (row i scored by its own content) | as printed (row j scored by W_inter's row j against W_proj W_up)
+EQ3_READINGS = ("coded", "printed")
 BASELINES = ("none", "running", "loo")  # REINFORCE variance reduction (not in the paper)
 SPECTRA = ("svd", "gram")  # how singular values are computed (same KS distance)
 WHICH = ("best", "last")  # which episode's policy a method applies

@@ -1,9 +1,19 @@
 """The PruneNet policy learner and the row selectors.
 
 One policy is shared by all layers. Its parameters are ``W_inter`` (n×d) and ``W_proj``
-(1×n); for a state matrix W (n×d, one row per intermediate neuron) the keep-importance
-of row i is ``sigmoid(Σ_j (W W_interᵀ)_{ij} W_proj_j)`` (paper Eq. 3). Computing it as
-``W (W_interᵀ W_projᵀ)`` is the same function with O(nd) instead of O(n²d) work, so the
+(1×n). Paper Eq. 3 prints ``W' = W_up W_interᵀ`` (n×n), ``W_imp = σ(W_proj W')``, which admits
+two readings (option ``eq3``, values in :data:`prunenet.options.EQ3_READINGS`):
+
+- ``coded`` (default; what the authors' public code computes, ``sigmoid(proj_intermediate(W) @
+  row_sparsities)``): ``W_imp = σ(W' W_projᵀ)``, so row i's importance is
+  ``σ(Σ_j (W_up W_interᵀ)_{ij} W_proj_j) = σ(W_up[i] · v)`` with ``v = W_interᵀ W_projᵀ`` (d,): each
+  row is scored by its own content, with one d-vector shared by all layers.
+- ``printed`` (Eq. 3 read literally, ``W_proj`` (1×n) times ``W'`` (n×n)): row j's importance is
+  ``σ(Σ_i W_proj_i (W_up W_interᵀ)_{ij}) = σ(W_inter[j] · u)`` with ``u = W_upᵀ W_projᵀ`` (d,), a
+  W_proj-weighted sum of the layer's rows: row j is scored by the parameters of *position* j against
+  a summary of the whole layer, not by row j's own content.
+
+Both are computed as two matrix–vector products, O(nd) instead of the O(n²d) of forming W', so the
 policy is cheap even for LLaMA-7B-sized FFNs.
 """
 
@@ -15,24 +25,38 @@ import torch
 from torch import nn
 
 from .errors import PruneNetError
-from .options import WHICH
+from .options import EQ3_READINGS, WHICH
 
 SELECTORS = ("policy", "deterministic", "random")
 
 
 class PolicyNetwork(nn.Module):
-    """Row-importance scorer shared by all layers (paper Eq. 3).
+    """Row-importance scorer shared by all layers (paper Eq. 3, in the reading ``eq3``; see the module docstring).
 
-    ``bias=True`` adds the bias on ``W_inter`` that the authors' public code uses.
+    ``bias=True`` adds the bias ``b`` on ``W_inter`` that the authors' public code uses (``nn.Linear``:
+    ``W' = W_up W_interᵀ + b``, b added to every row of W'). In the ``coded`` reading it adds the
+    scalar ``W_proj · b`` to every logit; in the ``printed`` one it adds ``b_j Σ_i W_proj_i`` to row j's.
     """
 
-    def __init__(self, n: int, d: int, bias: bool = False, generator: torch.Generator | None = None):
+    def __init__(
+        self,
+        n: int,
+        d: int,
+        bias: bool = False,
+        generator: torch.Generator | None = None,
+        eq3: str = "coded",
+    ):
         super().__init__()
-        self.n, self.d = n, d
+        if eq3 not in EQ3_READINGS:
+            raise PruneNetError(f"unknown Eq. 3 reading {eq3!r}: use one of {', '.join(EQ3_READINGS)}")
+        self.n, self.d, self.eq3 = n, d, eq3
         bound_inter, bound_proj = 1 / math.sqrt(d), 1 / math.sqrt(n)  # nn.Linear's default init ranges
         self.W_inter = nn.Parameter((torch.rand(n, d, generator=generator) * 2 - 1) * bound_inter)
         self.W_proj = nn.Parameter((torch.rand(1, n, generator=generator) * 2 - 1) * bound_proj)
         self.b_inter = nn.Parameter((torch.rand(n, generator=generator) * 2 - 1) * bound_inter) if bias else None
+
+    def extra_repr(self) -> str:
+        return f"n={self.n}, d={self.d}, bias={self.b_inter is not None}, eq3={self.eq3}"
 
     def logits(self, state: torch.Tensor) -> torch.Tensor:
         """Pre-sigmoid importances of the n rows of ``state`` (n×d, or a batch (L, n, d) of layers)."""
@@ -41,6 +65,12 @@ class PolicyNetwork(nn.Module):
                 f"policy was trained for {self.n}×{self.d} FFN matrices but the layer has {tuple(state.shape[-2:])}: "
                 f"train a policy for this model"
             )
+        if self.eq3 == "printed":
+            u = self.W_proj @ state.to(self.W_proj.dtype)  # (…, 1, d) = W_proj W_up
+            out = (u @ self.W_inter.T).squeeze(-2)  # (…, n): W_inter[j] · u
+            if self.b_inter is not None:
+                out = out + self.b_inter * self.W_proj.sum()
+            return out
         v = (self.W_proj @ self.W_inter).squeeze(0)  # (d,) = W_interᵀ W_projᵀ
         out = state.to(v.dtype) @ v
         if self.b_inter is not None:
@@ -130,14 +160,24 @@ def select_rows(
     raise PruneNetError(f"unknown selector {selector!r}: use one of {', '.join(SELECTORS)}")
 
 
-def save_policy(path, meta_path, best: dict[str, torch.Tensor], last: dict[str, torch.Tensor], meta: dict) -> None:
-    """One safetensors file with the best and last policies; ``meta`` goes in its header and in ``meta_path`` (JSON)."""
+def save_policy(
+    path, meta_path, best: dict[str, torch.Tensor], last: dict[str, torch.Tensor], meta: dict, eq3: str | None = None
+) -> None:
+    """One safetensors file with the best and last policies; ``meta`` goes in its header and in ``meta_path`` (JSON).
+
+    The Eq. 3 reading the tensors belong to is recorded as ``meta["eq3"]`` so that :func:`load_policy`
+    rebuilds the same network: ``eq3`` if given, else ``meta["config"]["eq3"]``, else ``coded``.
+    """
     import json
 
     from safetensors.torch import save_file
 
     from .artifacts import atomic_file, write_json
 
+    eq3 = eq3 or meta.get("eq3") or meta.get("config", {}).get("eq3") or "coded"
+    if eq3 not in EQ3_READINGS:
+        raise PruneNetError(f"unknown Eq. 3 reading {eq3!r}: use one of {', '.join(EQ3_READINGS)}")
+    meta = {**meta, "eq3": eq3}
     tensors = {f"best.{k}": v.detach().cpu().clone() for k, v in best.items()}
     tensors |= {f"last.{k}": v.detach().cpu().clone() for k, v in last.items()}
     with atomic_file(path) as tmp:
@@ -146,7 +186,11 @@ def save_policy(path, meta_path, best: dict[str, torch.Tensor], last: dict[str, 
 
 
 def load_policy(path, which: str = "best") -> tuple[PolicyNetwork, dict]:
-    """Load a policy saved by :func:`save_policy` (``which`` = best | last)."""
+    """Load a policy saved by :func:`save_policy` (``which`` = best | last).
+
+    The network is rebuilt in the Eq. 3 reading the file records; files written before the
+    reading was recorded are ``coded`` (the only one there was).
+    """
     import json
     from pathlib import Path
 
@@ -160,8 +204,14 @@ def load_policy(path, which: str = "best") -> tuple[PolicyNetwork, dict]:
         with safe_open(str(path), framework="pt") as f:
             meta = json.loads((f.metadata() or {})["prunenet"])
             tensors = {k.split(".", 1)[1]: f.get_tensor(k) for k in f.keys() if k.startswith(which + ".")}
+        eq3 = meta.get("eq3", "coded")
+        if eq3 not in EQ3_READINGS:
+            raise PruneNetError(
+                f"policy file {path} records an unknown Eq. 3 reading {eq3!r} (known: {', '.join(EQ3_READINGS)}): "
+                f"retrain it with this version"
+            )
         n, d = tensors["W_inter"].shape
-        policy = PolicyNetwork(n, d, bias="b_inter" in tensors)
+        policy = PolicyNetwork(n, d, bias="b_inter" in tensors, eq3=eq3)
         policy.load_state_dict(tensors)
     except PruneNetError:
         raise

@@ -2,7 +2,8 @@
 
 An episode walks all decoder layers: the policy samples the rows to keep, the penalty
 D_l is the spectral distance between the layer's dense and pruned state matrix, and the
-policy is updated with the discounted future penalties G_l = Σ_{k≥0} γ^k D_{l+k}.
+policy is updated with the discounted future penalties G_l = Σ_{k≥0} γ^k D_{l+k} (Eq. 7 prints
+D_{l+k+1}; :func:`discounted_future` says why the layer's own penalty is included).
 ``objective="official"`` reproduces the authors' public code instead: maximise the reward
 γ^l / D_l with no look-ahead.
 
@@ -26,7 +27,7 @@ from tqdm.auto import tqdm
 
 from .arch import get_adapter
 from .errors import PruneNetError
-from .options import BASELINES, OBJECTIVES, STATES
+from .options import BASELINES, EQ3_READINGS, OBJECTIVES, STATES
 from .penalties import PENALTIES, distance, spectra
 from .policy import PolicyNetwork, draw_rows, n_keep, select_rows
 
@@ -40,6 +41,7 @@ class TrainConfig:
     penalty: str = "ks"
     state: str = "up"
     objective: str = "paper"
+    eq3: str = "coded"  # reading of paper Eq. 3: coded (authors' code, row scored by its content) | printed
     baseline: str = "none"  # none (paper) | running (running mean of G_l per layer) | loo (leave-one-out over draws)
     samples: int = 1  # row sets drawn per layer and episode (paper: 1)
     spectrum: str = "svd"
@@ -55,6 +57,8 @@ class TrainConfig:
             raise PruneNetError(f"unknown penalty {self.penalty!r}: use one of {', '.join(PENALTIES)}")
         if self.objective not in OBJECTIVES:
             raise PruneNetError(f"unknown objective {self.objective!r}: use one of {', '.join(OBJECTIVES)}")
+        if self.eq3 not in EQ3_READINGS:
+            raise PruneNetError(f"unknown Eq. 3 reading {self.eq3!r}: use one of {', '.join(EQ3_READINGS)}")
         if self.state not in STATES:
             raise PruneNetError(f"unknown policy state {self.state!r}: use one of {', '.join(STATES)}")
         if self.baseline not in BASELINES:
@@ -90,7 +94,19 @@ def collect_states(model: nn.Module, state: str = "up") -> torch.Tensor:
 
 
 def discounted_future(penalties: torch.Tensor, gamma: float) -> torch.Tensor:
-    """G_l = Σ_{k≥0} γ^k D_{l+k} (penalties of this and all later layers)."""
+    """G_l = Σ_{k≥0} γ^k D_{l+k} (penalties of this and all later layers).
+
+    Paper Eq. 7 and Algorithm 1 print G_l = Σ_{k≥0} γ^k D_{l+k+1}. That is the reinforcement-learning
+    convention in which the reward of the action taken at step t is numbered R_{t+1}; but Algorithm 1
+    numbers D_l by the layer whose compression it measures, so read literally G_l would leave out the
+    penalty of layer l's own action S_l (and G_L = 0). That reading cannot learn: the draws of different
+    layers are independent given the policy, so E[D_{l+k+1} ∇log π(S_l)] = E[D_{l+k+1}] · E[∇log π(S_l)] = 0
+    and its expected gradient is exactly zero. With D_{l+k} the expected gradient of Σ_l G_l log π(S_l) is
+    Σ_l ∇E[D_l]: the later layers' terms have mean zero for the same reason, so γ changes the estimator's
+    variance, not the direction it follows (tests/test_policy.py checks this against an exact expectation). The
+    authors' public code (``objective="official"``) also pairs layer l's action with layer l's own
+    penalty — reward γ^l / D_l — and adds no later layers.
+    """
     out = torch.empty_like(penalties)
     running = penalties.new_zeros(())
     for l in range(penalties.shape[0] - 1, -1, -1):
@@ -125,7 +141,7 @@ def train_policy(
     k = n_keep(n, cfg.ratio)
     torch.manual_seed(cfg.seed)
     gen = torch.Generator().manual_seed(cfg.seed)
-    policy = PolicyNetwork(n, d, bias=cfg.objective == "official", generator=gen).to(states.device)
+    policy = PolicyNetwork(n, d, bias=cfg.objective == "official", generator=gen, eq3=cfg.eq3).to(states.device)
     opt = torch.optim.AdamW(policy.parameters(), lr=cfg.lr)
     dense = spectra(states, cfg.spectrum)
     discounts = cfg.gamma ** torch.arange(L, dtype=torch.float32, device=states.device)

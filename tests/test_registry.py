@@ -38,6 +38,7 @@ def test_schema_enums_equal_the_registries():
         ("penalty", options.PENALTIES),
         ("state", options.STATES),
         ("objective", options.OBJECTIVES),
+        ("eq3", options.EQ3_READINGS),
         ("baseline", options.BASELINES),
         ("which", options.WHICH),
     ):
@@ -56,6 +57,7 @@ def test_cli_choices_equal_the_registries():
         ("--penalty", options.PENALTIES),
         ("--state", options.STATES),
         ("--objective", options.OBJECTIVES),
+        ("--eq3", options.EQ3_READINGS),
         ("--baseline", options.BASELINES),
         ("--spectrum", options.SPECTRA),
     ):

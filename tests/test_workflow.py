@@ -39,9 +39,11 @@ def write_config(workdir: Path, model_dir: Path, data_dir: Path, **overrides) ->
     cfg = {
         "models": {"tiny": str(model_dir)},
         "device": "cpu",
-        "seed": 0,
+        "seeds": [0, 1],
         "data_dir": str(data_dir),
-        "policy": {"train_ratio": 0.3, "episodes": 3, "baseline": "loo", "samples": 2},
+        "policy": {"episodes": 3, "baseline": "loo", "samples": 2},
+        "transfer": [{"from": 0.5, "to": [0.25]}],
+        "sweep": {"ratios": [0.25, 0.5]},
         "prune": {"ratios": [0.25, 0.5], "methods": ["prunenet", "slicegpt"], "schedules": ["linear:0.2:0.6"]},
         "slicegpt": {"calib_samples": 4, "calib_seq_len": 64},
         "evaluate": {
@@ -50,8 +52,9 @@ def write_config(workdir: Path, model_dir: Path, data_dir: Path, **overrides) ->
             "batch_size": 4,
             "ppl_blocks": 2,
             "ppl_seq_len": 64,
+            "ppl_datasets": ["wikitext2", "ptb"],
         },
-        "rft": {"ratios": [0.5], "sizes": [8, 16], "table_size": 16, "seq_len": 64, "batch_size": 4, "eval_every": 1},
+        "rft": {"ratios": [0.5], "sizes": [16], "table_size": 16, "seq_len": 64, "batch_size": 4, "eval_every": 1},
     } | overrides
     (workdir / "config").mkdir(parents=True, exist_ok=True)
     (workdir / "config" / "config.yaml").write_text(yaml.safe_dump(cfg))
@@ -110,21 +113,39 @@ def test_end_to_end_all(tmp_path, tiny_dir, data_dir):
     write_config(tmp_path, tiny_dir, data_dir)
     res = snakemake(tmp_path, "all")
     assert res.returncode == 0, res.stderr[-4000:]
-    table = pd.read_csv(tmp_path / "results/tables/table2.csv")
+    full = pd.read_csv(tmp_path / "results/tables/table2.csv")
+    table, per_seed = full[full["row"] == "mean"], full[full["row"] == "seed"]
     assert len(table) == 1 + 2 * 2 + 1  # dense + 2 methods × 2 ratios + the per-layer schedule (prunenet only)
+    # seeds: 2 for the stochastic prunenet, 1 for dense and for SliceGPT (calibration_seeds: first)
+    assert len(per_seed) == 1 + 2 * 2 + 2 * 1 + 2
     assert set(table["method"]) == {"dense", "prunenet", "slicegpt"}
     scheduled = table[table["schedule"] == "linear:0.2:0.6"]
     assert len(scheduled) == 1 and scheduled["ratio"].iloc[0] == pytest.approx(0.4)  # mean over the 3 layers
+    assert scheduled["setting"].iloc[0] == "ks-up-paper-loo2-t0.4"  # train_ratio same: the schedule's mean
     tasks = ["piqa", "winogrande", "hellaswag", "arc_easy", "arc_challenge"]
-    for _, row in table.iterrows():  # every number came from an lm-eval output file
+    for _, row in per_seed.iterrows():  # every number came from an lm-eval output file
         ev = json.loads(Path(tmp_path / row["source"]).read_text())
         for t in tasks:
             assert row[t] == pytest.approx(100 * ev["tasks"][t]["primary"], abs=1e-3)
-            assert ev["tasks"][t]["n"] == 3
+            assert ev["tasks"][t]["n"] == 3 and len(ev["tasks"][t]["items"]["doc_id"]) == 3
         assert row["avg"] == pytest.approx(sum(row[t] for t in tasks) / 5, abs=1e-3)
+        assert row["ppl_ptb"] == pytest.approx(ev["perplexity"]["ptb"]["ppl"], rel=1e-3)
+    for _, row in table.iterrows():  # mean rows are the mean of their seeds
+        seeds = per_seed[(per_seed["method"] == row["method"]) & (per_seed["ratio"] == row["ratio"])]
+        seeds = seeds[seeds["schedule"] == row["schedule"]]
+        assert len(seeds) == row["seeds"] and row["avg"] == pytest.approx(seeds["avg"].mean(), abs=1e-3)
     dense = table[table["method"] == "dense"].iloc[0]
     assert dense["avg_recovery"] == pytest.approx(100.0)
-    assert (tmp_path / "results/tables/table2.md").is_file()
+    md = (tmp_path / "results/tables/table2.md").read_text()
+    assert "One-sided KS test" in md and "Paired differences" in md
+    pairs = pd.read_csv(tmp_path / "results/tables/pairs.csv")
+    assert set(pairs["task"]) == set(tasks) | {"avg"} and (pairs["ci_lo"] <= pairs["ci_hi"]).all()
+    t6 = pd.read_csv(tmp_path / "results/tables/table6.csv")
+    assert t6[["policy_ratio", "ratio", "seeds"]].values.tolist() == [[0.5, 0.25, 2]]
+    assert (tmp_path / "results/figures/ppl_vs_ratio_tiny.png").stat().st_size > 10_000
+    sweep = json.loads((tmp_path / "results/sweep/tiny/prunenet/s1.json").read_text())
+    assert [p["ratio"] for p in sweep["points"]] == [0.25, 0.5]
+    assert sweep["points"][0]["policy"].endswith("ks-up-paper-loo2-t0.25/s1.safetensors")
     t1 = pd.read_csv(tmp_path / "results/tables/table1.csv")
     assert (t1[t1.method == "prunenet"]["effective_sparsity"] > 0).all()
     assert (tmp_path / "results/figures/fig1_ecdf_tiny.png").stat().st_size > 10_000
@@ -137,15 +158,18 @@ def test_end_to_end_all(tmp_path, tiny_dir, data_dir):
     assert {"download", "train", "prune", "evaluate"} <= stages
     train = runs[runs["tags.stage"] == "train"].iloc[0]
     assert len(mlflow.MlflowClient().get_metric_history(train.run_id, "penalty")) == 3
-    policy_meta = json.loads((tmp_path / "results/policies/tiny/ks-up-paper-loo2-t0.3-s0.json").read_text())
+    policy_meta = json.loads((tmp_path / "results/policies/tiny/ks-up-paper-loo2-t0.25/s1.json").read_text())
     assert policy_meta["config"]["baseline"] == "loo" and policy_meta["config"]["samples"] == 2
+    assert (policy_meta["config"]["ratio"], policy_meta["config"]["seed"]) == (0.25, 1)
     # the RFT stage: with/without table, loss curves from the per-run CSVs, the size sweep figure
     t3 = pd.read_csv(tmp_path / "results/tables/table3.csv")
+    t3 = t3[t3["row"] == "mean"]
     tuned = t3[t3["rft"] == "wikitext2"]
     assert len(tuned) == 1 and tuned["rft_samples"].iloc[0] == 16 and (t3["rft"] == "none").sum() == 2
-    curve = pd.read_csv(tmp_path / "results/rft/tiny/prunenet/r0.5/wikitext2-n16.csv")
+    run = "results/rft/tiny/prunenet/ks-up-paper-loo2-t0.5/r0.5-s0"  # the first seed is fine-tuned
+    curve = pd.read_csv(tmp_path / f"{run}/wikitext2-n16.csv")
     assert set(curve["split"]) == {"train", "val"} and len(curve[curve.split == "train"]) == 4  # 16 samples / batch 4
-    rft_eval = json.loads((tmp_path / "results/eval_rft/tiny/prunenet/r0.5/wikitext2-n16.json").read_text())
+    rft_eval = json.loads((tmp_path / run.replace("rft", "eval_rft", 1) / "wikitext2-n16.json").read_text())
     assert "validation" in rft_eval["meta"]["rft"]["train_source"]  # offline: no train split, said so
     for fig in ("fig3_rft_size.png", "fig4_rft_loss.png"):
         assert (tmp_path / "results/figures" / fig).stat().st_size > 10_000

@@ -1,9 +1,11 @@
 """Running lm-eval: building the (hub or offline) tasks, evaluating a model object, reading the results.
 
-The model goes to lm-eval as an object (:class:`lm_eval.models.huggingface.HFLM` around a
-loaded model), so every checkpoint format :func:`prunenet.models.load_model` reads works,
-including pruned ones that plain ``from_pretrained`` cannot build. Results are keyed by the
-canonical task names whichever way the tasks were loaded.
+The model goes to lm-eval as an object (an lm-eval ``HFLM`` around a loaded model), so every
+checkpoint format :func:`prunenet.models.load_model` reads works, including pruned ones that
+plain ``from_pretrained`` cannot build. By default that ``HFLM`` is :class:`.cached_lm.CachedHFLM`
+(same log-likelihoods, each shared context encoded once); ``lm="stock"`` picks lm-eval's own.
+Results are keyed by the canonical task names whichever way the tasks were loaded, and carry
+per-item correctness (``items``) for paired statistics.
 """
 
 from __future__ import annotations
@@ -23,6 +25,8 @@ from .local_tasks import write_local_tasks
 from .tasks import LOCAL_SUFFIX, PRIMARY_METRIC, check_tasks
 
 LM_EVAL_PIN = "0.4.13"
+LM_KINDS = ("cached", "stock")
+ITEM_METRICS = ("acc", "acc_norm")
 
 
 def seed_everything(seed: int) -> None:
@@ -96,25 +100,27 @@ def _evaluate(
     seed: int,
     num_fewshot: int,
     work_dir: str,
+    lm: str = "cached",
 ) -> dict:
-    """lm-eval's raw output for ``tasks`` (seeded before the tasks and the model are built)."""
+    """lm-eval's raw output for ``tasks`` (seeded before the tasks and the model are built), with samples."""
+    from lm_eval.api.registry import get_model
     from lm_eval.evaluator import simple_evaluate
-    from lm_eval.models.huggingface import HFLM
 
     from ..models import load_model
+    from . import cached_lm  # importing it registers cached_lm.NAME
 
     seed_everything(seed)
     tm, top = load_lm_tasks(tasks, data_dir, work_dir)
     model, tok = model_path if isinstance(model_path, tuple) else load_model(model_path, device=device, dtype=dtype)
-    lm = HFLM(pretrained=model, tokenizer=tok, batch_size=batch_size, device=device)
+    lm_class = get_model(cached_lm.NAME if lm == "cached" else "hf")
     return simple_evaluate(
-        model=lm,
+        model=lm_class(pretrained=model, tokenizer=tok, batch_size=batch_size, device=device),
         tasks=[top[t] for t in tasks],
         task_manager=tm,
         num_fewshot=num_fewshot,
         limit=limit,
         bootstrap_iters=1000,
-        log_samples=False,
+        log_samples=True,
         random_seed=seed,
         numpy_random_seed=seed,
         torch_random_seed=seed,
@@ -133,22 +139,30 @@ def run_lm_eval(
     seed: int = 0,
     num_fewshot: int = 0,
     work_dir: str | None = None,
+    lm: str = "cached",
 ) -> dict:
     """Zero/few-shot accuracy of a checkpoint on ``tasks`` with lm-eval (see :mod:`prunenet.evaluation`).
 
     ``model_path`` is a checkpoint loaded by :func:`prunenet.models.load_model`, or an already
     loaded ``(model, tokenizer)`` pair; either way lm-eval gets the model as an object, so pruned
-    checkpoints with per-layer FFN sizes work.
+    checkpoints with per-layer FFN sizes work. ``lm`` picks the lm-eval model class: ``"cached"``
+    (:class:`.cached_lm.CachedHFLM`, each shared context encoded once) or ``"stock"`` (lm-eval's
+    ``HFLM``); both give the same log-likelihoods. Each task's entry has ``items``: per-item
+    correctness (see :func:`_items`).
     """
     import lm_eval
 
+    if lm not in LM_KINDS:
+        raise PruneNetError(f"unknown lm {lm!r}: choose one of {', '.join(LM_KINDS)}")
     tasks = check_tasks(tasks)
     tmp = None
     if work_dir is None:
         tmp = tempfile.TemporaryDirectory(prefix="prunenet-lmeval-")
         work_dir = tmp.name
     try:
-        out = _evaluate(model_path, tasks, data_dir, limit, device, dtype, batch_size, seed, num_fewshot, work_dir)
+        out = _evaluate(
+            model_path, tasks, data_dir, limit, device, dtype, batch_size, seed, num_fewshot, work_dir, lm=lm
+        )
     finally:
         if tmp is not None:
             tmp.cleanup()
@@ -197,5 +211,37 @@ def _task_result(out: dict, task: str, name: str) -> dict:
         primary=entry.get(primary),
         primary_stderr=entry.get(f"{primary}_stderr"),
         n=_n_items(out, name),
+        items=_items(out, name),
     )
     return entry
+
+
+def _leaves(out: dict, name: str) -> list[str]:
+    """The leaf tasks under ``name`` (itself if it is a leaf), in lm-eval's order."""
+    children = out.get("group_subtasks", {}).get(name)
+    if not children:
+        return [name]
+    return [leaf for child in children for leaf in _leaves(out, child)]
+
+
+def _items(out: dict, name: str) -> dict[str, list]:
+    """Per-item correctness, for paired statistics between models evaluated on the same items.
+
+    ``{"doc_id": [...], "acc": [...], "acc_norm": [...]}`` (the metrics the task reports, as 0/1
+    floats), sorted by doc id. A leaf task's ids are lm-eval's ``doc_id``; a group (MMLU)
+    concatenates its leaves with ids ``"<leaf>:<doc_id>"`` (leaf names without the offline
+    suffix), so the mean of a metric's items is the group's size-weighted accuracy.
+    """
+    leaves = _leaves(out, name)
+    rows = []
+    for leaf in leaves:
+        label = leaf.removesuffix(LOCAL_SUFFIX)
+        for s in out.get("samples", {}).get(leaf, []):
+            if s.get("filter", "none") == "none":
+                rows.append((label, s["doc_id"], s))
+    rows.sort(key=lambda r: (r[0], r[1]))
+    metrics = [m for m in ITEM_METRICS if rows and all(m in s for _, _, s in rows)]
+    group = leaves != [name]
+    items: dict[str, list] = {"doc_id": [f"{label}:{doc}" if group else doc for label, doc, _ in rows]}
+    items.update({m: [float(s[m]) for _, _, s in rows] for m in metrics})
+    return items

@@ -59,6 +59,10 @@ class Method:
     per_layer: bool = False  # accepts a ratio per layer / a schedule (paper T7)
     checkpoint: str = "prunenet.checkpoints.per_layer_ffn"
     offload: bool = False  # loads the model on CPU and moves one layer at a time to the device
+    # The seed changes the result through the method itself (a policy's training and draw, random rows).
+    # False: the only randomness is the calibration sample; the workflow then runs the first seed only
+    # unless calibration_seeds is "all".
+    stochastic: bool = True
 
     def check(self, request: PruneRequest) -> None:
         """Reject a request this method cannot serve, before any model is loaded."""

@@ -34,5 +34,6 @@ def prune_rows(model: nn.Module, tokenizer: Any, request: PruneRequest, selector
         "state": state,
         "intermediate_sizes": sizes,
         "policy_trained_at": trained.get("ratio"),
+        "policy_eq3": policy_meta.get("eq3"),
     }
     return model, meta

@@ -51,5 +51,6 @@ METHODS.register(
         needs_calibration=True,
         checkpoint="prunenet.slicegpt.checkpoint",
         offload=True,
+        stochastic=False,
     ),
 )

@@ -7,11 +7,11 @@ A new table is one function in :mod:`.tables` decorated with ``@TABLES.decorator
 
 from __future__ import annotations
 
-from .figures import fig1, fig3, fig4
+from .figures import fig1, fig3, fig4, ppl_vs_ratio
 from .spectra import export_spectra
 from .tables import TABLE2_TASKS, TABLES, accuracy_frame, load_results
 
-FIGURES = {"fig1": fig1, "fig3": fig3, "fig4": fig4}
+FIGURES = {"fig1": fig1, "fig3": fig3, "fig4": fig4, "ppl_vs_ratio": ppl_vs_ratio}
 # kind -> function; tables also write a Markdown twin (--out-md)
 REPORTS = dict(TABLES.items()) | FIGURES
 

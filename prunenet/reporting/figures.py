@@ -7,7 +7,7 @@ from pathlib import Path
 import pandas as pd
 
 from ..artifacts import atomic_file
-from .tables import TABLE2_TASKS, accuracy_frame, load_results
+from .tables import TABLE2_TASKS, accuracy_frame, load_results, summary_frame
 
 
 def fig1(inputs: list[str], out: str) -> list[Path]:
@@ -55,23 +55,24 @@ def fig3(inputs: list[str], out: str, tasks: list[str] | None = None) -> list[Pa
     """Paper Figure 3: recovery % of dense (average accuracy) and perplexity vs number of RFT samples."""
     plt = _pyplot()
     tasks = tasks or TABLE2_TASKS
-    df = accuracy_frame(load_results(inputs), tasks)
+    df = summary_frame(accuracy_frame(load_results(inputs), tasks), tasks)
+    ppl = next((c for c in df.columns if c.startswith("ppl_") and not c.endswith("_sd")), None)
     pruned = df[df["method"] != "dense"]
     fig, (ax_acc, ax_ppl) = plt.subplots(1, 2, figsize=(10, 3.8))
     for (method, ratio, schedule), g in pruned.groupby(["method", "ratio", "schedule"]):
         g = g.sort_values("rft_samples")
         label = f"{method} r={ratio:g}" + ("" if schedule == "uniform" else f" ({schedule})")
         ax_acc.plot(g["rft_samples"], g["avg_recovery"], marker="o", label=label)
-        if "ppl" in g:
-            ax_ppl.plot(g["rft_samples"], g["ppl"], marker="o", label=label)
+        if ppl:
+            ax_ppl.plot(g["rft_samples"], g[ppl], marker="o", label=label)
     dense = df[df["method"] == "dense"]
-    if "ppl" in dense and len(dense):
-        ax_ppl.axhline(float(dense["ppl"].iloc[0]), color="k", ls="--", lw=1, label="dense")
+    if ppl and len(dense):
+        ax_ppl.axhline(float(dense[ppl].iloc[0]), color="k", ls="--", lw=1, label="dense")
     ax_acc.axhline(100, color="k", ls="--", lw=1)
     ax_acc.set(xlabel="RFT samples (0 = no RFT)", ylabel="avg. accuracy, % of dense", title="Recovery vs RFT size")
     ax_ppl.set(
         xlabel="RFT samples (0 = no RFT)",
-        ylabel="WikiText-2 test perplexity",
+        ylabel=f"{ppl[4:] if ppl else ''} test perplexity",
         title="Perplexity vs RFT size",
         yscale="log",
     )
@@ -95,5 +96,36 @@ def fig4(inputs: list[str], out: str) -> list[Path]:
         ax.plot(val["step"], val["loss"], marker="o", ls="--", color=line.get_color(), label=f"{label} val")
     ax.set(xlabel="step", ylabel="loss", title="RFT loss curves")
     ax.legend(fontsize=7)
+    fig.tight_layout()
+    return _save(fig, out)
+
+
+def ppl_vs_ratio(inputs: list[str], out: str) -> list[Path]:
+    """Perplexity against compression ratio, one line per method (mean over seeds, min–max band), and the
+    same points against the effective sparsity each method reaches (SliceGPT's differs from its ratio).
+    """
+    import json
+
+    points = []
+    for path in inputs:
+        run = json.loads(Path(path).read_text())
+        points += [{"method": run["method"], "seed": run["seed"], "dataset": run["dataset"]} | p for p in run["points"]]
+    df = pd.DataFrame(points)
+    plt = _pyplot()
+    fig, (ax_r, ax_s) = plt.subplots(1, 2, figsize=(11, 4))
+    for method, g in df.groupby("method", sort=False):
+        by = g.groupby("ratio")
+        mean, lo, hi = by["ppl"].mean(), by["ppl"].min(), by["ppl"].max()
+        seeds = g["seed"].nunique()
+        line = ax_r.plot(mean.index, mean.values, marker="o", label=f"{method} ({seeds} seed{'s' * (seeds > 1)})")[0]
+        ax_r.fill_between(mean.index, lo.values, hi.values, color=line.get_color(), alpha=0.2, lw=0)
+        sparsity = 100 * by["effective_sparsity"].mean()
+        ax_s.plot(sparsity.values, mean.values, marker="o", color=line.get_color(), label=method)
+        ax_s.fill_between(sparsity.values, lo.values, hi.values, color=line.get_color(), alpha=0.2, lw=0)
+    ax_r.set(xlabel="compression ratio", ylabel="perplexity", yscale="log", title="Perplexity vs compression ratio")
+    ax_s.axvline(0, color="k", lw=0.5)
+    ax_s.set(xlabel="effective sparsity, % of dense parameters removed", yscale="log", title="vs effective sparsity")
+    ax_r.legend(fontsize=8)
+    fig.suptitle(f"{df['dataset'].iloc[0]}; line = mean over seeds, band = min–max", fontsize=8)
     fig.tight_layout()
     return _save(fig, out)

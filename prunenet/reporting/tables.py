@@ -50,13 +50,15 @@ def load_results(paths: list[str]) -> list[dict]:
     return out
 
 
-def _write_table(df: pd.DataFrame, out: str, out_md: str, markdown: pd.DataFrame | None = None) -> list[Path]:
+def _write_table(df: pd.DataFrame, out: str, out_md: str, markdown: str | pd.DataFrame | None = None) -> list[Path]:
     """The table as CSV (full precision, every column) and as Markdown (what a reader looks at)."""
     out, md = Path(out), Path(out_md)
+    if not isinstance(markdown, str):
+        markdown = (markdown if markdown is not None else df).to_markdown(index=False, floatfmt=".2f") + "\n"
     with atomic_file(out) as tmp:
         df.to_csv(tmp, index=False, float_format="%.4f")
     with atomic_file(md) as tmp:
-        tmp.write_text((markdown if markdown is not None else df).to_markdown(index=False, floatfmt=".2f") + "\n")
+        tmp.write_text(markdown)
     return [out, md]
 
 
@@ -67,15 +69,29 @@ def _schedule(spec) -> str:
     return "per-layer" if isinstance(spec, list) else "uniform"
 
 
+# What identifies one table row before seeds: rows differing only in seed are averaged.
+ROW_KEYS = ["model", "ratio", "method", "setting", "train_ratio", "schedule", "rft", "rft_samples"]
+
+
+def _train_ratio(meta: dict) -> float:
+    """The ratio the applied policy was trained at (NaN for methods without a policy)."""
+    value = meta.get("policy_trained_at")
+    return float(value) if value is not None else float("nan")
+
+
 def accuracy_frame(results: list[dict], tasks: list[str]) -> pd.DataFrame:
-    """One row per evaluated model: primary metric (×100) and its stderr per task, avg, recovery % of dense."""
+    """One row per evaluated model (one seed): primary metric (×100) per task and its stderr, avg, perplexities."""
     rows = []
     for r in results:
         meta = r.get("meta", {})
+        stats = meta.get("stats", {})
         row = {
             "model": r.get("model"),
             "method": r.get("method"),
+            "setting": r.get("setting", "default"),
+            "train_ratio": _train_ratio(meta),
             "ratio": float(r.get("ratio") or 0.0),
+            "seed": r.get("seed"),
             "schedule": _schedule(meta.get("ratio_spec")),
             "rft": meta.get("rft_dataset", "none"),
             "rft_samples": int(meta.get("rft_samples", 0)),
@@ -87,84 +103,157 @@ def accuracy_frame(results: list[dict], tasks: list[str]) -> pd.DataFrame:
             row[t] = 100 * res["primary"]
             row[f"{t}_stderr"] = 100 * res["primary_stderr"] if res.get("primary_stderr") is not None else float("nan")
         row["avg"] = sum(row[t] for t in tasks) / len(tasks)
-        if "perplexity" in r:
-            row["ppl"] = r["perplexity"]["ppl"]
+        for name, res in r.get("perplexity", {}).items():
+            row[f"ppl_{name}"] = res["ppl"]
+        row["params"] = stats.get("params")
+        row["flops_per_token"] = stats.get("flops_per_token")
+        row["effective_sparsity"] = 100 * stats.get("effective_sparsity", 0.0)
         row["limit"] = r.get("limit")
         row["source"] = r["source"]
         rows.append(row)
     df = pd.DataFrame(rows)
-    dense = df[(df["method"] == "dense") & (df["rft"] == "none")].set_index("model")
-    for col in tasks + ["avg"]:
-        base = df["model"].map(dense[col]) if not dense.empty else float("nan")
-        df[f"{col}_recovery"] = 100 * df[col] / base
     order = method_order()
     df = (
         df.assign(_o=df["method"].map(lambda m: order.get(m, len(order))))
-        .sort_values(["model", "ratio", "_o", "method", "schedule", "rft", "rft_samples"])
+        .sort_values(["model", "ratio", "_o", "method", "setting", "schedule", "rft", "rft_samples", "seed"])
         .drop(columns="_o")
     )
     return df.reset_index(drop=True)
 
 
-def _accuracy_markdown(df: pd.DataFrame, tasks: list[str]) -> pd.DataFrame:
-    extra = (["schedule"] if (df["schedule"] != "uniform").any() else []) + (
-        ["rft", "rft_samples"] if (df["rft"] != "none").any() else []
+def ppl_columns(df: pd.DataFrame) -> list[str]:
+    """``ppl_<dataset>`` columns in the order of :data:`prunenet.options.DATASETS` (WikiText-2 first)."""
+    from ..options import DATASETS
+
+    cols = [c for c in df.columns if c.startswith("ppl_") and not c.endswith("_sd")]
+    return sorted(cols, key=lambda c: DATASETS.index(c[4:]) if c[4:] in DATASETS else len(DATASETS))
+
+
+def metric_columns(df: pd.DataFrame, tasks: list[str]) -> list[str]:
+    return tasks + ["avg"] + ppl_columns(df)
+
+
+def summary_frame(df: pd.DataFrame, tasks: list[str]) -> pd.DataFrame:
+    """Mean and sd over seeds of every metric per row identity, with recovery % of dense (of the means)."""
+    cols = metric_columns(df, tasks)
+    keyed = df.assign(train_ratio=df["train_ratio"].fillna(-1.0))  # NaN keys would drop rows in groupby
+    g = keyed.groupby(ROW_KEYS, sort=False)
+    out = g[cols + ["params", "effective_sparsity", "flops_per_token"]].mean()
+    sd = g[cols].std(ddof=1).add_suffix("_sd")
+    out = out.join(sd).join(g.size().rename("seeds")).join(g["limit"].first()).reset_index()
+    out["train_ratio"] = out["train_ratio"].where(out["train_ratio"] >= 0)
+    dense = out[(out["method"] == "dense") & (out["rft"] == "none")].set_index("model")
+    for col in tasks + ["avg"]:
+        base = out["model"].map(dense[col]) if not dense.empty else float("nan")
+        out[f"{col}_recovery"] = 100 * out[col] / base
+    return out
+
+
+def per_seed_and_mean(df: pd.DataFrame, summary: pd.DataFrame) -> pd.DataFrame:
+    """The CSV of an accuracy table: every per-seed row (row = "seed") and the mean rows (row = "mean")."""
+    return pd.concat([df.assign(row="seed"), summary.assign(row="mean")], ignore_index=True)
+
+
+def _cell(mean: float, sd: float | None, digits: int = 1) -> str:
+    return f"{mean:.{digits}f}" + (f" ± {sd:.{digits}f}" if sd is not None and sd == sd else "")
+
+
+def _accuracy_markdown(summary: pd.DataFrame, tasks: list[str]) -> pd.DataFrame:
+    extra = (["schedule"] if (summary["schedule"] != "uniform").any() else []) + (
+        ["rft", "rft_samples"] if (summary["rft"] != "none").any() else []
     )
-    md = df[["model", "ratio", "method"] + extra].copy()
+    md = summary[["model", "ratio", "method"] + extra].copy()
     for t in tasks + ["avg"]:
         label = TASK_LABELS.get(t, "Avg." if t == "avg" else t)
-        se = df.get(f"{t}_stderr")
         md[label] = [
-            f"{v:.1f}" + (f" ± {s:.1f}" if se is not None and s == s else "") + (f" ({rec:.0f}%)" if rec == rec else "")
-            for v, s, rec in zip(df[t], se if se is not None else [float("nan")] * len(df), df[f"{t}_recovery"])
+            _cell(v, s) + (f" ({rec:.0f}%)" if rec == rec else "")
+            for v, s, rec in zip(summary[t], summary[f"{t}_sd"], summary[f"{t}_recovery"])
         ]
-    if "ppl" in df:
-        md["PPL"] = df["ppl"].map(lambda v: f"{v:.2f}")
+    for col in ppl_columns(summary):
+        md[f"PPL {col[4:]}"] = [_cell(v, s, 2) for v, s in zip(summary[col], summary[f"{col}_sd"])]
+    md["eff. sparsity %"] = summary["effective_sparsity"].map(lambda v: f"{v:.1f}")
+    md["seeds"] = summary["seeds"]
     return md
 
 
-@TABLES.decorator("table2")
-def table2(inputs: list[str], out: str, out_md: str, tasks: list[str] | None = None) -> list[Path]:
-    """Paper Table 2: zero-shot accuracy per (model, ratio, method) with recovery % of dense."""
+def _table_note(results: list[dict]) -> str:
+    """What every number in the table rests on: items per task, perplexity blocks × tokens, seeds."""
+    limits = sorted({str(r.get("limit")) for r in results})
+    ppl = sorted(
+        {f"{name} {res['n_blocks']}×{res['seq_len']} tokens" for r in results for name, res in r["perplexity"].items()}
+    )
+    return (
+        f"Items per task: {', '.join(limits)} (None = the full set). Perplexity on the test split: {'; '.join(ppl)}. "
+        "Cells: mean ± sd over seeds (no sd with one seed); (%) = recovery of dense.\n"
+    )
+
+
+def accuracy_table(
+    inputs: list[str], out: str, out_md: str, tasks: list[str] | None, comparisons: dict | None = None
+) -> list[Path]:
+    """Per-seed and mean rows (CSV), the mean ± sd table (Markdown); ``comparisons``: paired statistics under it."""
+    from .comparisons import comparison_markdown
+
     tasks = tasks or TABLE2_TASKS
-    df = accuracy_frame(load_results(inputs), tasks)
-    return _write_table(df, out, out_md, _accuracy_markdown(df, tasks))
+    results = load_results(inputs)
+    df = accuracy_frame(results, tasks)
+    summary = summary_frame(df, tasks)
+    md = _accuracy_markdown(summary, tasks).to_markdown(index=False) + "\n\n" + _table_note(results)
+    if comparisons is not None:
+        md += "\n" + comparison_markdown(results, tasks, **comparisons)
+    return _write_table(per_seed_and_mean(df, summary), out, out_md, md)
+
+
+@TABLES.decorator("table2")
+def table2(
+    inputs: list[str], out: str, out_md: str, tasks: list[str] | None = None, bootstrap: int = 2000, seed: int = 0
+) -> list[Path]:
+    """Paper Table 2: accuracy and perplexity, mean ± sd over seeds; paired comparisons and the KS test under it."""
+    return accuracy_table(inputs, out, out_md, tasks, {"iters": bootstrap, "seed": seed})
 
 
 @TABLES.decorator("table1")
-def table1(inputs: list[str], out: str, out_md: str, tasks: list[str] | None = None) -> list[Path]:
-    """Paper Table 1: sparsity, effective sparsity (incl. added matrices), FLOPs/token and average accuracy."""
+def table1(inputs: list[str], out: str, out_md: str, tasks: list[str] | None = None, **_: object) -> list[Path]:
+    """Paper Table 1: sparsity, effective sparsity (incl. added matrices), FLOPs/token, average accuracy (mean ± sd)."""
     tasks = tasks or TABLE2_TASKS
-    results = load_results(inputs)
-    acc = accuracy_frame(results, tasks).set_index("source")
-    rows = []
-    for r in results:
-        stats = r.get("meta", {}).get("stats", {})
-        rows.append(
-            {
-                "model": r.get("model"),
-                "method": r.get("method"),
-                "ratio": float(r.get("ratio") or 0.0),
-                "params": stats.get("params"),
-                "effective_sparsity": 100 * stats.get("effective_sparsity", 0.0),
-                "flops_per_token": stats.get("flops_per_token"),
-                "flops_seq_len": stats.get("flops_seq_len"),
-                "avg_acc": acc.loc[r["source"], "avg"],
-                "ppl": r.get("perplexity", {}).get("ppl"),
-                "source": r["source"],
-            }
-        )
-    df = pd.DataFrame(rows).sort_values(["model", "ratio", "method"]).reset_index(drop=True)
-    return _write_table(df, out, out_md)
+    summary = summary_frame(accuracy_frame(load_results(inputs), tasks), tasks)
+    summary = summary[summary["rft"] == "none"]
+    cols = ["model", "method", "setting", "ratio", "params", "effective_sparsity", "flops_per_token", "avg", "avg_sd"]
+    df = summary[cols + [c for p in ppl_columns(summary) for c in (p, f"{p}_sd")] + ["seeds"]]
+    return _write_table(df.reset_index(drop=True), out, out_md)
 
 
 @TABLES.decorator("table3")
-def table3(inputs: list[str], out: str, out_md: str, tasks: list[str] | None = None) -> list[Path]:
+def table3(inputs: list[str], out: str, out_md: str, tasks: list[str] | None = None, **_: object) -> list[Path]:
     """Paper Table 3: every pruned model with and without RFT (same tasks, recovery % of dense)."""
-    return table2(inputs, out, out_md, tasks)
+    return accuracy_table(inputs, out, out_md, tasks)
 
 
 @TABLES.decorator("table8")
-def table8(inputs: list[str], out: str, out_md: str, tasks: list[str] | None = None) -> list[Path]:
+def table8(inputs: list[str], out: str, out_md: str, tasks: list[str] | None = None, **_: object) -> list[Path]:
     """Paper Table 8: the RFT dataset comparison; rows are (ratio, RFT dataset)."""
-    return table2(inputs, out, out_md, tasks)
+    return accuracy_table(inputs, out, out_md, tasks)
+
+
+@TABLES.decorator("table6")
+def table6(
+    inputs: list[str], out: str, out_md: str, tasks: list[str] | None = None, bootstrap: int = 2000, seed: int = 0
+) -> list[Path]:
+    """Paper Table 6: a policy trained at one ratio applied at others; (same-ratio policy) and the drop's p-value."""
+    from .comparisons import transfer_frame, transfer_markdown
+
+    tasks = tasks or TABLE2_TASKS
+    df = transfer_frame(load_results(inputs), tasks, bootstrap, seed)
+    return _write_table(df, out, out_md, transfer_markdown(df, tasks))
+
+
+@TABLES.decorator("pairs")
+def pairs(
+    inputs: list[str], out: str, out_md: str, tasks: list[str] | None = None, bootstrap: int = 2000, seed: int = 0
+) -> list[Path]:
+    """Table 2's paired comparisons in full: every pair of rows at a ratio and vs dense, per task and on average."""
+    from .comparisons import comparisons_frame
+
+    tasks = tasks or TABLE2_TASKS
+    df = comparisons_frame(load_results(inputs), tasks, bootstrap, seed)
+    return _write_table(df, out, out_md)

@@ -25,7 +25,6 @@ if DATA_DIR and not Path(DATA_DIR).is_dir():
         f"data_dir {DATA_DIR!r} does not exist: point it at the benchmark data (e.g. ../shared/data) "
         "or set it to null to use the hub"
     )
-RUN_ARGS = f"--seed {config['seed']} --device {config['device']}"
 CONDA_ENV = "../../envs/prunenet.yaml"  # used with --use-conda (then also --config python=python)
 DATA_ARG = f"--data-dir {shlex.quote(str(Path(DATA_DIR).resolve()))}" if DATA_DIR else ""
 
@@ -52,6 +51,7 @@ def alternatives(names):
 
 
 MODELS = list(config["models"])
+SEEDS = [int(s) for s in config["seeds"]]
 PRUNE = config["prune"]
 RATIOS = [fmt(r) for r in PRUNE["ratios"]]
 SCHEDULES = [schedule_tag(s) for s in PRUNE["schedules"]]
@@ -59,45 +59,89 @@ POL = config["policy"]
 EV = config["evaluate"]
 RFT_ENABLED = "rft" in config  # no rft section: no RFT targets
 RFT = config["rft"] if RFT_ENABLED else {}
+TRANSFER = config["transfer"]
+SWEEP = config["sweep"]
+NO_SETTING = "default"  # the setting wildcard of methods without a policy
 
 ESTIMATOR = "" if (POL["baseline"], POL["samples"]) == ("none", 1) else f"-{POL['baseline']}{POL['samples']}"
-POLICY_ID = (
-    f"{POL['penalty']}-{POL['state']}-{POL['objective']}{ESTIMATOR}-t{fmt(POL['train_ratio'])}-s{config['seed']}"
-)
+EQ3 = "" if POL["eq3"] == OPTIONS.EQ3_READINGS[0] else f"-{POL['eq3']}"
 POLICY_RE = re.compile(
     rf"(?P<penalty>{alternatives(OPTIONS.PENALTIES)})-(?P<state>{alternatives(OPTIONS.STATES)})"
-    rf"-(?P<objective>{alternatives(OPTIONS.OBJECTIVES)})"
-    rf"(?:-(?P<baseline>{alternatives(OPTIONS.BASELINES)})(?P<samples>[0-9]+))?-t(?P<ratio>[0-9.]+)-s(?P<seed>[0-9]+)"
+    rf"-(?P<objective>{alternatives(OPTIONS.OBJECTIVES)})(?:-(?P<eq3>{alternatives(OPTIONS.EQ3_READINGS[1:])}))?"
+    rf"(?:-(?P<baseline>{alternatives(OPTIONS.BASELINES)})(?P<samples>[0-9]+))?-t(?P<ratio>[0-9.]+)"
 )
 
 
-def policy_args(policy_id):
-    """Policy wildcard -> the train command's settings (no estimator tag = the paper's: no baseline, 1 draw)."""
-    args = POLICY_RE.fullmatch(policy_id).groupdict()
-    return args | {"baseline": args["baseline"] or "none", "samples": args["samples"] or "1"}
+POLICY_PATTERN = re.sub(r"\(\?P<\w+>", "(?:", POLICY_RE.pattern)  # the same, without named groups
+
+
+def policy_id(train_ratio):
+    """The configured policy trained at ``train_ratio`` (seed apart): e.g. 'ks-up-paper-t0.3'."""
+    return f"{POL['penalty']}-{POL['state']}-{POL['objective']}{EQ3}{ESTIMATOR}-t{fmt(train_ratio)}"
+
+
+def policy_args(policy):
+    """Policy wildcard -> the train command's settings (absent tags = the paper's: coded Eq. 3, no baseline, 1 draw)."""
+    args = POLICY_RE.fullmatch(policy).groupdict()
+    return args | {
+        "eq3": args["eq3"] or OPTIONS.EQ3_READINGS[0],
+        "baseline": args["baseline"] or "none",
+        "samples": args["samples"] or "1",
+    }
 
 
 wildcard_constraints:
     model=r"[A-Za-z0-9._-]+",
     method=alternatives(["dense"] + METHODS.names()),
     ratio=r"[0-9]+(\.[0-9]+)?|lin[0-9.]+-[0-9.]+",
-    policy=re.sub(r"\(\?P<\w+>", "(?:", POLICY_RE.pattern),
+    policy=POLICY_PATTERN,
+    setting=f"{POLICY_PATTERN}|{NO_SETTING}",
+    seed=r"[0-9]+",
     dataset=alternatives(OPTIONS.DATASETS),
     samples=r"[0-9]+",
 
 
-def model_dir(model, method, ratio):
-    """Checkpoint of one (model, method, ratio); method dense is the downloaded model."""
+def mean_ratio(ratio):
+    """A ratio wildcard's mean ratio: '0.2' -> 0.2, 'lin0.1-0.5' -> 0.3 (what a schedule's policy trains at)."""
+    m = re.fullmatch(r"lin([0-9.]+)-([0-9.]+)", ratio)
+    return (float(m.group(1)) + float(m.group(2))) / 2 if m else float(ratio)
+
+
+def setting(method, ratio, train_ratio=None):
+    """What besides (method, ratio, seed) names a pruned model: its policy, or 'default' without one.
+
+    The policy is trained at ``train_ratio``; by default (policy.train_ratio: same, the paper's
+    Tables 1/2) at the pruning ratio itself, else at the one configured ratio.
+    """
+    if method == "dense" or not METHODS.get(method).needs_policy:
+        return NO_SETTING
+    if train_ratio is None:
+        train_ratio = mean_ratio(ratio) if POL["train_ratio"] == "same" else POL["train_ratio"]
+    return policy_id(train_ratio)
+
+
+def method_seeds(method):
+    """Seeds a method runs with: every seed, except dense (deterministic) and methods whose only
+    randomness is their calibration sample (SliceGPT) unless calibration_seeds is 'all'."""
+    if method == "dense":
+        return SEEDS[:1]
+    if METHODS.get(method).stochastic or config["calibration_seeds"] == "all":
+        return SEEDS
+    return SEEDS[:1]
+
+
+def model_dir(model, method, ratio, setting_=NO_SETTING, seed=None):
+    """Checkpoint of one (model, method, setting, ratio, seed); method dense is the downloaded model."""
     if method == "dense":
         return rules.download_model.output[0].format(model=model)
-    return rules.prune.output[0].format(model=model, method=method, ratio=ratio)
+    return rules.prune.output[0].format(model=model, method=method, setting=setting_, ratio=ratio, seed=seed)
 
 
-def policy_file(model):
-    return rules.train_policy.output.policy.format(model=model, policy=POLICY_ID)
+def policy_file(model, policy, seed):
+    return rules.train_policy.output.policy.format(model=model, policy=policy, seed=seed)
 
 
-def method_args(method, policy):
+def method_args(method, policy=None):
     """The prune command's flags for what a method needs: its policy, its calibration data and options.
 
     A method's options live under the config key of its name (e.g. ``slicegpt:``), one CLI flag each.
@@ -105,7 +149,7 @@ def method_args(method, policy):
     spec = METHODS.get(method)
     args = []
     if spec.needs_policy:
-        args += ["--policy", policy, "--which", POL["which"]]
+        args += (["--policy", policy] if policy else []) + ["--which", POL["which"]]
     if spec.needs_calibration and DATA_DIR:
         args += ["--data-dir", str(Path(DATA_DIR).resolve())]
     for key, value in (config[method] if method in config else {}).items():
@@ -120,29 +164,46 @@ def rft_args():
 
 
 def variants(model):
-    """(method, ratio) pairs of Table 2 for one model: dense first; schedules only for methods that take them."""
-    pairs = [("dense", "0")] + [(m, r) for m in PRUNE["methods"] for r in RATIOS]
-    return pairs + [(m, t) for m in PRUNE["methods"] if METHODS.get(m).per_layer for t in SCHEDULES]
+    """(method, setting, ratio, seed) of Table 2 for one model: dense first; schedules only for methods that take them."""
+    ratios = [(m, r) for m in PRUNE["methods"] for r in RATIOS]
+    ratios += [(m, t) for m in PRUNE["methods"] if METHODS.get(m).per_layer for t in SCHEDULES]
+    out = [("dense", NO_SETTING, "0", SEEDS[0])]
+    return out + [(m, setting(m, r), r, s) for m, r in ratios for s in method_seeds(m)]
 
 
-def eval_file(model, method, ratio):
-    return rules.evaluate.output[0].format(model=model, method=method, ratio=ratio)
+def eval_file(model, method, setting_, ratio, seed):
+    return rules.evaluate.output[0].format(model=model, method=method, setting=setting_, ratio=ratio, seed=seed)
 
 
 def all_evals():
-    return [eval_file(m, meth, r) for m in MODELS for meth, r in variants(m)]
+    return [eval_file(m, *v) for m in MODELS for v in variants(m)]
+
+
+def transfer_evals():
+    """Table 6: each transfer policy applied at its target ratios, and the same-ratio policy at those ratios."""
+    out = []
+    for m in MODELS:
+        for item in TRANSFER:
+            for r in map(fmt, item["to"]):
+                for s in SEEDS:
+                    out.append(eval_file(m, "prunenet", setting("prunenet", r, item["from"]), r, s))
+                    out.append(eval_file(m, "prunenet", setting("prunenet", r, float(r)), r, s))
+    return [eval_file(m, "dense", NO_SETTING, "0", SEEDS[0]) for m in MODELS] + list(dict.fromkeys(out))
 
 
 def rft_ratios():
     return [fmt(r) for r in (RFT["ratios"] or PRUNE["ratios"])]
 
 
+def rft_runs():
+    """(model, method, setting, ratio, seed) fine-tuned: the first seed of each configured method and ratio."""
+    return [(m, meth, setting(meth, r), r, SEEDS[0]) for m in MODELS for meth in RFT["methods"] for r in rft_ratios()]
+
+
 def rft_evals(datasets, sizes):
     return [
-        rules.evaluate_rft.output[0].format(model=m, method=meth, ratio=r, dataset=d, samples=n)
-        for m in MODELS
-        for meth in RFT["methods"]
-        for r in rft_ratios()
+        rules.evaluate_rft.output[0].format(model=m, method=meth, setting=st, ratio=r, seed=s, dataset=d, samples=n)
+        for m, meth, st, r, s in rft_runs()
         for d in datasets
         for n in sizes
     ]
@@ -150,26 +211,46 @@ def rft_evals(datasets, sizes):
 
 def no_rft_evals():
     """Dense and the pruned models RFT starts from: the 'without RFT' rows of Tables 3 and 8."""
-    return [eval_file(m, "dense", "0") for m in MODELS] + [
-        eval_file(m, meth, r) for m in MODELS for meth in RFT["methods"] for r in rft_ratios()
-    ]
+    return [eval_file(m, "dense", NO_SETTING, "0", SEEDS[0]) for m in MODELS] + [eval_file(*run) for run in rft_runs()]
 
 
 RFT_TABLES = {"table3": "first", "table8": "all"}  # RFT dataset(s) each RFT table compares
 
 
 def table_inputs(table):
-    """Evaluation JSONs of each table: every (method, ratio) of Table 2, or the RFT runs for RFT tables."""
+    """Evaluation JSONs of each table: Table 2's runs, the transfer runs (Table 6), or the RFT runs."""
+    if table == "table6":
+        return transfer_evals()
     if table not in RFT_TABLES:
         return all_evals()
     datasets = RFT["datasets"][:1] if RFT_TABLES[table] == "first" else RFT["datasets"]
     return no_rft_evals() + rft_evals(datasets, [RFT["table_size"]])
 
 
+def sweep_methods():
+    return SWEEP["methods"] or PRUNE["methods"]
+
+
+def sweep_policies(model, method, seed):
+    """The per-ratio policies a policy method's sweep needs (none for other methods)."""
+    if not METHODS.get(method).needs_policy:
+        return []
+    return [policy_file(model, setting(method, fmt(r)), seed) for r in SWEEP["ratios"]]
+
+
+def sweep_files(model):
+    return [
+        rules.sweep.output[0].format(model=model, method=m, seed=s) for m in sweep_methods() for s in method_seeds(m)
+    ]
+
+
 def get_final_output():
-    """What `all` builds: Tables 1/2 and Figure 1 per model; with RFT configured, Tables 3/8 and Figures 3/4."""
-    tables = ["table2", "table1"] + (list(RFT_TABLES) if RFT_ENABLED else [])
+    """What `all` builds: Tables 1/2/6, Figure 1 and the perplexity sweep per model; with RFT, Tables 3/8, Figures 3/4."""
+    tables = (
+        ["table2", "pairs", "table1"] + (["table6"] if TRANSFER else []) + (list(RFT_TABLES) if RFT_ENABLED else [])
+    )
     out = expand(rules.table.output.csv, table=tables) + expand(rules.fig1.output, model=MODELS)
+    out += expand(rules.ppl_vs_ratio.output, model=MODELS)
     if RFT_ENABLED:
         out += rules.fig3.output + rules.fig4.output
     return out

@@ -1,9 +1,9 @@
 EVAL_ARGS = " ".join(
     [
         f"--tasks {' '.join(EV['tasks'])} --batch-size {EV['batch_size']} --num-fewshot {EV['num_fewshot']}",
-        f"--dtype {config['dtype']} --device {config['device']} --seed {config['seed']} {DATA_ARG}",
+        f"--dtype {config['dtype']} --device {config['device']} --seed {SEEDS[0]} {DATA_ARG}",
         f"--limit {EV['limit']}" if EV["limit"] else "",
-        f"--ppl-dataset '{EV['ppl_dataset']}' --ppl-seq-len {EV['ppl_seq_len']}",
+        f"--ppl-datasets {' '.join(EV['ppl_datasets'])} --ppl-seq-len {EV['ppl_seq_len']}",
         f"--ppl-blocks {EV['ppl_blocks']}" if EV["ppl_blocks"] else "",
     ]
 )
@@ -12,13 +12,13 @@ EVAL_ARGS = " ".join(
 rule evaluate:
     """lm-eval zero-shot tasks (local copies with data_dir, hub tasks otherwise) + perplexity -> JSON."""
     input:
-        lambda w: model_dir(w.model, w.method, w.ratio),
+        lambda w: model_dir(w.model, w.method, w.ratio, w.setting, w.seed),
     output:
-        "results/eval/{model}/{method}/r{ratio}.json",
+        "results/eval/{model}/{method}/{setting}/r{ratio}-s{seed}.json",
     log:
-        "results/logs/evaluate/{model}/{method}/r{ratio}.log",
+        "results/logs/evaluate/{model}/{method}/{setting}/r{ratio}-s{seed}.log",
     benchmark:
-        "results/benchmarks/evaluate/{model}/{method}/r{ratio}.tsv"
+        "results/benchmarks/evaluate/{model}/{method}/{setting}/r{ratio}-s{seed}.tsv"
     conda:
         CONDA_ENV
     params:
@@ -26,4 +26,4 @@ rule evaluate:
         args=EVAL_ARGS,
     shell:
         "{params.py} -m prunenet evaluate --model {input} --model-name {wildcards.model} --method {wildcards.method} "
-        "--out {output} {params.args} > {log} 2>&1"
+        "--setting {wildcards.setting} --out {output} {params.args} > {log} 2>&1"

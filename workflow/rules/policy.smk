@@ -3,12 +3,12 @@ rule train_policy:
     input:
         rules.download_model.output,
     output:
-        policy="results/policies/{model}/{policy}.safetensors",
-        meta="results/policies/{model}/{policy}.json",
+        policy="results/policies/{model}/{policy}/s{seed}.safetensors",
+        meta="results/policies/{model}/{policy}/s{seed}.json",
     log:
-        "results/logs/train_policy/{model}/{policy}.log",
+        "results/logs/train_policy/{model}/{policy}/s{seed}.log",
     benchmark:
-        "results/benchmarks/train_policy/{model}/{policy}.tsv"
+        "results/benchmarks/train_policy/{model}/{policy}/s{seed}.tsv"
     conda:
         CONDA_ENV
     params:
@@ -18,10 +18,11 @@ rule train_policy:
         episodes=POL["episodes"],
         gamma=POL["gamma"],
         lr=POL["lr"],
+        eval_samples=POL["eval_samples"],
     shell:
         "{params.py} -m prunenet train --model {input} --model-name {wildcards.model} "
         "--out {output.policy} --meta-out {output.meta} "
         "--ratio {params.p[ratio]} --penalty {params.p[penalty]} --state {params.p[state]} "
-        "--objective {params.p[objective]} --baseline {params.p[baseline]} --samples {params.p[samples]} "
-        "--seed {params.p[seed]} --episodes {params.episodes} --gamma {params.gamma} --lr {params.lr} "
-        "--device {params.device} > {log} 2>&1"
+        "--objective {params.p[objective]} --eq3 {params.p[eq3]} --baseline {params.p[baseline]} "
+        "--samples {params.p[samples]} --seed {wildcards.seed} --episodes {params.episodes} --gamma {params.gamma} "
+        "--lr {params.lr} --eval-samples {params.eval_samples} --device {params.device} > {log} 2>&1"

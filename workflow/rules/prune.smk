@@ -2,23 +2,23 @@ rule prune:
     """Compress with any registered method (PruneNet's policy, the selector ablations, SliceGPT, ...)."""
     input:
         model=rules.download_model.output,
-        policy=lambda w: policy_file(w.model) if METHODS.get(w.method).needs_policy else [],
+        policy=lambda w: policy_file(w.model, w.setting, w.seed) if METHODS.get(w.method).needs_policy else [],
     output:
-        directory("results/models/{model}/{method}/r{ratio}"),
+        directory("results/models/{model}/{method}/{setting}/r{ratio}-s{seed}"),
     log:
-        "results/logs/prune/{model}/{method}/r{ratio}.log",
+        "results/logs/prune/{model}/{method}/{setting}/r{ratio}-s{seed}.log",
     benchmark:
-        "results/benchmarks/prune/{model}/{method}/r{ratio}.tsv"
+        "results/benchmarks/prune/{model}/{method}/{setting}/r{ratio}-s{seed}.tsv"
     wildcard_constraints:
         method=alternatives(METHODS.names()),
     conda:
         CONDA_ENV
     params:
         py=PY,
-        run=RUN_ARGS,
+        device=config["device"],
         ratio=lambda w: ratio_arg(w.ratio),
         extra=lambda w, input: method_args(w.method, input.policy),
     shell:
         "{params.py} -m prunenet prune --model {input.model} --model-name {wildcards.model} --out {output} "
         "--method {wildcards.method} --ratio {params.ratio} {params.extra} "
-        "{params.run} > {log} 2>&1"
+        "--seed {wildcards.seed} --device {params.device} > {log} 2>&1"

@@ -1,5 +1,5 @@
 rule table:
-    """Any registered table (paper Tables 1, 2, 3, 8) from the evaluation JSONs."""
+    """Any registered table (paper Tables 1, 2, 3, 6, 8) from the evaluation JSONs."""
     input:
         lambda w: table_inputs(w.table),
     output:
@@ -15,7 +15,7 @@ rule table:
         CONDA_ENV
     params:
         py=PY,
-        opts=json.dumps({"tasks": EV["tasks"]}),
+        opts=json.dumps({"tasks": EV["tasks"], "bootstrap": config["bootstrap"], "seed": SEEDS[0]}),
     shell:
         "{params.py} -m prunenet report {wildcards.table} --inputs {input} --out {output.csv} --out-md {output.md} "
         "--options {params.opts:q} > {log} 2>&1"
@@ -24,7 +24,8 @@ rule table:
 rule spectra:
     """Figure 1's data: FFN1 singular values of dense and PruneNet at each ratio (first/last layer)."""
     input:
-        lambda w: [model_dir(w.model, "dense", "0")] + [model_dir(w.model, "prunenet", r) for r in RATIOS],
+        lambda w: [model_dir(w.model, "dense", "0")]
+        + [model_dir(w.model, "prunenet", r, setting("prunenet", r), SEEDS[0]) for r in RATIOS],
     output:
         "results/figures/fig1_ecdf_{model}.csv",
     log:
@@ -81,11 +82,15 @@ rule fig4:
     input:
         lambda w: [
             rules.rft.output.curve.format(
-                model=m, method=meth, ratio=r, dataset=RFT["datasets"][0], samples=RFT["table_size"]
+                model=m,
+                method=meth,
+                setting=st,
+                ratio=r,
+                seed=s,
+                dataset=RFT["datasets"][0],
+                samples=RFT["table_size"],
             )
-            for m in MODELS
-            for meth in RFT["methods"]
-            for r in rft_ratios()
+            for m, meth, st, r, s in rft_runs()
         ],
     output:
         "results/figures/fig4_rft_loss.png",
@@ -99,3 +104,50 @@ rule fig4:
         py=PY,
     shell:
         "{params.py} -m prunenet report fig4 --inputs {input} --out {output} > {log} 2>&1"
+
+
+rule sweep:
+    """Perplexity of one method at every sweep ratio for one seed (pruned in memory, nothing saved)."""
+    input:
+        model=rules.download_model.output,
+        policies=lambda w: sweep_policies(w.model, w.method, w.seed),
+    output:
+        "results/sweep/{model}/{method}/s{seed}.json",
+    log:
+        "results/logs/sweep/{model}/{method}/s{seed}.log",
+    benchmark:
+        "results/benchmarks/sweep/{model}/{method}/s{seed}.tsv"
+    wildcard_constraints:
+        method=alternatives(METHODS.names()),
+    conda:
+        CONDA_ENV
+    params:
+        py=PY,
+        ratios=" ".join(fmt(r) for r in SWEEP["ratios"]),
+        extra=lambda w: method_args(w.method),
+        ppl=f"--ppl-dataset {SWEEP['ppl_dataset']} --ppl-seq-len {EV['ppl_seq_len']} --ppl-blocks {EV['ppl_blocks']}",
+        data=lambda w: "" if METHODS.get(w.method).needs_calibration else DATA_ARG,  # else in method_args
+        device=config["device"],
+    shell:
+        "{params.py} -m prunenet sweep --model {input.model} --model-name {wildcards.model} --out {output} "
+        "--method {wildcards.method} --ratios {params.ratios} --policies {input.policies} {params.extra} "
+        "{params.ppl} {params.data} --seed {wildcards.seed} --device {params.device} > {log} 2>&1"
+
+
+rule ppl_vs_ratio:
+    """Perplexity against compression ratio for every method, seeds as a band; effective sparsity beside it."""
+    input:
+        lambda w: sweep_files(w.model),
+    output:
+        "results/figures/ppl_vs_ratio_{model}.png",
+    log:
+        "results/logs/report/ppl_vs_ratio_{model}.log",
+    benchmark:
+        "results/benchmarks/report/ppl_vs_ratio_{model}.tsv"
+    conda:
+        CONDA_ENV
+    params:
+        py=PY,
+    shell:
+        "{params.py} -m prunenet report ppl_vs_ratio --inputs {input} --out {output} --experiment {wildcards.model} "
+        "> {log} 2>&1"

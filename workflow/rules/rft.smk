@@ -1,33 +1,33 @@
 rule rft:
     """LoRA recovery fine-tuning of a pruned checkpoint, merged back into a plain checkpoint."""
     input:
-        lambda w: model_dir(w.model, w.method, w.ratio),
+        lambda w: model_dir(w.model, w.method, w.ratio, w.setting, w.seed),
     output:
-        model=directory("results/rft/{model}/{method}/r{ratio}/{dataset}-n{samples}"),
-        curve="results/rft/{model}/{method}/r{ratio}/{dataset}-n{samples}.csv",
+        model=directory("results/rft/{model}/{method}/{setting}/r{ratio}-s{seed}/{dataset}-n{samples}"),
+        curve="results/rft/{model}/{method}/{setting}/r{ratio}-s{seed}/{dataset}-n{samples}.csv",
     log:
-        "results/logs/rft/{model}/{method}/r{ratio}/{dataset}-n{samples}.log",
+        "results/logs/rft/{model}/{method}/{setting}/r{ratio}-s{seed}/{dataset}-n{samples}.log",
     benchmark:
-        "results/benchmarks/rft/{model}/{method}/r{ratio}/{dataset}-n{samples}.tsv"
+        "results/benchmarks/rft/{model}/{method}/{setting}/r{ratio}-s{seed}/{dataset}-n{samples}.tsv"
     conda:
         CONDA_ENV
     params:
         py=PY,
-        run=RUN_ARGS,
+        device=config["device"],
         data=DATA_ARG,
         train=lambda w: rft_args(),
     shell:
         "{params.py} -m prunenet rft --model {input} --model-name {wildcards.model} --out {output.model} "
         "--log-csv {output.curve} --dataset {wildcards.dataset} --samples {wildcards.samples} {params.data} "
-        "{params.train} {params.run} > {log} 2>&1"
+        "{params.train} --seed {wildcards.seed} --device {params.device} > {log} 2>&1"
 
 
 use rule evaluate as evaluate_rft with:
     input:
         rules.rft.output.model,
     output:
-        "results/eval_rft/{model}/{method}/r{ratio}/{dataset}-n{samples}.json",
+        "results/eval_rft/{model}/{method}/{setting}/r{ratio}-s{seed}/{dataset}-n{samples}.json",
     log:
-        "results/logs/evaluate_rft/{model}/{method}/r{ratio}/{dataset}-n{samples}.log",
+        "results/logs/evaluate_rft/{model}/{method}/{setting}/r{ratio}-s{seed}/{dataset}-n{samples}.log",
     benchmark:
-        "results/benchmarks/evaluate_rft/{model}/{method}/r{ratio}/{dataset}-n{samples}.tsv"
+        "results/benchmarks/evaluate_rft/{model}/{method}/{setting}/r{ratio}-s{seed}/{dataset}-n{samples}.tsv"

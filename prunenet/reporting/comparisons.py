@@ -1,0 +1,193 @@
+"""Paired comparisons under the accuracy tables: every method against dense and against each other at a
+ratio (bootstrap CIs over items × seeds), the paper's one-sided KS test, and Table 6's transfer drops.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from itertools import combinations
+
+import numpy as np
+import pandas as pd
+
+from ..evaluation.tasks import PRIMARY_METRIC
+from .paired import Comparison, item_matrix, ks_drops, paired_bootstrap
+
+Key = tuple  # (model, ratio, method, setting)
+
+
+def _uniform(r: dict) -> bool:
+    meta = r.get("meta", {})
+    return "rft_dataset" not in meta and not isinstance(meta.get("ratio_spec"), (str, list))
+
+
+def group_runs(results: list[dict]) -> dict[Key, list[dict]]:
+    """Per-seed results of each (model, ratio, method, setting); uniform ratios without RFT only."""
+    groups: dict[Key, list[dict]] = defaultdict(list)
+    for r in results:
+        if _uniform(r):
+            key = (r["model"], float(r.get("ratio") or 0.0), r["method"], r.get("setting", "default"))
+            groups[key].append(r)
+    return dict(groups)
+
+
+def matrices(runs: list[dict], tasks: list[str]) -> dict[str, tuple[list, np.ndarray]]:
+    """Per task: (doc ids, seeds × items correctness on the task's primary metric)."""
+    return {t: item_matrix(runs, t, PRIMARY_METRIC[t]) for t in tasks}
+
+
+def _label(key: Key, keys: list[Key]) -> str:
+    """Method name, with its setting only where two rows of one method share a ratio."""
+    same = [k for k in keys if k[0] == key[0] and k[1] == key[1] and k[2] == key[2]]
+    return key[2] if len(same) == 1 else f"{key[2]} ({key[3]})"
+
+
+def _row(model, ratio, a, b, task, c: Comparison, seeds_a, seeds_b) -> dict:
+    return {
+        "model": model,
+        "ratio": ratio,
+        "a": a,
+        "b": b,
+        "task": task,
+        "diff": c.diff,
+        "ci_lo": c.lo,
+        "ci_hi": c.hi,
+        "p": c.p,
+        "significant": c.significant,
+        "seeds_a": seeds_a,
+        "seeds_b": seeds_b,
+    }
+
+
+def comparisons_frame(results: list[dict], tasks: list[str], iters: int = 2000, seed: int = 0) -> pd.DataFrame:
+    """A − B (points) with 95 % paired bootstrap CI for every pair of rows at a ratio and every row vs dense.
+
+    One line per pair and task, plus ``task = "avg"`` (macro average over tasks).
+    """
+    groups = group_runs(results)
+    keys = list(groups)
+    mats = {k: matrices(v, tasks) for k, v in groups.items()}
+    rows = []
+    for model in dict.fromkeys(k[0] for k in keys):
+        dense = [k for k in keys if k[0] == model and k[2] == "dense"]
+        for ratio in sorted({k[1] for k in keys if k[0] == model and k[2] != "dense"}):
+            at = [k for k in keys if k[0] == model and k[1] == ratio and k[2] != "dense"]
+            pairs = [(k, d) for k in at for d in dense] + list(combinations(at, 2))
+            for ka, kb in pairs:
+                la, lb = _label(ka, keys), _label(kb, keys)
+                sa, sb = len(groups[ka]), len(groups[kb])
+                rows.append(
+                    _row(model, ratio, la, lb, "avg", paired_bootstrap(mats[ka], mats[kb], iters, seed), sa, sb)
+                )
+                for t in tasks:
+                    c = paired_bootstrap({t: mats[ka][t]}, {t: mats[kb][t]}, iters, seed)
+                    rows.append(_row(model, ratio, la, lb, t, c, sa, sb))
+    return pd.DataFrame(rows)
+
+
+def ks_test(results: list[dict], tasks: list[str], a: str = "prunenet", b: str = "slicegpt") -> dict | None:
+    """The paper's one-sided KS test on accuracy drops from dense (one drop per task and ratio, seed means)."""
+    groups = group_runs(results)
+    out = {}
+    for model in dict.fromkeys(k[0] for k in groups):
+        dense = [v for k, v in groups.items() if k[0] == model and k[2] == "dense"]
+        if not dense:
+            continue
+        base = {t: np.mean([r["tasks"][t]["primary"] for r in dense[0]]) for t in tasks}
+        ratios = sorted({k[1] for k in groups if k[0] == model and k[2] == a} & {k[1] for k in groups if k[2] == b})
+
+        def drops(method, base=base, model=model, ratios=ratios):
+            runs = [v for k, v in groups.items() if k[0] == model and k[2] == method and k[1] in ratios]
+            return [100 * (base[t] - np.mean([r["tasks"][t]["primary"] for r in rs])) for rs in runs for t in tasks]
+
+        if ratios:
+            da, db = drops(a), drops(b)
+            stat, p = ks_drops(da, db)
+            out[model] = {"statistic": stat, "p": p, "n": (len(da), len(db)), "ratios": ratios}
+    return out or None
+
+
+def comparison_markdown(results: list[dict], tasks: list[str], iters: int = 2000, seed: int = 0) -> str:
+    """Under Table 2: average-accuracy differences with CIs, the KS test, and what is significant, in words."""
+    df = comparisons_frame(results, tasks, iters, seed)
+    if df.empty:
+        return ""
+    avg = df[df["task"] == "avg"]
+    lines = [
+        "### Paired differences (average accuracy, points)",
+        "",
+        f"A − B on the same items; 95 % CI from {iters} paired bootstrap resamples over items × seeds; "
+        "two-sided bootstrap p. Per-task lines: `results/tables/pairs.csv`.",
+        "",
+        avg.assign(
+            **{
+                "A − B": avg["diff"].map(lambda v: f"{v:+.1f}"),
+                "95 % CI": [f"[{lo:+.1f}, {hi:+.1f}]" for lo, hi in zip(avg["ci_lo"], avg["ci_hi"])],
+                "p": avg["p"].map(lambda v: f"{v:.3f}"),
+                "significant": avg["significant"].map({True: "yes", False: "no"}),
+            }
+        )[["model", "ratio", "a", "b", "A − B", "95 % CI", "p", "significant"]].to_markdown(index=False),
+        "",
+    ]
+    ks = ks_test(results, tasks)
+    for model, res in (ks or {}).items():
+        verdict = "smaller" if res["p"] < 0.05 else "not significantly smaller"
+        lines.append(
+            f"One-sided KS test ({model}, drops from dense per task and ratio {res['ratios']}, n = {res['n']}): "
+            f"D = {res['statistic']:.3f}, p = {res['p']:.3g} — PruneNet's drops are {verdict} than SliceGPT's "
+            "at the 5 % level."
+        )
+    sig = avg[avg["significant"]]
+    lines += ["", "Significant at 95 % (CI excludes 0): " + ("; ".join(_said(r) for _, r in sig.iterrows()) or "none.")]
+    not_sig = avg[~avg["significant"]]
+    lines += ["Not significant: " + ("; ".join(_said(r) for _, r in not_sig.iterrows()) or "none."), ""]
+    return "\n".join(lines)
+
+
+def _said(r) -> str:
+    return f"{r['a']} vs {r['b']} at r={r['ratio']:g} ({r['diff']:+.1f})"
+
+
+def transfer_frame(results: list[dict], tasks: list[str], iters: int = 2000, seed: int = 0) -> pd.DataFrame:
+    """Table 6: each (policy ratio → pruning ratio) transfer vs the same-ratio policy, paired per task and on avg."""
+    by_train: dict[tuple, list[dict]] = defaultdict(list)
+    for r in results:
+        trained = r.get("meta", {}).get("policy_trained_at")
+        if r.get("method") == "prunenet" and trained is not None and _uniform(r):
+            by_train[(r["model"], float(trained), float(r["ratio"]))].append(r)
+    rows = []
+    for (model, trained, ratio), runs in sorted(by_train.items()):
+        same = by_train.get((model, ratio, ratio))
+        if trained == ratio or same is None:
+            continue
+        a, b = matrices(runs, tasks), matrices(same, tasks)
+        row = {"model": model, "policy_ratio": trained, "ratio": ratio, "seeds": len(runs)}
+        for t in tasks + ["avg"]:
+            ta = tasks if t == "avg" else [t]
+            c = paired_bootstrap({x: a[x] for x in ta}, {x: b[x] for x in ta}, iters, seed)
+            row[t] = np.mean([100 * np.mean([r["tasks"][x]["primary"] for r in runs]) for x in ta])
+            row[f"{t}_same"] = row[t] - c.diff
+            row[f"{t}_p"] = c.p
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def transfer_markdown(df: pd.DataFrame, tasks: list[str]) -> str:
+    """One panel per policy ratio, as the paper's Table 6: transfer (same-ratio) p, per task and on average."""
+    from .tables import TASK_LABELS
+
+    if df.empty:
+        return "No transfer runs (config `transfer` is empty).\n"
+    parts = []
+    for (model, trained), g in df.groupby(["model", "policy_ratio"], sort=False):
+        md = pd.DataFrame({"Comp. ratio": g["ratio"].map(lambda r: f"{100 * r:g}%")})
+        for t in tasks + ["avg"]:
+            md[TASK_LABELS.get(t, "Average" if t == "avg" else t)] = [
+                f"{v:.1f} ({s:.1f}) p={p:.2f}" for v, s, p in zip(g[t], g[f"{t}_same"], g[f"{t}_p"])
+            ]
+        parts.append(f"**{model}: policy trained at {100 * trained:g}%**\n\n{md.to_markdown(index=False)}\n")
+    return (
+        "\n".join(parts)
+        + "\nCells: accuracy with the transferred policy (with the same-ratio policy), mean over seeds; p = two-sided "
+        "paired bootstrap p-value of the difference over items × seeds.\n"
+    )

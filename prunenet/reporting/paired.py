@@ -1,0 +1,89 @@
+"""Paired statistics over the items every method is scored on: bootstrap CIs and the paper's KS test.
+
+All methods answer the same lm-eval items, so two methods are compared item by item: the
+bootstrap resamples items (per task) and, independently, each method's seeds (a seed is one
+pruned model, so the same seed draw is used for every task), and recomputes the difference of
+macro-averaged accuracy. Its 2.5/97.5 percentiles are the 95 % CI; the two-sided p-value is
+twice the smaller tail mass at zero.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class Comparison:
+    """A − B in accuracy points (×100): point estimate, 95 % bootstrap CI, two-sided p-value."""
+
+    diff: float
+    lo: float
+    hi: float
+    p: float
+
+    @property
+    def significant(self) -> bool:
+        return self.lo > 0 or self.hi < 0
+
+
+def item_matrix(results: list[dict], task: str, metric: str) -> tuple[list, np.ndarray]:
+    """(doc ids, seeds × items correctness) of one task across the per-seed results of one method.
+
+    Only the items every seed answered are kept, in doc-id order, so rows line up.
+    """
+    per_seed = [dict(zip(r["tasks"][task]["items"]["doc_id"], r["tasks"][task]["items"][metric])) for r in results]
+    ids = sorted(set.intersection(*(set(d) for d in per_seed)), key=str)
+    return ids, np.array([[d[i] for i in ids] for d in per_seed], dtype=float)
+
+
+def _common(a: tuple[list, np.ndarray], b: tuple[list, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    """Restrict two methods' item matrices to the items both answered (same order)."""
+    (ids_a, xa), (ids_b, xb) = a, b
+    common = sorted(set(ids_a) & set(ids_b), key=str)
+    ia, ib = {k: j for j, k in enumerate(ids_a)}, {k: j for j, k in enumerate(ids_b)}
+    return xa[:, [ia[k] for k in common]], xb[:, [ib[k] for k in common]]
+
+
+def paired_bootstrap(
+    a: dict[str, tuple[list, np.ndarray]],
+    b: dict[str, tuple[list, np.ndarray]],
+    iters: int = 2000,
+    seed: int = 0,
+) -> Comparison:
+    """Macro-average (over the tasks in ``a``) accuracy of A minus B, in points, with its bootstrap CI.
+
+    ``a[task]`` and ``b[task]`` are :func:`item_matrix` outputs (seeds × items); seed counts may
+    differ (dense has one). Items are resampled per task, seeds per method once per resample.
+    """
+    rng = np.random.default_rng(seed)
+    pairs = {t: _common(a[t], b[t]) for t in a}
+    s_a, s_b = next(iter(pairs.values()))[0].shape[0], next(iter(pairs.values()))[1].shape[0]
+    c_a = rng.multinomial(s_a, np.full(s_a, 1 / s_a), size=iters) / s_a  # (B, S_a) seed weights
+    c_b = rng.multinomial(s_b, np.full(s_b, 1 / s_b), size=iters) / s_b
+    point, boot = 0.0, np.zeros(iters)
+    for xa, xb in pairs.values():
+        n = xa.shape[1]
+        w = rng.multinomial(n, np.full(n, 1 / n), size=iters) / n  # (B, n) item weights
+        point += xa.mean() - xb.mean()
+        boot += ((c_a @ xa - c_b @ xb) * w).sum(axis=1)
+    k = len(pairs)
+    point, boot = 100 * point / k, 100 * boot / k
+    lo, hi = np.percentile(boot, [2.5, 97.5])
+    tail = min((boot <= 0).sum(), (boot >= 0).sum())
+    p = min(1.0, 2 * (tail + 1) / (iters + 1))
+    return Comparison(float(point), float(lo), float(hi), float(p))
+
+
+def ks_drops(drops_a: list[float], drops_b: list[float]) -> tuple[float, float]:
+    """The paper's one-sided two-sample KS test that A's accuracy drops are smaller than B's.
+
+    H0: the drops of A are not stochastically smaller (F_A ≤ F_B everywhere); the alternative
+    F_A > F_B somewhere is scipy's ``alternative="greater"`` with A as the first sample.
+    Returns (statistic, p-value).
+    """
+    from scipy.stats import ks_2samp
+
+    res = ks_2samp(drops_a, drops_b, alternative="greater")
+    return float(res.statistic), float(res.pvalue)

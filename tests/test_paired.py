@@ -1,0 +1,134 @@
+"""Paired statistics against ground truth: the bootstrap against the closed-form paired standard error and
+exact identities, the KS test's direction, and the tables built from per-item results."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from scipy.stats import ks_2samp
+
+from prunenet.reporting.comparisons import comparisons_frame, ks_test, transfer_frame
+from prunenet.reporting.paired import item_matrix, ks_drops, paired_bootstrap
+
+
+def _mat(x):
+    x = np.atleast_2d(np.asarray(x, dtype=float))
+    return list(range(x.shape[1])), x
+
+
+def test_bootstrap_matches_the_paired_standard_error():
+    """One seed each: the bootstrap sd of the mean difference equals sd(d)/√n, its centre the mean difference."""
+    rng = np.random.default_rng(1)
+    n = 400
+    a = (rng.random(n) < 0.6).astype(float)
+    b = np.where(rng.random(n) < 0.8, a, 1 - a)  # correlated with a, as two models on the same items are
+    c = paired_bootstrap({"t": _mat(a)}, {"t": _mat(b)}, iters=4000, seed=0)
+    d = a - b
+    se = 100 * d.std(ddof=0) / np.sqrt(n)
+    assert c.diff == pytest.approx(100 * d.mean())
+    assert (c.hi - c.lo) / (2 * 1.96) == pytest.approx(se, rel=0.1)
+    # unpaired resampling would be wider: pairing is what the CI uses
+    unpaired = 100 * np.sqrt(a.var() / n + b.var() / n)
+    assert se < 0.8 * unpaired
+
+
+def test_identical_methods_differ_by_exactly_zero():
+    """Same items, same single model: every resample pairs each item with itself."""
+    x = np.random.default_rng(0).integers(0, 2, (1, 50))
+    c = paired_bootstrap({"t": _mat(x)}, {"t": _mat(x)}, iters=500)
+    assert (c.diff, c.lo, c.hi, c.p, c.significant) == (0.0, 0.0, 0.0, 1.0, False)
+
+
+def test_seeds_and_tasks_are_averaged_as_the_table_does():
+    """Point estimate = macro average over tasks of (mean over seeds and items of A) − (same of B)."""
+    rng = np.random.default_rng(2)
+    a = {t: _mat(rng.integers(0, 2, (3, n))) for t, n in (("x", 20), ("y", 35))}
+    b = {t: _mat(rng.integers(0, 2, (1, n))) for t, n in (("x", 20), ("y", 35))}
+    c = paired_bootstrap(a, b, iters=200)
+    expected = np.mean([a[t][1].mean() - b[t][1].mean() for t in a])
+    assert c.diff == pytest.approx(100 * expected)
+    assert c.lo <= c.diff <= c.hi
+
+
+def test_a_clear_difference_is_significant_and_a_null_one_is_not():
+    rng = np.random.default_rng(3)
+    truth = rng.random(300)
+    good = (rng.random((3, 300)) < 0.2 + 0.6 * truth).astype(float)
+    bad = (rng.random((3, 300)) < 0.6 * truth).astype(float)
+    assert paired_bootstrap({"t": _mat(good)}, {"t": _mat(bad)}, iters=2000).p < 0.01
+    same = (rng.random((3, 300)) < 0.2 + 0.6 * truth).astype(float)
+    assert not paired_bootstrap({"t": _mat(good)}, {"t": _mat(same)}, iters=2000).significant
+
+
+def test_item_matrix_aligns_items_by_doc_id():
+    runs = [
+        {"tasks": {"t": {"items": {"doc_id": [2, 0, 1], "acc": [1.0, 0.0, 1.0]}}}},
+        {"tasks": {"t": {"items": {"doc_id": [0, 1, 3], "acc": [1.0, 1.0, 0.0]}}}},
+    ]
+    ids, x = item_matrix(runs, "t", "acc")
+    assert ids == [0, 1] and x.tolist() == [[0.0, 1.0], [1.0, 1.0]]
+
+
+def test_ks_test_is_scipys_one_sided_test_in_the_papers_direction():
+    small, large = [0.5, 1.0, 1.5, 2.0, 1.2, 0.8], [3.0, 4.0, 2.5, 5.0, 3.5, 4.5]
+    stat, p = ks_drops(small, large)
+    ref = ks_2samp(small, large, alternative="greater")
+    assert (stat, p) == (pytest.approx(ref.statistic), pytest.approx(ref.pvalue))
+    assert p < 0.05 and ks_drops(large, small)[1] > 0.5  # smaller drops for A: significant; the reverse: not
+
+
+def _result(method, ratio, seed, correct, setting="default", trained=None):
+    """A minimal evaluation JSON: one task, per-item correctness on acc_norm (piqa's primary metric)."""
+    meta = {"policy_trained_at": trained} if trained is not None else {}
+    return {
+        "model": "m",
+        "method": method,
+        "setting": setting,
+        "ratio": ratio,
+        "seed": seed,
+        "meta": meta,
+        "tasks": {
+            "piqa": {
+                "primary": float(np.mean(correct)),
+                "items": {"doc_id": list(range(len(correct))), "acc_norm": correct},
+            }
+        },
+    }
+
+
+def test_comparisons_pair_every_row_at_a_ratio_and_with_dense():
+    rng = np.random.default_rng(4)
+    res = [_result("dense", 0.0, None, rng.integers(0, 2, 40).tolist())]
+    for m in ("prunenet", "random"):
+        res += [_result(m, 0.2, s, rng.integers(0, 2, 40).tolist()) for s in range(3)]
+    res.append(_result("slicegpt", 0.2, 0, rng.integers(0, 2, 40).tolist()))
+    df = comparisons_frame(res, ["piqa"], iters=200)
+    avg = df[df.task == "avg"]
+    pairs = set(zip(avg.a, avg.b))
+    assert pairs == {
+        ("prunenet", "dense"),
+        ("random", "dense"),
+        ("slicegpt", "dense"),
+        ("prunenet", "random"),
+        ("prunenet", "slicegpt"),
+        ("random", "slicegpt"),
+    }
+    row = avg[(avg.a == "prunenet") & (avg.b == "random")].iloc[0]
+    means = {
+        m: np.mean([r["tasks"]["piqa"]["primary"] for r in res if r["method"] == m]) for m in ("prunenet", "random")
+    }
+    assert row["diff"] == pytest.approx(100 * (means["prunenet"] - means["random"]))
+    assert (row["seeds_a"], row["seeds_b"]) == (3, 3)
+    ks = ks_test(res, ["piqa"])
+    assert ks["m"]["n"] == (1, 1)
+
+
+def test_transfer_pairs_each_transferred_policy_with_the_same_ratio_policy():
+    rng = np.random.default_rng(5)
+    same = [_result("prunenet", 0.2, s, rng.integers(0, 2, 30).tolist(), "p-t0.2", 0.2) for s in range(2)]
+    moved = [_result("prunenet", 0.2, s, rng.integers(0, 2, 30).tolist(), "p-t0.4", 0.4) for s in range(2)]
+    df = transfer_frame(same + moved, ["piqa"], iters=200)
+    assert df[["policy_ratio", "ratio", "seeds"]].values.tolist() == [[0.4, 0.2, 2]]
+    mean = lambda rs: 100 * np.mean([r["tasks"]["piqa"]["primary"] for r in rs])  # noqa: E731
+    assert df["piqa"].iloc[0] == pytest.approx(mean(moved)) and df["piqa_same"].iloc[0] == pytest.approx(mean(same))
+    assert 0 < df["avg_p"].iloc[0] <= 1
