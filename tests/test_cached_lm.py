@@ -55,7 +55,7 @@ def hand_requests(model, seed: int = 0) -> list:
         reqs += [(ctx, toks(n)) for n in (1, 1, 3, 7, 12)]
         reqs.append((ctx, greedy(model, ctx, 1)))
         reqs.append((ctx, greedy(model, ctx, 4)))
-    one = toks(1)  # one-token contexts: empty prefix
+    one = toks(1)  # one-token contexts: a one-token prefix whose logits score the first answer token
     reqs += [(one, toks(n)) for n in (1, 2, 6)] + [(toks(1), toks(4)), (one, greedy(model, one, 3))]
     base = toks(15)  # WinoGrande-like: two contexts sharing a prefix, the same continuation
     tail = toks(6)

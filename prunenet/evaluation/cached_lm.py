@@ -49,7 +49,7 @@ First = dict[tuple[int, int], tuple[torch.Tensor, torch.Tensor]]  # (chunk, clus
 
 @dataclass
 class _Cluster:
-    """Requests fed after one shared ``prefix`` (no longer than any of their contexts); ``rows`` maps
+    """Requests fed after one shared ``prefix`` (not empty, no longer than any of their contexts); ``rows`` maps
     (context + continuation tokens, continuation length) to the indices of the identical requests."""
 
     prefix: Tokens
@@ -175,10 +175,10 @@ class CachedHFLM(HFLM):
         cost = self.forward_cost_tokens
         chunks = plan_batches([len(c.prefix) for c in clusters], budget, cost)[::-1]  # popped from the end
         while chunks:
-            kvs: list[KV | None] = []
+            kvs: list[KV] = []
             rows: dict[RowKey, list[Entry]] = {}
             first: First = {}
-            while chunks and sum(k.nbytes + v.nbytes for kv in kvs for k, v in kv or []) < self.kv_window_bytes:
+            while chunks and sum(k.nbytes + v.nbytes for kv in kvs for k, v in kv) < self.kv_window_bytes:
                 chunk = clusters[slice(*chunks.pop())]
                 need = [any(len(t) - n == len(c.prefix) for t, n in c.rows) for c in chunk]
                 kv, logp = self._encode_prefixes([c.prefix for c in chunk], need)
@@ -209,16 +209,14 @@ class CachedHFLM(HFLM):
             ids[r, : len(s)] = torch.tensor(s, dtype=torch.long)
         return ids.to(self.device)
 
-    def _encode_prefixes(self, prefixes: list[Tokens], need: list[bool]) -> tuple[KV | None, dict]:
-        """Per-layer (keys, values) ``[n, heads, P_max, dim]`` of the right-padded prefixes (None if all are empty),
-        and ``{j: (log-probs, argmax)}`` at the last position of each prefix ``j`` that ``need`` s it.
+    def _encode_prefixes(self, prefixes: list[Tokens], need: list[bool]) -> tuple[KV, dict]:
+        """Per-layer (keys, values) ``[n, heads, P_max, dim]`` of the right-padded prefixes, and
+        ``{j: (log-probs, argmax)}`` at the last position of each prefix ``j`` that ``need`` s it.
 
         No mask is needed: attention is causal, so a prefix never sees its own right padding; the padding's keys are
         masked out when rows attend to this cache. The LM head runs at the needed positions only.
         """
         width = max(len(p) for p in prefixes)
-        if width == 0:
-            return None, {}
         cache = DynamicCache(config=self.model.config)
         kwargs = dict(input_ids=self._pad(prefixes, width), past_key_values=cache, use_cache=True)
         js = [j for j, needed in enumerate(need) if needed]
@@ -243,16 +241,15 @@ class CachedHFLM(HFLM):
         logits = self._forward(logits_to_keep=width - first, **kwargs)[:, first - width :]
         return logits[keep[:, first:].to(logits.device)]
 
-    def _batch_cache(self, keys: list[RowKey], kvs: list[KV | None]) -> DynamicCache:
+    def _batch_cache(self, keys: list[RowKey], kvs: list[KV]) -> DynamicCache:
         """A fresh cache with each row's prefix, right-padded to the longest (rows may come from several chunks).
 
         Copying into new tensors leaves the stored prefixes untouched for the next batch.
         """
         width, src = max(p for _, _, p, _ in keys), {}
-        for r, (chunk, j, p, _) in enumerate(keys):
-            if p:
-                src.setdefault(chunk, ([], []))[0].append(r)
-                src[chunk][1].append(j)
+        for r, (chunk, j, _, _) in enumerate(keys):
+            src.setdefault(chunk, ([], []))[0].append(r)
+            src[chunk][1].append(j)
 
         def gather(layer: int, t: int) -> torch.Tensor:  # t: 0 keys, 1 values
             ref = kvs[next(iter(src))][layer][t]
@@ -264,7 +261,7 @@ class CachedHFLM(HFLM):
 
         return DynamicCache([(gather(i, 0), gather(i, 1)) for i in range(len(kvs[next(iter(src))]))])
 
-    def _score_rows(self, batch: list[tuple[RowKey, list[Entry]]], kvs: list[KV | None], first: First) -> list:
+    def _score_rows(self, batch: list[tuple[RowKey, list[Entry]]], kvs: list[KV], first: First) -> list:
         """(log-prob sum, is-greedy) of each row entry's continuation, given its cluster's cached prefix.
 
         Row ``r`` feeds ``tokens[P:-1]`` at positions ``P, P + 1, ..``; the logits at absolute position ``q`` score
@@ -277,12 +274,11 @@ class CachedHFLM(HFLM):
             input_ids=self._pad([k[3] for k in keys], width),
             position_ids=plens[:, None] + torch.arange(width, device=self.device)[None, :],
         )
-        pmax = int(plens.max())
-        if pmax:  # each row attends to its own prefix (the rest of the cache is others' padding) and to itself
-            cols = torch.arange(pmax + width, device=self.device)[None, :]
-            mask = (cols < plens[:, None]) | (cols >= pmax)
-            kwargs.update(past_key_values=self._batch_cache(keys, kvs), use_cache=True)
-            kwargs["attention_mask"] = None if mask.all() else mask.long()  # none: the model may take a faster path
+        pmax = int(plens.max())  # each row attends to its own prefix (the rest is others' padding) and to itself
+        cols = torch.arange(pmax + width, device=self.device)[None, :]
+        mask = (cols < plens[:, None]) | (cols >= pmax)
+        kwargs.update(past_key_values=self._batch_cache(keys, kvs), use_cache=True)
+        kwargs["attention_mask"] = None if mask.all() else mask.long()  # none: the model may take a faster path
         spans = [[(max(c - 1 - p, 0), len(toks) - 1 - p) for c, toks, _ in ents] for (_, _, p, _), ents in batch]
         keep = torch.zeros((len(keys), width), dtype=torch.bool)
         for r, sp in enumerate(spans):
