@@ -36,9 +36,35 @@ def ppl_args(sp) -> None:
     sp.add_argument("--ppl-blocks", type=int, help="max blocks per dataset (default: whole test split)")
 
 
+def method_options(sp, policy_help: str | None = None) -> None:
+    """What a method may need, grouped by need (shared by ``prune`` and ``sweep``): the policy file(s),
+    which episode's policy, and the calibration settings. ``policy_help``: add ``--policy`` (prune);
+    without it ``--policies`` takes one file per ratio (sweep)."""
+    from . import options
+    from .data import CALIB_SAMPLES, CALIB_SEQ_LEN, TEXT_DATASETS
+    from .methods import METHODS
+
+    def users(need: str) -> str:
+        return ", ".join(name for name, m in METHODS.items() if getattr(m, need))
+
+    pol = sp.add_argument_group(f"policy ({users('needs_policy')})")
+    if policy_help:
+        pol.add_argument("--policy", help=policy_help)
+    else:
+        pol.add_argument("--policies", nargs="*", default=[], help="one policy file per ratio (policy methods)")
+    pol.add_argument("--which", default="best", choices=options.WHICH)
+    pol.add_argument("--state", default="up", choices=options.STATES, help="only used without a policy")
+    cal = sp.add_argument_group(f"calibration ({users('needs_calibration')})")
+    cal.add_argument("--calib-dataset", default="wikitext2", choices=TEXT_DATASETS)
+    cal.add_argument("--calib-samples", type=int, default=CALIB_SAMPLES)
+    cal.add_argument("--calib-seq-len", type=int, default=CALIB_SEQ_LEN)
+    cal.add_argument("--damping", type=float, default=0.01)
+    cal.add_argument("--round-to", type=int, default=8)
+    cal.add_argument("--data-dir", help="local benchmark data (offline); default: the hub")
+
+
 def build_parser() -> argparse.ArgumentParser:
     from . import options, reporting
-    from .data import CALIB_SAMPLES, CALIB_SEQ_LEN, TEXT_DATASETS
     from .methods import METHODS
 
     p = argparse.ArgumentParser(prog="prunenet", description=__doc__.splitlines()[0])
@@ -104,20 +130,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="0.3, a per-layer list 0.1,0.2,... or a schedule linear:0.1:0.5 (first:last layer)",
     )
 
-    def users(need: str) -> str:
-        return ", ".join(name for name, m in METHODS.items() if getattr(m, need))
-
-    pol = pr.add_argument_group(f"policy ({users('needs_policy')})")
-    pol.add_argument("--policy", help="policy file from `prunenet train`")
-    pol.add_argument("--which", default="best", choices=options.WHICH)
-    pol.add_argument("--state", default="up", choices=options.STATES, help="only used without a policy")
-    cal = pr.add_argument_group(f"calibration ({users('needs_calibration')})")
-    cal.add_argument("--calib-dataset", default="wikitext2", choices=TEXT_DATASETS)
-    cal.add_argument("--calib-samples", type=int, default=CALIB_SAMPLES)
-    cal.add_argument("--calib-seq-len", type=int, default=CALIB_SEQ_LEN)
-    cal.add_argument("--damping", type=float, default=0.01)
-    cal.add_argument("--round-to", type=int, default=8)
-    cal.add_argument("--data-dir", help="local benchmark data (offline); default: the hub")
+    method_options(pr, policy_help="policy file from `prunenet train`")
     pr.set_defaults(func=commands.cmd_prune)
 
     e = sub.add_parser("evaluate", help="zero-shot lm-eval tasks and perplexity -> one JSON")
@@ -145,15 +158,7 @@ def build_parser() -> argparse.ArgumentParser:
     sw.add_argument("--out", required=True)
     sw.add_argument("--method", default="prunenet", choices=METHODS.names())
     sw.add_argument("--ratios", type=float, nargs="+", required=True)
-    sw.add_argument("--policies", nargs="*", default=[], help="one policy file per ratio (policy methods)")
-    sw.add_argument("--which", default="best", choices=options.WHICH)
-    sw.add_argument("--state", default="up", choices=options.STATES, help="only used without a policy")
-    sw.add_argument("--calib-dataset", default="wikitext2", choices=TEXT_DATASETS)
-    sw.add_argument("--calib-samples", type=int, default=CALIB_SAMPLES)
-    sw.add_argument("--calib-seq-len", type=int, default=CALIB_SEQ_LEN)
-    sw.add_argument("--damping", type=float, default=0.01)
-    sw.add_argument("--round-to", type=int, default=8)
-    sw.add_argument("--data-dir", help="local benchmark data (offline); default: the hub")
+    method_options(sw)
     sw.add_argument("--ppl-dataset", default="wikitext2", choices=("wikitext2", "ptb"))
     sw.add_argument("--ppl-seq-len", type=int, default=512)
     sw.add_argument("--ppl-blocks", type=int, help="max blocks (default: whole test split)")

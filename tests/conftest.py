@@ -92,3 +92,28 @@ def tiny_model(tokenizer):
         return model.eval()
 
     return make
+
+
+def planted_states(L: int = 6, n: int = 128, d: int = 32, seed: int = 0) -> torch.Tensor:
+    """Layers where some rows are clearly better for the KS penalty: rows 0…n/2−1 are large and lie on
+    the positive side of a direction u, the others small on its negative side, in every layer. Keeping
+    the large rows preserves the spectrum. The coded reading finds them by their content
+    (W_interᵀW_projᵀ ∝ u), the printed one by their position (W_inter[j] · W_proj W_up ∝ ±1)."""
+    gen = torch.Generator().manual_seed(seed)
+    u = torch.nn.functional.normalize(torch.randn(d, generator=gen), dim=0)
+    sign = torch.where(torch.arange(n) < n // 2, 1.0, -1.0)
+    layers = []
+    for _ in range(L):
+        w = torch.randn(n, d, generator=gen)
+        w = w - (w @ u)[:, None] * u
+        layers.append(w * torch.where(sign > 0, 1.0, 0.3)[:, None] + sign[:, None] * u)
+    return torch.stack(layers)
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """Shared 2-core machines: 2 spinning OpenMP threads under contention are ~10x slower than 1."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

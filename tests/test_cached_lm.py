@@ -24,13 +24,7 @@ from prunenet.evaluation import cached_lm
 FIVE = ["piqa", "winogrande", "hellaswag", "arc_easy", "arc_challenge"]
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Shared 2-core machines: 2 spinning OpenMP threads under contention are ~10x slower than 1."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")  # conftest: one OpenMP thread per module
 
 
 def greedy(model, ctx: list[int], n: int) -> list[int]:

@@ -9,6 +9,7 @@ from collections import Counter
 
 import pytest
 import torch
+from conftest import planted_states
 from scipy.stats import anderson_ksamp, ks_2samp
 from transformers import AutoModelForCausalLM, GPT2Config
 
@@ -328,21 +329,6 @@ def test_cli_random_prune_writes_loadable_checkpoint(tiny_model, tokenizer, tmp_
 @pytest.fixture(scope="module")
 def smol_states(smollm2):
     return collect_states(smollm2[0], "up")
-
-
-def planted_states(L: int = 6, n: int = 128, d: int = 32, seed: int = 0) -> torch.Tensor:
-    """Layers whose best keep-set is linearly expressible: half the rows are large and lie on the
-    positive side of a planted direction u, half are small on its negative side. Keeping the large
-    rows preserves the spectrum (low KS); a policy with W_interᵀW_projᵀ ∝ u finds them."""
-    gen = torch.Generator().manual_seed(seed)
-    u = torch.nn.functional.normalize(torch.randn(d, generator=gen), dim=0)
-    sign = torch.where(torch.arange(n) < n // 2, 1.0, -1.0)
-    layers = []
-    for _ in range(L):
-        w = torch.randn(n, d, generator=gen)
-        w = w - (w @ u)[:, None] * u
-        layers.append(w * torch.where(sign > 0, 1.0, 0.3)[:, None] + sign[:, None] * u)
-    return torch.stack(layers)
 
 
 def test_reinforce_learns_planted_structure():

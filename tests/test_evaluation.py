@@ -105,13 +105,7 @@ def requests(task, doc, num_fewshot: int = 0):
     }
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Shared 2-core machines: 2 spinning OpenMP threads under contention are ~10x slower than 1."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")  # conftest: one OpenMP thread per module
 
 
 @pytest.fixture(scope="module")

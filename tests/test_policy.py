@@ -15,6 +15,7 @@ from collections import Counter
 
 import pytest
 import torch
+from conftest import planted_states
 
 from prunenet.cli import build_parser
 from prunenet.cli import main as cli_main
@@ -332,22 +333,6 @@ def test_reinforce_gradient_of_train_policy_against_exact_expectation(
 
 
 # ---------------------------------------------------------------- the objectives' signs, best-episode selection
-
-
-def planted_states(L: int = 6, n: int = 128, d: int = 32, seed: int = 0) -> torch.Tensor:
-    """Layers where some rows are clearly better for the KS penalty: rows 0…n/2−1 are large and lie on
-    the positive side of a direction u, the others small on its negative side, in every layer. Keeping
-    the large rows preserves the spectrum. The coded reading finds them by their content
-    (W_interᵀW_projᵀ ∝ u), the printed one by their position (W_inter[j] · W_proj W_up ∝ ±1)."""
-    gen = torch.Generator().manual_seed(seed)
-    u = torch.nn.functional.normalize(torch.randn(d, generator=gen), dim=0)
-    sign = torch.where(torch.arange(n) < n // 2, 1.0, -1.0)
-    layers = []
-    for _ in range(L):
-        w = torch.randn(n, d, generator=gen)
-        w = w - (w @ u)[:, None] * u
-        layers.append(w * torch.where(sign > 0, 1.0, 0.3)[:, None] + sign[:, None] * u)
-    return torch.stack(layers)
 
 
 def draw_penalties(states: torch.Tensor, policy: PolicyNetwork, ratio: float, draws: int, seed: int) -> torch.Tensor:
