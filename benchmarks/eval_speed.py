@@ -7,7 +7,8 @@ Runs the five zero-shot tasks (piqa, winogrande, hellaswag, arc_easy, arc_challe
 separately with both model classes (same batch size, same items), times the loglikelihood
 requests only (task building excluded: both classes get the same prebuilt requests), checks
 that greedy flags and per-item acc / acc_norm are identical (exits non-zero otherwise), reports
-the largest per-request log-likelihood difference and how many exceed 1e-4, and prints per-task
+the largest per-request log-likelihood difference, how many exceed 1e-4 and the largest relative
+difference |dLL| / |LL| (float32 rounding: the ULP of a log-likelihood of -194 is 1.5e-5), and prints per-task
 and total items/s. The last line is ``speed-up N.NNx``: total
 items/s of cached over stock, five tasks together. Target on a 2-core CPU: >= 2x.
 """
@@ -80,6 +81,7 @@ def main() -> None:
         lm.loglikelihood(warm, disable_tqdm=True)
     seconds = {kind: 0.0 for kind in lms}
     n_total = n_over = 0
+    max_rel = 0.0
     print(
         f"model {args.model}, limit {args.limit}, batch size {args.batch_size}, "
         f"threads {torch.get_num_threads()}, {args.clock} clock, best of {args.repeats}"
@@ -99,6 +101,7 @@ def main() -> None:
             seconds[kind] += secs[kind]
         diffs = [abs(a[0] - b[0]) for a, b in zip(resps["stock"], resps["cached"])]
         diff, over = max(diffs), sum(d > 1e-4 for d in diffs)
+        max_rel = max(max_rel, *(d / max(abs(a[0]), 1e-12) for d, a in zip(diffs, resps["stock"])))
         greedy_same = all(a[1] == b[1] for a, b in zip(resps["stock"], resps["cached"]))
         items = {kind: item_metrics(task, instances, r) for kind, r in resps.items()}
         if not greedy_same or items["stock"] != items["cached"]:
@@ -112,7 +115,10 @@ def main() -> None:
         )
     total = {kind: n_total / s for kind, s in seconds.items()}
     print(f"{'total':<14}{n_total:>6}{'':>9}{total['stock']:>12.2f}{total['cached']:>12.2f}")
-    print(f"per-item acc / acc_norm identical on every task; requests with |dLL| > 1e-4: {n_over}")
+    print(
+        f"per-item acc / acc_norm identical on every task; requests with |dLL| > 1e-4: {n_over}; "
+        f"largest relative |dLL| / |LL|: {max_rel:.1e}"
+    )
     print(f"speed-up {total['cached'] / total['stock']:.2f}x")
 
 

@@ -215,7 +215,6 @@ def cmd_evaluate(args) -> None:
             batch_size=args.batch_size,
             seed=args.seed,
             num_fewshot=args.num_fewshot,
-            work_dir=str(Path(args.out).parent / ".lm_tasks"),
             lm=args.lm,
         )
     out["perplexity"] = {

@@ -27,7 +27,7 @@ def snakemake(workdir: Path, *targets: str, extra: list[str] | None = None) -> s
         "-d",
         str(workdir),
         "--cores",
-        "1",
+        "2",  # two jobs at once, as the README's command on a 2-core machine: parallel jobs must not collide
         *(extra or []),
         *targets,
     ]

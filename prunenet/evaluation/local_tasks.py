@@ -15,6 +15,7 @@ from pathlib import Path
 
 import yaml
 
+from ..artifacts import atomic_file
 from ..data import LOCAL_FILES
 from ..errors import PruneNetError
 from .tasks import BUILTIN_YAML, LOCAL_SUFFIX, MMLU_CATEGORIES, check_tasks, lm_eval_tasks_dir
@@ -62,12 +63,9 @@ def mmlu_row_to_hub(row: list[str], subject: str) -> dict:
 
 
 def _write_jsonl(path: Path, rows: Iterable[dict]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    with tmp.open("w") as f:
+    with atomic_file(path) as tmp, tmp.open("w") as f:
         for r in rows:
             f.write(json.dumps(r) + "\n")
-    os.replace(tmp, path)
 
 
 def _read_jsonl(path: Path) -> list[dict]:
@@ -95,7 +93,8 @@ def mmlu_subjects() -> dict[str, str]:
 
 
 def _dump(path: Path, cfg: dict) -> None:
-    path.write_text(yaml.safe_dump(cfg, sort_keys=False, allow_unicode=True))
+    with atomic_file(path) as tmp:
+        tmp.write_text(yaml.safe_dump(cfg, sort_keys=False, allow_unicode=True))
 
 
 def _local_cfg(builtin: Path, name: str, data_files: dict[str, str], eval_split: str, cache: Path) -> dict:

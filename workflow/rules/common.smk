@@ -52,6 +52,7 @@ def alternatives(names):
 
 MODELS = list(config["models"])
 SEEDS = [int(s) for s in config["seeds"]]
+THREADS = config["threads"]  # per compute job; Snakemake exports it as OMP_NUM_THREADS, torch follows
 PRUNE = config["prune"]
 RATIOS = [fmt(r) for r in PRUNE["ratios"]]
 SCHEDULES = [schedule_tag(s) for s in PRUNE["schedules"]]

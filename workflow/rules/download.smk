@@ -6,6 +6,7 @@ rule download_model:
         "results/logs/download/{model}.log",
     benchmark:
         "results/benchmarks/download/{model}.tsv"
+    threads: THREADS
     conda:
         CONDA_ENV
     params:

@@ -19,6 +19,7 @@ rule evaluate:
         "results/logs/evaluate/{model}/{method}/{setting}/r{ratio}-s{seed}.log",
     benchmark:
         "results/benchmarks/evaluate/{model}/{method}/{setting}/r{ratio}-s{seed}.tsv"
+    threads: THREADS
     conda:
         CONDA_ENV
     params:

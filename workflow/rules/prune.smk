@@ -11,6 +11,7 @@ rule prune:
         "results/benchmarks/prune/{model}/{method}/{setting}/r{ratio}-s{seed}.tsv"
     wildcard_constraints:
         method=alternatives(METHODS.names()),
+    threads: THREADS
     conda:
         CONDA_ENV
     params:

@@ -32,6 +32,7 @@ rule spectra:
         "results/logs/report/spectra_{model}.log",
     benchmark:
         "results/benchmarks/report/spectra_{model}.tsv"
+    threads: THREADS
     conda:
         CONDA_ENV
     params:
@@ -119,6 +120,7 @@ rule sweep:
         "results/benchmarks/sweep/{model}/{method}/s{seed}.tsv"
     wildcard_constraints:
         method=alternatives(METHODS.names()),
+    threads: THREADS
     conda:
         CONDA_ENV
     params:

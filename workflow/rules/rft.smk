@@ -9,6 +9,7 @@ rule rft:
         "results/logs/rft/{model}/{method}/{setting}/r{ratio}-s{seed}/{dataset}-n{samples}.log",
     benchmark:
         "results/benchmarks/rft/{model}/{method}/{setting}/r{ratio}-s{seed}/{dataset}-n{samples}.tsv"
+    threads: THREADS
     conda:
         CONDA_ENV
     params:
