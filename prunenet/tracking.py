@@ -47,6 +47,7 @@ def run(experiment: str, name: str, params: dict[str, Any], tags: dict[str, str]
         yield Run()
         return
     import mlflow
+    from filelock import FileLock
 
     logging.getLogger("alembic").setLevel(logging.WARNING)
     uri = os.environ.get("MLFLOW_TRACKING_URI", DEFAULT_URI)
@@ -55,9 +56,12 @@ def run(experiment: str, name: str, params: dict[str, Any], tags: dict[str, str]
         # artifacts next to the database (results/mlartifacts), not in ./mlruns of the working directory
         db = Path(uri.removeprefix("sqlite:///"))
         db.parent.mkdir(parents=True, exist_ok=True)
-        if mlflow.get_experiment_by_name(experiment) is None:
-            with contextlib.suppress(mlflow.exceptions.MlflowException):  # created meanwhile by a parallel job
-                mlflow.create_experiment(experiment, artifact_location=(db.parent / "mlartifacts").resolve().as_uri())
+        # Parallel jobs (snakemake --cores N) may open a new database at the same moment: creating its schema
+        # (alembic migrations) is not safe to race, so one process at a time creates it and the experiment.
+        with FileLock(f"{db}.lock"):
+            if mlflow.get_experiment_by_name(experiment) is None:
+                location = (db.parent / "mlartifacts").resolve().as_uri()
+                mlflow.create_experiment(experiment, artifact_location=location)
     mlflow.set_experiment(experiment)
     with mlflow.start_run(run_name=name, tags=tags or {}):
         flat = {
