@@ -44,8 +44,13 @@ def write_config(workdir: Path, model_dir: Path, data_dir: Path, **overrides) ->
         "policy": {"episodes": 3, "baseline": "loo", "samples": 2},
         "transfer": [{"from": 0.5, "to": [0.25]}],
         "sweep": {"ratios": [0.25, 0.5]},
-        "prune": {"ratios": [0.25, 0.5], "methods": ["prunenet", "slicegpt"], "schedules": ["linear:0.2:0.6"]},
+        "prune": {
+            "ratios": [0.25, 0.5],
+            "methods": ["prunenet", "slicegpt", "shortgpt"],
+            "schedules": ["linear:0.2:0.6"],
+        },
         "slicegpt": {"calib_samples": 4, "calib_seq_len": 64},
+        "shortgpt": {"calib_samples": 2, "calib_seq_len": 32},
         "evaluate": {
             "tasks": ["piqa", "winogrande", "hellaswag", "arc_easy", "arc_challenge"],
             "limit": 3,
@@ -115,10 +120,15 @@ def test_end_to_end_all(tmp_path, tiny_dir, data_dir):
     assert res.returncode == 0, res.stderr[-4000:]
     full = pd.read_csv(tmp_path / "results/tables/table2.csv")
     table, per_seed = full[full["row"] == "mean"], full[full["row"] == "seed"]
-    assert len(table) == 1 + 2 * 2 + 1  # dense + 2 methods × 2 ratios + the per-layer schedule (prunenet only)
-    # seeds: 2 for the stochastic prunenet, 1 for dense and for SliceGPT (calibration_seeds: first)
-    assert len(per_seed) == 1 + 2 * 2 + 2 * 1 + 2
-    assert set(table["method"]) == {"dense", "prunenet", "slicegpt"}
+    assert len(table) == 1 + 3 * 2 + 1  # dense + 3 methods × 2 ratios + the per-layer schedule (prunenet only)
+    # seeds: 2 for the stochastic prunenet, 1 for dense, SliceGPT and ShortGPT (calibration_seeds: first)
+    assert len(per_seed) == 1 + 2 * 2 + 2 * 1 + 2 * 1 + 2
+    assert set(table["method"]) == {"dense", "prunenet", "slicegpt", "shortgpt"}
+    short = tmp_path / "results/models/tiny/shortgpt/default/r0.5-s0"  # fewer layers, a plain HF checkpoint
+    short_meta = json.loads((short / "prunenet_meta.json").read_text())
+    assert short_meta["calib_samples"] == 2 and short_meta["calib_seq_len"] == 32
+    short_cfg = json.loads((short / "config.json").read_text())
+    assert short_cfg["num_hidden_layers"] == 3 - len(short_meta["removed_layers"])
     scheduled = table[table["schedule"] == "linear:0.2:0.6"]
     assert len(scheduled) == 1 and scheduled["ratio"].iloc[0] == pytest.approx(0.4)  # mean over the 3 layers
     assert scheduled["setting"].iloc[0] == "ks-up-paper-loo2-t0.4"  # train_ratio same: the schedule's mean

@@ -13,7 +13,7 @@ from .base import Method, PruneRequest
 
 METHODS: Registry[Method] = Registry("method")
 
-from . import prunenet, slicegpt, deterministic, random_rows  # noqa: E402,F401,I001  (register; order = report order)
+from . import prunenet, slicegpt, deterministic, random_rows, shortgpt  # noqa: E402,F401,I001  (register; order = report order)
 from .compress import compress  # noqa: E402
 
 __all__ = ["METHODS", "Method", "PruneRequest", "compress"]

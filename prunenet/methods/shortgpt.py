@@ -1,0 +1,61 @@
+"""ShortGPT (Men et al., 2024) as a method: remove the decoder layers with the lowest Block Influence.
+
+Block Influence is measured on calibration windows (:func:`prunenet.depth.block_influence`); the
+number of layers removed is the one whose parameters come nearest to what PruneNet removes at the
+same ratio (:func:`prunenet.depth.ffn_rows_budget`, :func:`prunenet.depth.layers_for_budget`), so
+rows of a table compare models of (nearly) the same size: a layer is the unit, so the match is as
+close as one layer's parameters allow (SmolLM2: 2.6 % of the model), and every checkpoint reports
+its real parameter count and effective sparsity. The result is a plain ``from_pretrained``
+checkpoint with fewer layers.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import TYPE_CHECKING, Any
+
+from . import METHODS
+from .base import Method, PruneRequest
+
+if TYPE_CHECKING:
+    from torch import nn
+
+
+def run(model: nn.Module, tokenizer: Any, request: PruneRequest) -> tuple[nn.Module, dict]:
+    from ..arch import get_adapter
+    from ..data import calibration_blocks
+    from ..depth import block_influence, ffn_rows_budget, layers_for_budget, remove_layers
+
+    t0 = time.perf_counter()
+    calib = calibration_blocks(
+        tokenizer, request.calib_dataset, request.data_dir, request.calib_samples, request.calib_seq_len, request.seed
+    )
+    scores = block_influence(model, calib)
+    layer_params = [sum(p.numel() for p in layer.parameters()) for layer in get_adapter(model).layers()]
+    budget = ffn_rows_budget(model, float(request.ratio))
+    drop = layers_for_budget(scores, layer_params, budget)
+    remove_layers(model, drop)
+    meta = {
+        "block_influence": [round(float(s), 6) for s in scores],
+        "removed_layers": drop,
+        "param_budget": budget,
+        "params_removed": sum(layer_params[i] for i in drop),
+        "calib_dataset": request.calib_dataset,
+        "calib_samples": request.calib_samples,
+        "calib_seq_len": request.calib_seq_len,
+        "score_seconds": time.perf_counter() - t0,
+    }
+    return model, meta
+
+
+METHODS.register(
+    "shortgpt",
+    Method(
+        name="shortgpt",
+        summary="remove whole decoder layers with the lowest Block Influence (needs calibration)",
+        run=run,
+        needs_calibration=True,
+        checkpoint="prunenet.checkpoints.hf",
+        stochastic=False,
+    ),
+)
