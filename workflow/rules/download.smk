@@ -6,9 +6,9 @@ rule download_model:
         "results/logs/download/{model}.log",
     benchmark:
         "results/benchmarks/download/{model}.tsv"
-    threads: THREADS
     conda:
         CONDA_ENV
+    threads: THREADS
     params:
         py=PY,
         spec=lambda w: config["models"][w.model],

@@ -19,9 +19,9 @@ rule evaluate:
         "results/logs/evaluate/{model}/{method}/{setting}/r{ratio}-s{seed}.log",
     benchmark:
         "results/benchmarks/evaluate/{model}/{method}/{setting}/r{ratio}-s{seed}.tsv"
-    threads: THREADS
     conda:
         CONDA_ENV
+    threads: THREADS
     params:
         py=PY,
         args=EVAL_ARGS,

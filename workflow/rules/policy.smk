@@ -9,9 +9,9 @@ rule train_policy:
         "results/logs/train_policy/{model}/{policy}/s{seed}.log",
     benchmark:
         "results/benchmarks/train_policy/{model}/{policy}/s{seed}.tsv"
-    threads: THREADS
     conda:
         CONDA_ENV
+    threads: THREADS
     params:
         py=PY,
         device=config["device"],

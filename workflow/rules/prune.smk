@@ -11,9 +11,9 @@ rule prune:
         "results/benchmarks/prune/{model}/{method}/{setting}/r{ratio}-s{seed}.tsv"
     wildcard_constraints:
         method=alternatives(METHODS.names()),
-    threads: THREADS
     conda:
         CONDA_ENV
+    threads: THREADS
     params:
         py=PY,
         device=config["device"],

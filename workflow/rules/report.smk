@@ -32,9 +32,9 @@ rule spectra:
         "results/logs/report/spectra_{model}.log",
     benchmark:
         "results/benchmarks/report/spectra_{model}.tsv"
-    threads: THREADS
     conda:
         CONDA_ENV
+    threads: THREADS
     params:
         py=PY,
     shell:
@@ -120,9 +120,9 @@ rule sweep:
         "results/benchmarks/sweep/{model}/{method}/s{seed}.tsv"
     wildcard_constraints:
         method=alternatives(METHODS.names()),
-    threads: THREADS
     conda:
         CONDA_ENV
+    threads: THREADS
     params:
         py=PY,
         ratios=" ".join(fmt(r) for r in SWEEP["ratios"]),

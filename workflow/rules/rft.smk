@@ -9,9 +9,9 @@ rule rft:
         "results/logs/rft/{model}/{method}/{setting}/r{ratio}-s{seed}/{dataset}-n{samples}.log",
     benchmark:
         "results/benchmarks/rft/{model}/{method}/{setting}/r{ratio}-s{seed}/{dataset}-n{samples}.tsv"
-    threads: THREADS
     conda:
         CONDA_ENV
+    threads: THREADS
     params:
         py=PY,
         device=config["device"],
