@@ -25,8 +25,10 @@ def test_parallel_jobs_create_one_store(tmp_path):
     procs = [subprocess.Popen([*cmd, str(i)], **opts) for i in range(4)]
     errors = [p.communicate(timeout=300)[1] for p in procs]
     assert [p.returncode for p in procs] == [0] * 4, "\n".join(e[-1500:] for e in errors)
-    import mlflow
+    from mlflow import MlflowClient
 
-    mlflow.set_tracking_uri(f"sqlite:///{db}")
-    runs = mlflow.search_runs(experiment_names=["exp"])
-    assert sorted(runs["metrics.value"].tolist()) == [0.0, 1.0, 2.0, 3.0]
+    # a client, not mlflow.set_tracking_uri: that also sets MLFLOW_TRACKING_URI in os.environ, which every later
+    # subprocess of this test session (the workflow tests) would inherit
+    client = MlflowClient(tracking_uri=f"sqlite:///{db}")
+    runs = client.search_runs([client.get_experiment_by_name("exp").experiment_id])
+    assert sorted(r.data.metrics["value"] for r in runs) == [0.0, 1.0, 2.0, 3.0]

@@ -31,7 +31,8 @@ def snakemake(workdir: Path, *targets: str, extra: list[str] | None = None) -> s
         *(extra or []),
         *targets,
     ]
-    env = os.environ | {"OMP_NUM_THREADS": "1"}
+    env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}  # the workflow's own store
+    env |= {"OMP_NUM_THREADS": "1"}
     return subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=1500)
 
 
@@ -114,7 +115,7 @@ def test_missing_data_dir_is_named(tmp_path, tiny_dir):
     assert res.returncode != 0 and "no-such-data" in res.stdout + res.stderr
 
 
-def test_end_to_end_all(tmp_path, tiny_dir, data_dir):
+def test_end_to_end_all(tmp_path, tiny_dir, data_dir, monkeypatch):
     write_config(tmp_path, tiny_dir, data_dir)
     res = snakemake(tmp_path, "all")
     assert res.returncode == 0, res.stderr[-4000:]
@@ -162,7 +163,9 @@ def test_end_to_end_all(tmp_path, tiny_dir, data_dir):
     # every rule logged an MLflow run in the model's experiment
     import mlflow
 
-    mlflow.set_tracking_uri(f"sqlite:///{tmp_path}/results/mlflow.db")
+    uri = f"sqlite:///{tmp_path}/results/mlflow.db"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)  # set_tracking_uri writes os.environ too: undone after the test
+    mlflow.set_tracking_uri(uri)
     runs = mlflow.search_runs(experiment_names=["tiny"])
     stages = set(runs["tags.stage"])
     assert {"download", "train", "prune", "evaluate"} <= stages
