@@ -24,14 +24,21 @@ def _ids(vocab: int, shape=(2, 12), seed: int = 0) -> torch.Tensor:
     return torch.randint(0, vocab, shape, generator=torch.Generator().manual_seed(seed))
 
 
-def _identity_at(model: nn.Module, j: int):
-    """Make decoder layer ``j`` return its input (a forward hook replacing the output)."""
+@torch.no_grad()
+def _logits_skipping(model: nn.Module, drop: list[int], ids: torch.Tensor) -> torch.Tensor:
+    """The dense model's logits with decoder layers ``drop`` made identities (forward hooks replacing outputs)."""
 
     def hook(module, args, kwargs, out):
         x = args[0] if args else kwargs["hidden_states"]
         return (x, *out[1:]) if isinstance(out, tuple) else x
 
-    return get_adapter(model).layers()[j].register_forward_hook(hook, with_kwargs=True)
+    layers = get_adapter(model).layers()
+    handles = [layers[j].register_forward_hook(hook, with_kwargs=True) for j in drop]
+    try:
+        return model(ids).logits
+    finally:
+        for h in handles:
+            h.remove()
 
 
 @pytest.mark.parametrize("family", FAMILIES)
@@ -56,11 +63,7 @@ def test_removed_layer_equals_identity_block(tiny_model, family):
     model = tiny_model(family)
     ids = _ids(model.config.vocab_size)
     for drop in ([], [1], [0, 2]):
-        handles = [_identity_at(model, j) for j in drop]
-        with torch.no_grad():
-            ref = model(ids).logits
-        for h in handles:
-            h.remove()
+        ref = _logits_skipping(model, drop, ids)
         pruned = remove_layers(copy.deepcopy(model), drop)
         assert pruned.config.num_hidden_layers == 3 - len(drop)
         with torch.no_grad():
@@ -101,10 +104,7 @@ def test_per_layer_config_is_cut_and_reloads(config_cls, extra, tmp_path, tokeni
     model = AutoModelForCausalLM.from_config(config, dtype=torch.float32).eval()
     types = list(model.config.layer_types)
     ids = _ids(len(tokenizer), (2, 12))
-    handle = _identity_at(model, 1)
-    with torch.no_grad():
-        ref = model(ids).logits
-    handle.remove()
+    ref = _logits_skipping(model, [1], ids)
     pruned = remove_layers(model, [1])
     assert pruned.config.layer_types == [types[0], types[2]]
     hf.save(pruned, tokenizer, tmp_path / "m")
@@ -189,11 +189,7 @@ def test_smollm2_block_influence_and_removal(smollm2, data_dir, tmp_path):
     drop = layers_for_budget(bi, per_layer, budget)
     assert drop == sorted(torch.argsort(bi).tolist()[: round(budget / per_layer[0])])  # identical layers: nearest k
     ids = calib[:1, :32]
-    handles = [_identity_at(dense, j) for j in drop]
-    with torch.no_grad():
-        ref_logits = dense(ids).logits
-    for handle in handles:
-        handle.remove()
+    ref_logits = _logits_skipping(dense, drop, ids)
     pruned = remove_layers(copy.deepcopy(dense), drop)
     hf.save(pruned, tok, tmp_path / "short")
     reloaded = AutoModelForCausalLM.from_pretrained(str(tmp_path / "short"), dtype=torch.float32).eval()

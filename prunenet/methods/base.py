@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 from ..errors import PruneNetError
 
 if TYPE_CHECKING:
+    import torch
     from torch import nn
 
 Ratio = float | list[float] | str  # one ratio, one per layer, or a schedule "linear:A:B"
@@ -36,6 +37,22 @@ class PruneRequest:
     damping: float = 0.01
     round_to: int = 8
     data_dir: str | None = None
+
+    def calibration(self, tokenizer: Any) -> torch.Tensor:
+        """The seeded calibration windows this request names: the one draw every calibrated method reads."""
+        from ..data import calibration_blocks
+
+        return calibration_blocks(
+            tokenizer, self.calib_dataset, self.data_dir, self.calib_samples, self.calib_seq_len, self.seed
+        )
+
+    def calibration_meta(self) -> dict:
+        """What a calibrated method records about its calibration data."""
+        return {
+            "calib_dataset": self.calib_dataset,
+            "calib_samples": self.calib_samples,
+            "calib_seq_len": self.calib_seq_len,
+        }
 
 
 RunFn = Callable[["nn.Module", Any, PruneRequest], "tuple[nn.Module, dict]"]

@@ -23,15 +23,12 @@ if TYPE_CHECKING:
 
 def run(model: nn.Module, tokenizer: Any, request: PruneRequest) -> tuple[nn.Module, dict]:
     from ..arch import get_adapter
-    from ..data import calibration_blocks
     from ..depth import block_influence, ffn_rows_budget, layers_for_budget, remove_layers
+    from ..stats import count_params
 
     t0 = time.perf_counter()
-    calib = calibration_blocks(
-        tokenizer, request.calib_dataset, request.data_dir, request.calib_samples, request.calib_seq_len, request.seed
-    )
-    scores = block_influence(model, calib)
-    layer_params = [sum(p.numel() for p in layer.parameters()) for layer in get_adapter(model).layers()]
+    scores = block_influence(model, request.calibration(tokenizer))
+    layer_params = [count_params(layer) for layer in get_adapter(model).layers()]
     budget = ffn_rows_budget(model, float(request.ratio))
     drop = layers_for_budget(scores, layer_params, budget)
     remove_layers(model, drop)
@@ -40,9 +37,7 @@ def run(model: nn.Module, tokenizer: Any, request: PruneRequest) -> tuple[nn.Mod
         "removed_layers": drop,
         "param_budget": budget,
         "params_removed": sum(layer_params[i] for i in drop),
-        "calib_dataset": request.calib_dataset,
-        "calib_samples": request.calib_samples,
-        "calib_seq_len": request.calib_seq_len,
+        **request.calibration_meta(),
         "score_seconds": time.perf_counter() - t0,
     }
     return model, meta

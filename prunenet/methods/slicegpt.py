@@ -17,13 +17,10 @@ if TYPE_CHECKING:
 
 
 def run(model: nn.Module, tokenizer: Any, request: PruneRequest) -> tuple[nn.Module, dict]:
-    from ..data import calibration_blocks
     from ..slicegpt import slice_model
 
     t0 = time.perf_counter()
-    calib = calibration_blocks(
-        tokenizer, request.calib_dataset, request.data_dir, request.calib_samples, request.calib_seq_len, request.seed
-    )
+    calib = request.calibration(tokenizer)
     model = slice_model(
         model,
         tokenizer,
@@ -33,12 +30,7 @@ def run(model: nn.Module, tokenizer: Any, request: PruneRequest) -> tuple[nn.Mod
         round_to=request.round_to,
         device=request.device,
     )
-    meta = {
-        "calib_dataset": request.calib_dataset,
-        "calib_samples": request.calib_samples,
-        "calib_seq_len": request.calib_seq_len,
-        "slice_seconds": time.perf_counter() - t0,
-    }
+    meta = request.calibration_meta() | {"slice_seconds": time.perf_counter() - t0}
     return model, meta
 
 
