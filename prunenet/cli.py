@@ -61,6 +61,13 @@ def method_options(sp, policy_help: str | None = None) -> None:
     cal.add_argument("--damping", type=float, default=0.01)
     cal.add_argument("--round-to", type=int, default=8)
     cal.add_argument("--data-dir", help="local benchmark data (offline); default: the hub")
+    for name, method in METHODS.items():
+        if method.options:
+            grp = sp.add_argument_group(f"{name} options")
+            for o in method.options:
+                grp.add_argument(
+                    o.flag(name), dest=o.dest(name), type=o.type, default=o.default, choices=o.choices, help=o.help
+                )
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -111,8 +111,9 @@ def cmd_train(args) -> None:
 
 
 def _prune_request(args, **override):
-    from .methods import PruneRequest
+    from .methods import METHODS, PruneRequest
 
+    method = METHODS.get(args.method)
     return PruneRequest(
         ratio=override.get("ratio", getattr(args, "ratio", None)),
         seed=args.seed,
@@ -126,6 +127,7 @@ def _prune_request(args, **override):
         damping=args.damping,
         round_to=args.round_to,
         data_dir=args.data_dir,
+        options={o.name: getattr(args, o.dest(method.name)) for o in method.options},
     )
 
 
@@ -180,7 +182,7 @@ def cmd_prune(args) -> None:
         tags["model"], f"prune {args.method} r={args.ratio}", vars(request) | {"source": args.model}, tags
     ) as run:
         meta, seconds = compress(args.model, args.out, args.method, request, args.flops_seq_len)
-        run.metrics(meta["stats"] | {"prune_seconds": seconds})
+        run.metrics(meta["stats"] | {"compress_seconds": seconds})
     stats = meta["stats"]
     print(f"wrote {args.out}: {stats['params']:,} params (effective sparsity {stats['effective_sparsity']:.3f})")
 

@@ -12,7 +12,6 @@ import warnings
 
 import numpy as np
 import torch
-from scipy.stats import anderson_ksamp
 
 from .errors import PruneNetError
 from .options import PENALTIES, SPECTRA
@@ -32,7 +31,13 @@ def ks_distance(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
 
 
 def ad_distance(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """Anderson–Darling k-sample statistic (SciPy's standardized, midrank form), per leading index."""
+    """Anderson–Darling k-sample statistic (SciPy's standardized, midrank form), per leading index.
+
+    SciPy is imported here, not with the module: the default KS penalty is plain torch, so training
+    runs where SciPy is not installed (a bare GPU image).
+    """
+    from scipy.stats import anderson_ksamp
+
     a2 = a.detach().reshape(-1, a.shape[-1]).double().cpu().numpy()
     b2 = b.detach().reshape(-1, b.shape[-1]).double().cpu().numpy()
     with warnings.catch_warnings():  # p-value capping warnings are irrelevant for a penalty

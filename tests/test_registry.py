@@ -49,6 +49,26 @@ def test_schema_enums_equal_the_registries():
     assert (calib["calib_samples"]["default"], calib["calib_seq_len"]["default"]) == (CALIB_SAMPLES, CALIB_SEQ_LEN)
 
 
+def test_method_options_equal_the_schema_and_the_cli():
+    """A method's own options are its config section's keys (besides the shared calibration keys), with the
+    schema's default and choices, and its CLI flags ``--<method>-<name>``."""
+    calib_keys = {"calib_dataset", "calib_samples", "calib_seq_len"}
+    sub = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction))
+    flags = {f: a for a in sub.choices["prune"]._actions for f in a.option_strings}
+    for name, method in METHODS.items():
+        section = SCHEMA["properties"].get(name, {}).get("properties", {})
+        own = {o.name: o for o in method.options}
+        assert set(section) - calib_keys == set(own), name
+        if method.needs_calibration:
+            assert calib_keys <= set(section), name
+        for o in method.options:
+            assert section[o.name]["default"] == o.default, (name, o.name)
+            if o.choices:
+                assert section[o.name]["enum"] == list(o.choices), (name, o.name)
+            action = flags[o.flag(name)]
+            assert action.default == o.default and action.dest == o.dest(name)
+
+
 def test_cli_choices_equal_the_registries():
     assert _choices("prune", "--method") == METHODS.names()
     assert _choices("prune", "--which") == list(options.WHICH)

@@ -12,6 +12,7 @@ deleted) reproduce the tiny models' logits to atol 1e-5 (observed ~5e-7); on the
 from __future__ import annotations
 
 import copy
+import dataclasses
 import math
 
 import pytest
@@ -337,3 +338,32 @@ def test_smollm2_slicegpt(smollm2, data_dir):
     )
     assert math.isfinite(ppl_sliced) and ppl_dense < ppl_sliced < 50 * ppl_dense
     assert dense.config.tie_word_embeddings  # the session fixture was not touched
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_parameter_budget_width(family_model, family, tokenizer):
+    """budget=params: the counted structure equals the closed form, the chosen width is the nearest to PruneNet's
+    parameter count, and the sliced model really has the counted size."""
+    from prunenet.depth import ffn_rows_budget
+    from prunenet.methods import METHODS, PruneRequest
+    from prunenet.slicegpt.budget import sliced_params, width_for_params
+
+    model = family_model(family)
+    for dp in (8, 40, 64):
+        assert sliced_params(model, dp) == expected_params(model.config, family, dp)
+    target = count_params(model) - ffn_rows_budget(model, 0.3)
+    kept = width_for_params(model, target, round_to=8)
+    gaps = {w: abs(expected_params(model.config, family, w) - target) for w in range(8, 65, 8)}
+    assert gaps[kept] == min(gaps.values())
+    request = PruneRequest(ratio=0.3, calib_samples=2, calib_seq_len=16)
+    calib = _ids(model.config.vocab_size, (2, 16))
+    slicegpt = METHODS.get("slicegpt")
+    fixed = dataclasses.replace(request, options={"budget": "ratio"})
+    from prunenet.methods.slicegpt import slicing_ratio
+
+    ratio, meta = slicing_ratio(model, request)
+    assert meta["kept_width"] == kept and sg.sliced_dim(model.config.hidden_size, ratio) == kept
+    assert slicing_ratio(model, fixed) == (0.3, {"budget": "ratio"})
+    sliced = sg.slice_model(copy.deepcopy(model), None, ratio, calib, progress=False)
+    assert count_params(sliced) == expected_params(model.config, family, kept)
+    assert slicegpt.options[0].default == "params"

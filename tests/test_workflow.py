@@ -52,6 +52,14 @@ def write_config(workdir: Path, model_dir: Path, data_dir: Path, **overrides) ->
         },
         "slicegpt": {"calib_samples": 4, "calib_seq_len": 64},
         "shortgpt": {"calib_samples": 2, "calib_seq_len": 32},
+        "laco": {"calib_samples": 2, "calib_seq_len": 32, "lowest": 0, "keep_last": 0},  # 3 layers
+        "svd-llm": {"calib_samples": 2, "calib_seq_len": 32},
+        "asvd": {"calib_samples": 2, "calib_seq_len": 32},
+        "compare": {
+            "table4": ["prunenet", "slicegpt", "shortgpt", "laco"],
+            "table5": ["prunenet", "svd-llm", "asvd"],
+            "baselines": ["prunenet", "slicegpt", "shortgpt", "laco", "svd-llm", "asvd"],
+        },
         "evaluate": {
             "tasks": ["piqa", "winogrande", "hellaswag", "arc_easy", "arc_challenge"],
             "limit": 3,
@@ -154,6 +162,24 @@ def test_end_to_end_all(tmp_path, tiny_dir, data_dir, monkeypatch):
     t6 = pd.read_csv(tmp_path / "results/tables/table6.csv")
     assert t6[["policy_ratio", "ratio", "seeds"]].values.tolist() == [[0.5, 0.25, 2]]
     assert (tmp_path / "results/figures/ppl_vs_ratio_tiny.png").stat().st_size > 10_000
+    # the baseline tables: the paper's task columns, every method on PruneNet's parameter budget, compression time
+    t4 = pd.read_csv(tmp_path / "results/tables/table4.csv")
+    assert set(t4["method"]) == {"dense", "prunenet", "slicegpt", "shortgpt", "laco"}
+    assert {"piqa", "hellaswag"} <= set(t4.columns) and "winogrande" not in t4.columns
+    t5 = pd.read_csv(tmp_path / "results/tables/table5.csv")
+    assert set(t5["method"]) == {"dense", "prunenet", "svd-llm", "asvd"}
+    base = pd.read_csv(tmp_path / "results/tables/baselines.csv")
+    assert set(base["method"]) == {"dense", "prunenet", "slicegpt", "shortgpt", "laco", "svd-llm", "asvd"}
+    pruned = base[base["method"] != "dense"]
+    assert (pruned["compress_seconds"] > 0).all()  # (a 3-layer model: the layer methods may remove none at 0.25)
+    for ratio, rows in pruned.groupby("ratio"):  # the low-rank methods match PruneNet's size within 1 point
+        ref = rows[rows["method"] == "prunenet"]["effective_sparsity"].iloc[0]
+        for method in ("svd-llm", "asvd"):
+            assert abs(rows[rows["method"] == method]["effective_sparsity"].iloc[0] - ref) <= 1.0, (ratio, method)
+    assert rows[rows["method"] == "prunenet"]["policy_seconds"].iloc[0] > 0
+    assert "Against prunenet and dense" in (tmp_path / "results/tables/baselines.md").read_text()
+    low_rank = json.loads((tmp_path / "results/models/tiny/svd-llm/default/r0.5-s0/config.json").read_text())
+    assert low_rank["prunenet_low_rank"]  # the documented low-rank format, read by prunenet.models.load_model
     sweep = json.loads((tmp_path / "results/sweep/tiny/prunenet/s1.json").read_text())
     assert [p["ratio"] for p in sweep["points"]] == [0.25, 0.5]
     assert sweep["points"][0]["policy"].endswith("ks-up-paper-loo2-t0.25/s1.safetensors")

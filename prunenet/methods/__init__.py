@@ -9,11 +9,13 @@ of rows in the reports.
 from __future__ import annotations
 
 from ..registry import Registry
-from .base import Method, PruneRequest
+from .base import Method, Option, PruneRequest
 
 METHODS: Registry[Method] = Registry("method")
 
 from . import prunenet, slicegpt, deterministic, random_rows, shortgpt  # noqa: E402,F401,I001  (register; order = report order)
+from . import laco  # noqa: E402,F401,I001
+from . import svd_llm, asvd  # noqa: E402,F401,I001
 from .compress import compress  # noqa: E402
 
-__all__ = ["METHODS", "Method", "PruneRequest", "compress"]
+__all__ = ["METHODS", "Method", "Option", "PruneRequest", "compress"]

@@ -9,7 +9,7 @@ import torch: the workflow reads the registry while it builds the DAG.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from ..errors import PruneNetError
@@ -37,6 +37,15 @@ class PruneRequest:
     damping: float = 0.01
     round_to: int = 8
     data_dir: str | None = None
+    # The running method's own options (:attr:`Method.options`), by option name; absent = its default.
+    options: dict[str, Any] = field(default_factory=dict)
+
+    def option(self, name: str, method: Method) -> Any:
+        """The value of ``method``'s option ``name`` in this request (its default when not given)."""
+        spec = next((o for o in method.options if o.name == name), None)
+        if spec is None:
+            raise KeyError(f"method {method.name!r} has no option {name!r}")
+        return self.options.get(name, spec.default)
 
     def calibration(self, tokenizer: Any) -> torch.Tensor:
         """The seeded calibration windows this request names: the one draw every calibrated method reads."""
@@ -53,6 +62,23 @@ class PruneRequest:
             "calib_samples": self.calib_samples,
             "calib_seq_len": self.calib_seq_len,
         }
+
+
+@dataclass(frozen=True)
+class Option:
+    """One method-specific setting: the CLI flag ``--<method>-<name>`` and the config key ``<method>.<name>``."""
+
+    name: str
+    type: type
+    default: Any
+    help: str
+    choices: tuple | None = None
+
+    def flag(self, method: str) -> str:
+        return f"--{method}-{self.name.replace('_', '-')}"
+
+    def dest(self, method: str) -> str:
+        return f"{method}_{self.name}".replace("-", "_")
 
 
 RunFn = Callable[["nn.Module", Any, PruneRequest], "tuple[nn.Module, dict]"]
@@ -80,6 +106,7 @@ class Method:
     # False: the only randomness is the calibration sample; the workflow then runs the first seed only
     # unless calibration_seeds is "all".
     stochastic: bool = True
+    options: tuple[Option, ...] = ()  # settings of this method alone (shared calibration flags excluded)
 
     def check(self, request: PruneRequest) -> None:
         """Reject a request this method cannot serve, before any model is loaded."""

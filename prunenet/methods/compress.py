@@ -50,5 +50,6 @@ def compress(
         "stats": stats,
         "source": model_path,
     } | own
+    meta["compress_seconds"] = round(seconds, 3)  # the method's own wall time, loading and saving excluded
     save_checkpoint(model, tok, out, meta)
     return meta, seconds

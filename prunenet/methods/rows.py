@@ -35,5 +35,6 @@ def prune_rows(model: nn.Module, tokenizer: Any, request: PruneRequest, selector
         "intermediate_sizes": sizes,
         "policy_trained_at": trained.get("ratio"),
         "policy_eq3": policy_meta.get("eq3"),
+        "policy_train_seconds": policy_meta.get("seconds"),  # part of the method's compression cost (Table 9)
     }
     return model, meta

@@ -1,6 +1,8 @@
 """SliceGPT (Ashkboos et al., ICLR 2024) as a method: calibration windows, then rotate and slice.
 
-The algorithm lives in :mod:`prunenet.slicegpt`; this entry draws the calibration data and
+The algorithm lives in :mod:`prunenet.slicegpt`; this entry picks the slicing ratio (by default
+the one that puts SliceGPT on PruneNet's parameter budget, :mod:`prunenet.slicegpt.budget`; option
+``budget: ratio`` slices the nominal ratio as the paper does), draws the calibration data and
 records what was used.
 """
 
@@ -10,31 +12,47 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from . import METHODS
-from .base import Method, PruneRequest
+from .base import Method, Option, PruneRequest
 
 if TYPE_CHECKING:
     from torch import nn
+
+
+def slicing_ratio(model: nn.Module, request: PruneRequest) -> tuple[float, dict]:
+    """The fraction of the residual width to delete: the request's ratio, or (budget ``params``) the one whose
+    sliced model keeps the parameter count PruneNet leaves at that ratio (:mod:`prunenet.slicegpt.budget`)."""
+    if request.option("budget", SLICEGPT) == "ratio":
+        return float(request.ratio), {"budget": "ratio"}
+    from ..depth import ffn_rows_budget
+    from ..slicegpt.budget import width_for_params
+    from ..stats import count_params
+
+    target = count_params(model) - ffn_rows_budget(model, float(request.ratio))
+    kept = width_for_params(model, target, request.round_to)
+    d = model.config.hidden_size
+    return 1.0 - kept / d, {"budget": "params", "param_target": target, "kept_width": kept}
 
 
 def run(model: nn.Module, tokenizer: Any, request: PruneRequest) -> tuple[nn.Module, dict]:
     from ..slicegpt import slice_model
 
     t0 = time.perf_counter()
+    ratio, budget = slicing_ratio(model, request)
     calib = request.calibration(tokenizer)
     model = slice_model(
         model,
         tokenizer,
-        request.ratio,
+        ratio,
         calib,
         damping=request.damping,
         round_to=request.round_to,
         device=request.device,
     )
-    meta = request.calibration_meta() | {"slice_seconds": time.perf_counter() - t0}
+    meta = request.calibration_meta() | budget | {"slicing_ratio": ratio, "slice_seconds": time.perf_counter() - t0}
     return model, meta
 
 
-METHODS.register(
+SLICEGPT = METHODS.register(
     "slicegpt",
     Method(
         name="slicegpt",
@@ -44,5 +62,16 @@ METHODS.register(
         checkpoint="prunenet.slicegpt.checkpoint",
         offload=True,
         stochastic=False,
+        options=(
+            Option(
+                "budget",
+                str,
+                "params",
+                "params: slice to the width whose model has PruneNet's parameter count at --ratio (fair budget); "
+                "ratio: slice --ratio of the width (the paper's convention; shortcuts and an untied head make it "
+                "larger)",
+                choices=("params", "ratio"),
+            ),
+        ),
     ),
 )

@@ -144,6 +144,43 @@ def comparison_markdown(results: list[dict], tasks: list[str], iters: int = 2000
     return "\n".join(lines)
 
 
+def against_markdown(results: list[dict], tasks: list[str], reference: str, iters: int = 2000, seed: int = 0) -> str:
+    """Every method against ``reference`` (and dense) at each ratio: average-accuracy difference, CI, verdict."""
+    df = comparisons_frame(results, tasks, iters, seed)
+    if df.empty:
+        return ""
+    avg = df[(df["task"] == "avg")].copy()
+    ref = avg["b"].str.split(" ").str[0].eq(reference) | avg["b"].eq("dense")
+    swap = avg["a"].str.split(" ").str[0].eq(reference) & ~avg["b"].eq("dense")
+    # orient every pair as (method − reference): a − b flips sign when the reference is a
+    avg.loc[swap, ["a", "b"]] = avg.loc[swap, ["b", "a"]].to_numpy()
+    avg.loc[swap, "diff"] = -avg.loc[swap, "diff"]
+    avg.loc[swap, ["ci_lo", "ci_hi"]] = -avg.loc[swap, ["ci_hi", "ci_lo"]].to_numpy()
+    avg = avg[ref | swap]
+    table = avg.assign(
+        **{
+            "A − B": avg["diff"].map(lambda v: f"{v:+.1f}"),
+            "95 % CI": [f"[{lo:+.1f}, {hi:+.1f}]" for lo, hi in zip(avg["ci_lo"], avg["ci_hi"])],
+            "p": avg["p"].map(lambda v: f"{v:.3f}"),
+            "significant": avg["significant"].map({True: "yes", False: "no"}),
+        }
+    )[["model", "ratio", "a", "b", "A − B", "95 % CI", "p", "significant"]]
+    sig = avg[avg["significant"]]
+    return "\n".join(
+        [
+            f"### Against {reference} and dense (average accuracy, points)",
+            "",
+            f"A − B on the same items; 95 % CI from {iters} paired bootstrap resamples over items × seeds.",
+            "",
+            table.to_markdown(index=False),
+            "",
+            "Significant at 95 %: " + ("; ".join(_said(r) for _, r in sig.iterrows()) or "none."),
+            "Everything else is not significant at this item count.",
+            "",
+        ]
+    )
+
+
 def _said(r) -> str:
     return f"{r['a']} vs {r['b']} at r={r['ratio']:g} ({r['diff']:+.1f})"
 

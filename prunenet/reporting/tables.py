@@ -19,6 +19,11 @@ from ..registry import Registry
 TABLES: Registry = Registry("table")
 
 TABLE2_TASKS = ["piqa", "winogrande", "hellaswag", "arc_easy", "arc_challenge"]
+# The paper's task columns of its baseline tables, in its order (Table 4: LLaMA-2-7B, Table 5: LLaMA-1-7B).
+PAPER_TASKS = {
+    "table4": ["piqa", "hellaswag"],
+    "table5": ["piqa", "hellaswag", "winogrande", "arc_easy", "arc_challenge"],
+}
 TASK_LABELS = {
     "piqa": "PIQA",
     "winogrande": "WinoGrande",
@@ -108,6 +113,9 @@ def accuracy_frame(results: list[dict], tasks: list[str]) -> pd.DataFrame:
         row["params"] = stats.get("params")
         row["flops_per_token"] = stats.get("flops_per_token")
         row["effective_sparsity"] = 100 * stats.get("effective_sparsity", 0.0)
+        row["compress_seconds"] = float(meta.get("compress_seconds") or "nan")
+        # policy methods: training the policy is part of the cost
+        row["policy_seconds"] = float(meta.get("policy_train_seconds") or "nan")
         row["limit"] = r.get("limit")
         row["source"] = r["source"]
         rows.append(row)
@@ -138,7 +146,8 @@ def summary_frame(df: pd.DataFrame, tasks: list[str]) -> pd.DataFrame:
     cols = metric_columns(df, tasks)
     keyed = df.assign(train_ratio=df["train_ratio"].fillna(-1.0))  # NaN keys would drop rows in groupby
     g = keyed.groupby(ROW_KEYS, sort=False)
-    out = g[cols + ["params", "effective_sparsity", "flops_per_token"]].mean()
+    cost = ["compress_seconds", "policy_seconds"]
+    out = g[cols + ["params", "effective_sparsity", "flops_per_token"] + cost].mean()
     sd = g[cols].std(ddof=1).add_suffix("_sd")
     out = out.join(sd).join(g.size().rename("seeds")).join(g["limit"].first()).reset_index()
     out["train_ratio"] = out["train_ratio"].where(out["train_ratio"] >= 0)
@@ -171,6 +180,7 @@ def _accuracy_markdown(summary: pd.DataFrame, tasks: list[str]) -> pd.DataFrame:
         ]
     for col in ppl_columns(summary):
         md[f"PPL {col[4:]}"] = [_cell(v, s, 2) for v, s in zip(summary[col], summary[f"{col}_sd"])]
+    md["params (M)"] = summary["params"].map(lambda v: f"{v / 1e6:.1f}")
     md["eff. sparsity %"] = summary["effective_sparsity"].map(lambda v: f"{v:.1f}")
     md["seeds"] = summary["seeds"]
     return md
@@ -257,3 +267,71 @@ def pairs(
     tasks = tasks or TABLE2_TASKS
     df = comparisons_frame(load_results(inputs), tasks, bootstrap, seed)
     return _write_table(df, out, out_md)
+
+
+def _paper_table(
+    name: str, inputs: list[str], out: str, out_md: str, tasks: list[str] | None, bootstrap: int, seed: int
+) -> list[Path]:
+    return accuracy_table(inputs, out, out_md, tasks or PAPER_TASKS[name], {"iters": bootstrap, "seed": seed})
+
+
+@TABLES.decorator("table4")
+def table4(
+    inputs: list[str], out: str, out_md: str, tasks: list[str] | None = None, bootstrap: int = 2000, seed: int = 0
+) -> list[Path]:
+    """Paper Table 4: PruneNet against the depth pruners (ShortGPT, LaCo) and SliceGPT on PIQA and HellaSwag,
+    every method on PruneNet's parameter budget; paired comparisons under it."""
+    return _paper_table("table4", inputs, out, out_md, tasks, bootstrap, seed)
+
+
+@TABLES.decorator("table5")
+def table5(
+    inputs: list[str], out: str, out_md: str, tasks: list[str] | None = None, bootstrap: int = 2000, seed: int = 0
+) -> list[Path]:
+    """Paper Table 5: PruneNet against SliceGPT and the low-rank methods (SVD-LLM, ASVD) on five tasks."""
+    return _paper_table("table5", inputs, out, out_md, tasks, bootstrap, seed)
+
+
+@TABLES.decorator("baselines")
+def baselines(
+    inputs: list[str], out: str, out_md: str, tasks: list[str] | None = None, bootstrap: int = 2000, seed: int = 0
+) -> list[Path]:
+    """Every method at every ratio on one parameter budget: size, accuracy, perplexity, compression time, and the
+    paired difference from PruneNet — the one table a user reads to pick a method."""
+    from .comparisons import against_markdown
+
+    tasks = tasks or TABLE2_TASKS
+    results = load_results(inputs)
+    summary = summary_frame(accuracy_frame(results, tasks), tasks)
+    summary = summary[summary["rft"] == "none"].reset_index(drop=True)
+    summary["total_seconds"] = summary["compress_seconds"] + summary["policy_seconds"].fillna(0.0)
+    cols = ["model", "ratio", "method", "setting", "params", "effective_sparsity", "flops_per_token"]
+    cols += [c for m in tasks + ["avg"] + ppl_columns(summary) for c in (m, f"{m}_sd")]
+    cols += ["compress_seconds", "policy_seconds", "total_seconds", "seeds", "limit"]
+    md = summary[["model", "ratio", "method"]].copy()
+    md["params (M)"] = summary["params"].map(lambda v: f"{v / 1e6:.2f}")
+    md["eff. sparsity %"] = summary["effective_sparsity"].map(lambda v: f"{v:.1f}")
+    for t in tasks + ["avg"]:
+        label = TASK_LABELS.get(t, "Avg." if t == "avg" else t)
+        md[label] = [_cell(v, sd) for v, sd in zip(summary[t], summary[f"{t}_sd"])]
+    for col in ppl_columns(summary):
+        md[f"PPL {col[4:]}"] = [_cell(v, sd, 2) for v, sd in zip(summary[col], summary[f"{col}_sd"])]
+    md["compress s"] = [_seconds(c, p) for c, p in zip(summary["compress_seconds"], summary["policy_seconds"])]
+    md["seeds"] = summary["seeds"]
+    text = md.to_markdown(index=False) + "\n\n" + _table_note(results)
+    text += (
+        "Compress s: the method's own wall time on the pruning job's device (loading and saving excluded); "
+        "for PruneNet + the policy's training (shown after +), which one policy serves every checkpoint at its ratio.\n"
+    )
+    text += "\n" + against_markdown(results, tasks, "prunenet", bootstrap, seed)
+    return _write_table(summary[cols], out, out_md, text)
+
+
+def _seconds(compress: float, policy: float) -> str:
+    if compress != compress:
+        return "–"
+
+    def fmt(v: float) -> str:
+        return f"{v:.1f}" if v < 10 else f"{v:.0f}"
+
+    return fmt(compress) + (f" + {fmt(policy)}" if policy == policy else "")

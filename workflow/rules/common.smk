@@ -15,6 +15,7 @@ sys.path.insert(0, str(Path(workflow.basedir).parent))
 from prunenet import options as OPTIONS  # noqa: E402
 from prunenet.methods import METHODS  # noqa: E402
 from prunenet.reporting import TABLES  # noqa: E402
+from prunenet.reporting.tables import PAPER_TASKS  # noqa: E402
 
 validate(config, "../../config/schema.yaml")
 
@@ -62,6 +63,7 @@ RFT_ENABLED = "rft" in config  # no rft section: no RFT targets
 RFT = config["rft"] if RFT_ENABLED else {}
 TRANSFER = config["transfer"]
 SWEEP = config["sweep"]
+COMPARE = config["compare"]
 NO_SETTING = "default"  # the setting wildcard of methods without a policy
 
 ESTIMATOR = "" if (POL["baseline"], POL["samples"]) == ("none", 1) else f"-{POL['baseline']}{POL['samples']}"
@@ -145,7 +147,8 @@ def policy_file(model, policy, seed):
 def method_args(method, policy=None):
     """The prune command's flags for what a method needs: its policy, its calibration data and options.
 
-    A method's options live under the config key of its name (e.g. ``slicegpt:``), one CLI flag each.
+    A method's options live under the config key of its name (e.g. ``slicegpt:``), one CLI flag each:
+    the shared calibration keys as ``--calib-samples``, its own (``Method.options``) as ``--<method>-<key>``.
     """
     spec = METHODS.get(method)
     args = []
@@ -153,8 +156,9 @@ def method_args(method, policy=None):
         args += (["--policy", policy] if policy else []) + ["--which", POL["which"]]
     if spec.needs_calibration and DATA_DIR:
         args += ["--data-dir", str(Path(DATA_DIR).resolve())]
+    own = {o.name: o.flag(method) for o in spec.options}  # method options: --<method>-<key>
     for key, value in (config[method] if method in config else {}).items():
-        args += [f"--{key.replace('_', '-')}", str(value)]
+        args += [own.get(key, f"--{key.replace('_', '-')}"), str(value)]
     return " ".join(shlex.quote(a) for a in args)
 
 
@@ -164,10 +168,14 @@ def rft_args():
     return " ".join(f"--{k.replace('_', '-')} {RFT[k]}" for k in keys) + f" --dtype {config['dtype']}"
 
 
-def variants(model):
-    """(method, setting, ratio, seed) of Table 2 for one model: dense first; schedules only for methods that take them."""
-    ratios = [(m, r) for m in PRUNE["methods"] for r in RATIOS]
-    ratios += [(m, t) for m in PRUNE["methods"] if METHODS.get(m).per_layer for t in SCHEDULES]
+def variants(model, methods=None):
+    """(method, setting, ratio, seed) of Table 2 for one model: dense first; schedules only for methods that take them.
+
+    ``methods``: a baseline comparison's methods at the configured ratios instead (uniform ratios only).
+    """
+    ratios = [(m, r) for m in (methods or PRUNE["methods"]) for r in RATIOS]
+    if methods is None:
+        ratios += [(m, t) for m in PRUNE["methods"] if METHODS.get(m).per_layer for t in SCHEDULES]
     out = [("dense", NO_SETTING, "0", SEEDS[0])]
     return out + [(m, setting(m, r), r, s) for m, r in ratios for s in method_seeds(m)]
 
@@ -176,8 +184,30 @@ def eval_file(model, method, setting_, ratio, seed):
     return rules.evaluate.output[0].format(model=model, method=method, setting=setting_, ratio=ratio, seed=seed)
 
 
-def all_evals():
-    return [eval_file(m, *v) for m in MODELS for v in variants(m)]
+def all_evals(methods=None):
+    return [eval_file(m, *v) for m in MODELS for v in variants(m, methods)]
+
+
+COMPARE_TABLES = ("table4", "table5", "baselines")  # every method on PruneNet's parameter budget
+
+
+def compare_methods(table):
+    """The methods a baseline table compares (config ``compare``; baselines: null = every registered method)."""
+    return COMPARE[table] or METHODS.names()
+
+
+def table_tasks(table):
+    """The task columns of a table: the paper's for Tables 4/5 (those evaluated), else every evaluated task."""
+    if table not in PAPER_TASKS:
+        return EV["tasks"]
+    return [t for t in PAPER_TASKS[table] if t in EV["tasks"]]
+
+
+for _table in PAPER_TASKS:
+    if not table_tasks(_table):
+        raise WorkflowError(
+            f"{_table} reports {', '.join(PAPER_TASKS[_table])} but evaluate.tasks has none of them: add them"
+        )
 
 
 def transfer_evals():
@@ -222,6 +252,8 @@ def table_inputs(table):
     """Evaluation JSONs of each table: Table 2's runs, the transfer runs (Table 6), or the RFT runs."""
     if table == "table6":
         return transfer_evals()
+    if table in COMPARE_TABLES:
+        return all_evals(compare_methods(table))
     if table not in RFT_TABLES:
         return all_evals()
     datasets = RFT["datasets"][:1] if RFT_TABLES[table] == "first" else RFT["datasets"]
@@ -229,7 +261,10 @@ def table_inputs(table):
 
 
 def sweep_methods():
-    return SWEEP["methods"] or PRUNE["methods"]
+    """The figure's methods: configured, else every method of Table 2 and of the baseline tables."""
+    if SWEEP["methods"]:
+        return SWEEP["methods"]
+    return list(dict.fromkeys(PRUNE["methods"] + [m for t in COMPARE_TABLES for m in compare_methods(t)]))
 
 
 def sweep_policies(model, method, seed):
@@ -246,10 +281,10 @@ def sweep_files(model):
 
 
 def get_final_output():
-    """What `all` builds: Tables 1/2/6, Figure 1 and the perplexity sweep per model; with RFT, Tables 3/8, Figures 3/4."""
-    tables = (
-        ["table2", "pairs", "table1"] + (["table6"] if TRANSFER else []) + (list(RFT_TABLES) if RFT_ENABLED else [])
-    )
+    """What `all` builds: Tables 1/2/4/5/6, the baselines table, Figure 1 and the perplexity sweep per model;
+    with RFT, Tables 3/8, Figures 3/4."""
+    tables = ["table2", "pairs", "table1", *COMPARE_TABLES] + (["table6"] if TRANSFER else [])
+    tables += list(RFT_TABLES) if RFT_ENABLED else []
     out = expand(rules.table.output.csv, table=tables) + expand(rules.fig1.output, model=MODELS)
     out += expand(rules.ppl_vs_ratio.output, model=MODELS)
     if RFT_ENABLED:

@@ -1,0 +1,77 @@
+"""Checkpoints whose decoder projections are low-rank factorisations (SVD-LLM, ASVD).
+
+Format: a plain HF checkpoint directory (``config.json``, safetensors, tokenizer, ``prunenet_meta.json``)
+whose ``config.json`` carries ``prunenet_low_rank``: a mapping from the module path of every factored
+linear (relative to the causal-LM model, e.g. ``model.layers.3.self_attn.q_proj``) to its rank ``k``.
+Each such linear is a :class:`prunenet.lowrank.layers.LowRankLinear`, so its weights are stored as
+
+    <path>.v.weight   k × in     (no bias)
+    <path>.u.weight   out × k
+    <path>.u.bias     out        (only where the original linear had a bias)
+
+and ``W ≈ u.weight @ v.weight``. Every other tensor is the dense model's, under its usual name; a tied
+LM head is stored once, as HF does. Projections not listed (kept dense) are ordinary ``nn.Linear``.
+
+Plain ``from_pretrained`` cannot express the factored modules, so load through
+:func:`prunenet.models.load_model`: :func:`load` builds the dense model from the config, swaps each listed
+linear for an uninitialised factored one of its rank, loads the weights (strict, except the tied head)
+and re-ties the head. A model with nothing factored writes no key and stays a plain HF checkpoint.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file
+from torch import nn
+
+from ..errors import PruneNetError
+from . import hf
+
+NAME = "low-rank"
+KEY = "prunenet_low_rank"
+
+
+def detect(config) -> bool:
+    return bool(getattr(config, KEY, None))
+
+
+def ranks(config) -> dict[str, int]:
+    """The factored linears of a checkpoint's config, path -> rank (empty for a dense model)."""
+    return {str(p): int(k) for p, k in (getattr(config, KEY, None) or {}).items()}
+
+
+def mark(model: nn.Module, factored: Mapping[str, int]) -> None:
+    """Record the factored linears in the model's config (what :func:`load` needs to rebuild them)."""
+    if factored:
+        setattr(model.config, KEY, {str(p): int(k) for p, k in factored.items()})
+    elif hasattr(model.config, KEY):
+        delattr(model.config, KEY)
+
+
+def load(path: Path, config, dtype: torch.dtype) -> nn.Module:
+    from transformers import AutoModelForCausalLM
+
+    from ..lowrank.layers import apply_ranks
+
+    model = AutoModelForCausalLM.from_config(config, dtype=dtype)
+    apply_ranks(model, ranks(config))
+    state = {}
+    for shard in sorted(Path(path).glob("*.safetensors")):
+        state.update(load_file(str(shard)))
+    if not state:
+        raise PruneNetError(f"low-rank checkpoint {path} has no safetensors weights: delete it and rerun")
+    missing, unexpected = model.load_state_dict({k: v.to(dtype) for k, v in state.items()}, strict=False)
+    if getattr(config, "tie_word_embeddings", False):
+        missing = [k for k in missing if not k.endswith("lm_head.weight")]  # tied to the embeddings
+    if missing or unexpected:
+        raise PruneNetError(
+            f"checkpoint {path} does not match its config (missing {missing[:3]}, unexpected {unexpected[:3]})"
+        )
+    model.tie_weights()
+    return model
+
+
+save = hf.save

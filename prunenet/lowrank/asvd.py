@@ -1,0 +1,128 @@
+"""ASVD (Yuan et al. 2023, arXiv 2312.05821): activation-aware truncation with per-matrix ranks from STRS.
+
+1. Scaling (the paper's activation-aware scaling matrix): the mean absolute input of each channel over the
+   calibration tokens, ``S_ii = (mean_j |x_ij|)^α`` (α = 0.5 in the paper), measured on the dense model block
+   by block.
+2. Decomposition: SVD of ``W·S`` once per linear; ``W ≈ U_kΣ_kV_kᵀS⁻¹`` for any rank ``k`` is a prefix of it
+   (:func:`prunenet.lowrank.factor.asvd_factors`, √Σ fused into both factors as the release's ``SVDLinear``).
+3. Sensitivity-based truncation rank searching (STRS, :mod:`prunenet.lowrank.search`): the calibration
+   loss with one linear truncated to each candidate parameter ratio, then the threshold whose per-linear
+   choices remove PruneNet's parameter budget (the paper searches for a parameter-ratio target the same way).
+
+The sensitivity windows are the first ``sens_samples`` calibration windows cut to ``sens_seq_len`` tokens:
+a subset of the scaling data, small enough for ~2k evaluations on one CPU thread.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+
+from ..arch import get_adapter
+from .activations import block_inputs, capture, recording, run_block
+from .budget import rank_for_ratio, removed
+from .factor import Factors, asvd_factors, asvd_scale
+from .layers import LowRankLinear, block_linears, decoder_linears, replace
+from .search import CandidateLinear, select, tail_losses
+
+
+@dataclass
+class AsvdResult:
+    """What one ASVD run chose and measured."""
+
+    ranks: dict[str, int] = field(default_factory=dict)  # factored linears only
+    ratios: dict[str, float] = field(default_factory=dict)  # the chosen parameter ratio of each (1.0: dense)
+    sensitivity: dict[str, list[float]] = field(default_factory=dict)  # calibration loss per candidate ratio
+    dense_loss: float = float("nan")
+    threshold: float = float("nan")  # the admitted loss (perplexity exp(threshold))
+    removed: int = 0
+    seconds: dict[str, float] = field(default_factory=dict)
+
+
+@torch.no_grad()
+def channel_scales(model: nn.Module, calib: torch.Tensor, alpha: float, batch_size: int = 8) -> dict[str, torch.Tensor]:
+    """Every projection's ASVD scaling diagonal from the dense model's calibration activations."""
+    paths = {id(m): p for p, m in decoder_linears(model).items()}
+    cal = capture(model, calib, batch_size)
+    hidden, scales = cal.hidden, {}
+    for i, layer in enumerate(get_adapter(model).layers()):
+        with recording(model, layer, gram=False, abs_mean=True) as stats:
+            hidden = run_block(layer, i, hidden, cal)
+        for lin in block_linears(model, layer):
+            scales[paths[id(lin)]] = asvd_scale(stats[lin].abs_mean(), alpha)
+    return scales
+
+
+@torch.no_grad()
+def sensitivities(
+    model: nn.Module, sens_ids: torch.Tensor, scales: dict[str, torch.Tensor], ratios: Sequence[float]
+) -> tuple[dict[str, list[float]], dict[str, Factors], dict[str, list[int]]]:
+    """The loss with each linear alone truncated to each ratio; the factors (up to the largest rank) kept."""
+    linears = decoder_linears(model)
+    paths = {id(m): p for p, m in linears.items()}
+    inputs = block_inputs(model, sens_ids)
+    losses, factors, cand = {}, {}, {}
+    for i, layer in enumerate(get_adapter(model).layers()):
+        for lin in block_linears(model, layer):
+            path = paths[id(lin)]
+            cand[path] = [rank_for_ratio(lin.out_features, lin.in_features, r) for r in ratios]
+            factors[path] = asvd_factors(lin.weight, scales[path], max(cand[path]))
+            replace(model, path, CandidateLinear(factors[path], cand[path], lin.bias))
+            try:
+                losses[path] = tail_losses(model, i, inputs[i], sens_ids, len(ratios)).tolist()
+            finally:
+                replace(model, path, lin)
+    return losses, factors, cand
+
+
+@torch.no_grad()
+def dense_loss(model: nn.Module, ids: torch.Tensor) -> float:
+    """The dense model's mean next-token loss on ``ids``, by the same definition as the sensitivities."""
+    hidden = torch.cat(capture(model, ids, ids.shape[0]).hidden)
+    return float(tail_losses(model, 0, hidden, ids, 1)[0])
+
+
+@torch.no_grad()
+def compress_asvd(
+    model: nn.Module,
+    calib: torch.Tensor,
+    sens_ids: torch.Tensor,
+    budget: int,
+    ratios: Sequence[float],
+    alpha: float = 0.5,
+    batch_size: int = 8,
+) -> tuple[nn.Module, AsvdResult]:
+    """Factor the decoder projections of ``model`` in place with STRS's ranks for a removal of ``budget``."""
+    out = AsvdResult()
+    t0 = time.perf_counter()
+    scales = channel_scales(model, calib, alpha, batch_size)
+    t1 = time.perf_counter()
+    out.dense_loss = dense_loss(model, sens_ids)
+    losses, factors, cand = sensitivities(model, sens_ids, scales, ratios)
+    t2 = time.perf_counter()
+    linears = decoder_linears(model)
+    savings = {p: [removed(m.out_features, m.in_features, k) for k in cand[p]] for p, m in linears.items()}
+    choice, out.threshold, out.removed = select(losses, savings, budget)
+    for path, lin in linears.items():
+        c = choice[path]
+        out.ratios[path] = 1.0 if c is None or not savings[path][c] else float(ratios[c])
+        if c is None or not savings[path][c]:
+            continue
+        k = cand[path][c]
+        u, v = factors[path].prefix(k)
+        replace(model, path, LowRankLinear.from_factors(u, v, lin.bias))
+        out.ranks[path] = k
+    out.sensitivity = {p: [round(x, 6) for x in v] for p, v in losses.items()}
+    out.seconds = {
+        "scaling": t1 - t0,
+        "sensitivity": t2 - t1,
+        "total": time.perf_counter() - t0,
+    }
+    if not math.isfinite(out.threshold):
+        out.threshold = float("nan")
+    return model, out

@@ -1,0 +1,97 @@
+"""ASVD (Yuan et al. 2023, arXiv 2312.05821) as a method: activation-aware SVD with searched per-matrix ranks.
+
+The algorithm lives in :mod:`prunenet.lowrank.asvd`. The sensitivity-based truncation rank search picks
+each projection's parameter ratio from ``ratios`` with the threshold whose total removal is nearest the
+parameters PruneNet removes at ``--ratio`` (:func:`prunenet.depth.ffn_rows_budget`); the checkpoint is
+:mod:`prunenet.checkpoints.low_rank`.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from typing import TYPE_CHECKING, Any
+
+from ..errors import PruneNetError
+from . import METHODS
+from .base import Method, Option, PruneRequest
+
+if TYPE_CHECKING:
+    from torch import nn
+
+
+def parse_ratios(text: str) -> list[float]:
+    """``"0.1,0.2"`` -> ascending candidate parameter ratios, each in (0, 1)."""
+    try:
+        ratios = sorted({float(x) for x in str(text).split(",") if x.strip()})
+    except ValueError:
+        raise PruneNetError(f"asvd ratios must be comma-separated numbers, not {text!r}") from None
+    if not ratios or not all(0.0 < r < 1.0 for r in ratios):
+        raise PruneNetError(f"asvd ratios must be in (0, 1), got {text!r}")
+    return ratios
+
+
+def run(model: nn.Module, tokenizer: Any, request: PruneRequest) -> tuple[nn.Module, dict]:
+    from ..checkpoints.low_rank import mark
+    from ..depth import ffn_rows_budget
+    from ..lowrank.asvd import compress_asvd
+    from ..lowrank.budget import check_budget
+    from ..stats import count_params
+
+    t0 = time.perf_counter()
+    ratios = parse_ratios(request.option("ratios", ASVD))
+    alpha = float(request.option("alpha", ASVD))
+    n, seq = int(request.option("sens_samples", ASVD)), int(request.option("sens_seq_len", ASVD))
+    calib = request.calibration(tokenizer)
+    if not (1 <= n <= calib.shape[0] and 2 <= seq <= calib.shape[1]):
+        raise PruneNetError(
+            f"asvd sensitivity windows ({n} x {seq}) must fit in the calibration windows "
+            f"({calib.shape[0]} x {calib.shape[1]}): lower --asvd-sens-samples/--asvd-sens-seq-len"
+        )
+    dense = count_params(model)
+    budget = ffn_rows_budget(model, float(request.ratio))
+    model, res = compress_asvd(model, calib, calib[:n, :seq], budget, ratios, alpha=alpha)
+    removed = dense - count_params(model)
+    check_budget(removed, budget, dense, "asvd")
+    mark(model, res.ranks)
+    meta = {
+        "param_budget": budget,
+        "params_removed": removed,
+        "alpha": alpha,
+        "candidate_ratios": ratios,
+        "ranks": res.ranks,
+        "param_ratios": res.ratios,
+        "sensitivity_loss": res.sensitivity,
+        "sensitivity_dense_loss": res.dense_loss,
+        "threshold_ppl": math.exp(res.threshold) if math.isfinite(res.threshold) else None,
+        "sens_samples": n,
+        "sens_seq_len": seq,
+        **request.calibration_meta(),
+        "stage_seconds": res.seconds,
+        "compress_seconds": time.perf_counter() - t0,
+    }
+    return model, meta
+
+
+ASVD = METHODS.register(
+    "asvd",
+    Method(
+        name="asvd",
+        summary="activation-aware SVD, per-matrix ranks from a sensitivity search (needs calibration)",
+        run=run,
+        needs_calibration=True,
+        checkpoint="prunenet.checkpoints.low_rank",
+        stochastic=False,
+        options=(
+            Option("alpha", float, 0.5, "exponent of the activation scaling S_ii = mean|x_i|^alpha (paper: 0.5)"),
+            Option(
+                "ratios",
+                str,
+                "0.1,0.2,0.3,0.4,0.5,0.6,0.7,0.8,0.9",
+                "candidate parameter ratios (fraction of a matrix's weights kept) of the rank search (paper's list)",
+            ),
+            Option("sens_samples", int, 1, "calibration windows the sensitivities are measured on (the first ones)"),
+            Option("sens_seq_len", int, 16, "tokens of each sensitivity window (its first ones)"),
+        ),
+    ),
+)
