@@ -16,14 +16,10 @@ from prunenet.arch import get_adapter
 from prunenet.checkpoints import read_meta
 from prunenet.depth import ffn_rows_budget
 from prunenet.errors import PruneNetError
+from prunenet.layer_collapse import Walk, _search, apply_collapse, layer_collapse, max_removable
 from prunenet.layer_merge import (
-    Walk,
-    _search,
-    apply_collapse,
     dense_states,
     final_states,
-    layer_collapse,
-    max_removable,
     merge_layer,
     merged_linears,
     rdsc_merge,

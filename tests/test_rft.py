@@ -247,3 +247,15 @@ def test_per_layer_pruned_checkpoint_keeps_sizes(tiny_model, tokenizer, data_dir
     assert config[per_layer_ffn.KEY] == sizes
     reloaded, _ = load_model(str(tmp_path / "rft"))
     assert [layer.mlp.up_proj.out_features for layer in reloaded.model.layers] == sizes
+
+
+def test_low_rank_checkpoints_are_refused_before_loading(tmp_path):
+    """peft cannot wrap a factored projection: one line naming what to do instead, no weights read."""
+    import json
+
+    from prunenet.errors import PruneNetError
+    from prunenet.rft.train import load
+
+    (tmp_path / "config.json").write_text(json.dumps({"prunenet_low_rank": {"model.layers.0.mlp.up_proj": 4}}))
+    with pytest.raises(PruneNetError, match="low-rank .* checkpoint: LoRA recovery fine-tuning"):
+        load(str(tmp_path), {}, 1, "cpu", "float32")  # no weights there: reaching load_model would fail differently

@@ -44,7 +44,7 @@ def write_config(workdir: Path, model_dir: Path, data_dir: Path, **overrides) ->
         "data_dir": str(data_dir),
         "policy": {"episodes": 3, "baseline": "loo", "samples": 2},
         "transfer": [{"from": 0.5, "to": [0.25]}],
-        "sweep": {"ratios": [0.25, 0.5]},
+        "sweep": {"ratios": [0.25, 0.5], "methods": ["prunenet", "laco"]},  # laco: method options reach the sweep
         "prune": {
             "ratios": [0.25, 0.5],
             "methods": ["prunenet", "slicegpt", "shortgpt"],
@@ -115,6 +115,19 @@ def test_final_output_follows_the_config(tmp_path, tiny_dir, data_dir):
     assert (
         "prunenet prune" in plain.stdout and "--method slicegpt" in plain.stdout and "--calib-samples 4" in plain.stdout
     )
+
+
+def test_baselines_default_to_every_registered_method(tmp_path, tiny_dir, data_dir):
+    """compare.baselines null = every registered method; sweep.methods null adds the compare tables' methods."""
+    from prunenet.methods import METHODS
+
+    write_config(tmp_path, tiny_dir, data_dir, compare={"baselines": None}, sweep={"ratios": [0.25]})
+    res = snakemake(tmp_path, "-n", "-p", "results/tables/baselines.csv", "results/figures/ppl_vs_ratio_tiny.png")
+    assert res.returncode == 0, res.stderr[-2000:]
+    for name in METHODS.names():
+        assert f"results/eval/tiny/{name}/" in res.stdout, name
+        assert f"results/sweep/tiny/{name}/s0.json" in res.stdout, name
+    assert "--laco-threshold 0.65" in res.stdout and "--asvd-alpha 0.5" in res.stdout  # schema defaults reach the CLI
 
 
 def test_missing_data_dir_is_named(tmp_path, tiny_dir):

@@ -1,6 +1,6 @@
 """LaCo (Yang, Cao, Zhao 2024, arXiv 2402.11187) as a method: collapse runs of decoder layers by RDSC merging.
 
-Algorithm 1 of the paper (:func:`prunenet.layer_merge.layer_collapse`) walks down from the top layers,
+Algorithm 1 of the paper (:func:`prunenet.layer_collapse.layer_collapse`) walks down from the top layers,
 merging C layers into one wherever the merged model's last-layer representation of a few calibration
 windows stays cosine-similar to the dense model's (s > T). As for ShortGPT, the number of layers to remove
 is the whole-layer count whose parameters come nearest to what PruneNet removes at the same ratio
@@ -47,7 +47,7 @@ def run(model: nn.Module, tokenizer: Any, request: PruneRequest) -> tuple[nn.Mod
 
     from ..arch import get_adapter
     from ..depth import ffn_rows_budget, layers_for_budget
-    from ..layer_merge import Walk, apply_collapse, check_collapse, layer_collapse
+    from ..layer_collapse import Walk, apply_collapse, check_collapse, layer_collapse
     from ..stats import count_params
 
     method = METHODS.get("laco")

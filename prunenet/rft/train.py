@@ -104,8 +104,25 @@ def _check_args(
     check_name(dataset)
 
 
+def _refuse_low_rank(model_path: str) -> None:
+    """LoRA targets projections by name, and peft cannot wrap a factored projection (SVD-LLM, ASVD checkpoints):
+    refuse before any weights load rather than inside peft."""
+    config = Path(str(model_path)) / "config.json"
+    if config.is_file():
+        import json
+
+        from ..checkpoints import low_rank
+
+        if json.loads(config.read_text()).get(low_rank.KEY):
+            raise PruneNetError(
+                f"{model_path} is a low-rank (SVD-LLM/ASVD) checkpoint: LoRA recovery fine-tuning of factored "
+                "projections is not supported; fine-tune a row-pruned, SliceGPT or layer-pruned model instead"
+            )
+
+
 def load(model_path: str, data: dict, test_blocks: int, device: str, dtype: str) -> tuple[nn.Module, Any, dict, Splits]:
     """(model, tokenizer, the source's meta, samples); ``data`` holds :func:`rft_dataset`'s arguments."""
+    _refuse_low_rank(model_path)
     model, tokenizer = load_model(str(model_path), device=device, dtype=dtype)
     source_meta = read_meta(model_path) if Path(str(model_path)).is_dir() else {}
     train_set, val, info = rft_dataset(tokenizer, **data)
