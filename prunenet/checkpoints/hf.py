@@ -27,6 +27,33 @@ def load(path: Path, config, dtype: torch.dtype) -> nn.Module:
     return AutoModelForCausalLM.from_pretrained(str(path), dtype=dtype)
 
 
+def load_weights(model: nn.Module, path: str | os.PathLike, config, dtype: torch.dtype) -> nn.Module:
+    """Load a checkpoint's safetensors into ``model``, already built from ``config`` with the checkpoint's shapes.
+
+    Formats whose modules ``from_pretrained`` cannot build (per-layer FFN widths, factored projections) reshape
+    a fresh model first and then read the weights here: strictly (a tied LM head is stored once, as HF does),
+    one line naming the checkpoint when they do not match.
+    """
+    from safetensors.torch import load_file
+
+    from ..errors import PruneNetError
+
+    state = {}
+    for shard in sorted(Path(path).glob("*.safetensors")):
+        state.update(load_file(str(shard)))
+    if not state:
+        raise PruneNetError(f"checkpoint {path} has no safetensors weights: delete it and rerun")
+    missing, unexpected = model.load_state_dict({k: v.to(dtype) for k, v in state.items()}, strict=False)
+    if getattr(config, "tie_word_embeddings", False):
+        missing = [k for k in missing if not k.endswith("lm_head.weight")]  # tied to the embeddings
+    if missing or unexpected:
+        raise PruneNetError(
+            f"checkpoint {path} does not match its config (missing {missing[:3]}, unexpected {unexpected[:3]})"
+        )
+    model.tie_weights()
+    return model
+
+
 def save(model: nn.Module, tokenizer, out_dir: str | os.PathLike, meta: dict | None = None) -> Path:
     """Save atomically (temp dir, then rename), with a ``prunenet_meta.json`` beside the weights."""
     from . import META_FILE

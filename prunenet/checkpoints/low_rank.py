@@ -24,10 +24,8 @@ from collections.abc import Mapping
 from pathlib import Path
 
 import torch
-from safetensors.torch import load_file
 from torch import nn
 
-from ..errors import PruneNetError
 from . import hf
 
 NAME = "low-rank"
@@ -58,20 +56,7 @@ def load(path: Path, config, dtype: torch.dtype) -> nn.Module:
 
     model = AutoModelForCausalLM.from_config(config, dtype=dtype)
     apply_ranks(model, ranks(config))
-    state = {}
-    for shard in sorted(Path(path).glob("*.safetensors")):
-        state.update(load_file(str(shard)))
-    if not state:
-        raise PruneNetError(f"low-rank checkpoint {path} has no safetensors weights: delete it and rerun")
-    missing, unexpected = model.load_state_dict({k: v.to(dtype) for k, v in state.items()}, strict=False)
-    if getattr(config, "tie_word_embeddings", False):
-        missing = [k for k in missing if not k.endswith("lm_head.weight")]  # tied to the embeddings
-    if missing or unexpected:
-        raise PruneNetError(
-            f"checkpoint {path} does not match its config (missing {missing[:3]}, unexpected {unexpected[:3]})"
-        )
-    model.tie_weights()
-    return model
+    return hf.load_weights(model, path, config, dtype)
 
 
 save = hf.save

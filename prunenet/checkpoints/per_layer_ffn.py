@@ -12,11 +12,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import torch
-from safetensors.torch import load_file
 from torch import nn
 
 from ..arch import get_adapter
-from ..errors import PruneNetError
 from . import hf
 
 NAME = "per-layer-ffn"
@@ -66,17 +64,7 @@ def load(path: Path, config, dtype: torch.dtype) -> nn.Module:
 
     model = AutoModelForCausalLM.from_config(config, dtype=dtype)
     resize_ffn(model, sizes(config))
-    state = {}
-    for shard in sorted(Path(path).glob("*.safetensors")):
-        state.update(load_file(str(shard)))
-    missing, unexpected = model.load_state_dict(state, strict=False)
-    missing = [k for k in missing if not k.endswith("lm_head.weight")]  # tied to the embeddings
-    if missing or unexpected:
-        raise PruneNetError(
-            f"checkpoint {path} does not match its config (missing {missing[:3]}, unexpected {unexpected[:3]})"
-        )
-    model.tie_weights()
-    return model
+    return hf.load_weights(model, path, config, dtype)
 
 
 save = hf.save
