@@ -36,10 +36,10 @@ def ppl_args(sp) -> None:
     sp.add_argument("--ppl-blocks", type=int, help="max blocks per dataset (default: whole test split)")
 
 
-def method_options(sp, policy_help: str | None = None) -> None:
-    """What a method may need, grouped by need (shared by ``prune`` and ``sweep``): the policy file(s),
-    which episode's policy, and the calibration settings. ``policy_help``: add ``--policy`` (prune);
-    without it ``--policies`` takes one file per ratio (sweep)."""
+def method_options(sp, policy_help: str | None = None, policy: bool = True) -> None:
+    """What a method may need, grouped by need (shared by ``prune``, ``sweep`` and ``prepare``): the policy
+    file(s), which episode's policy, and the calibration settings. ``policy_help``: add ``--policy`` (prune);
+    without it ``--policies`` takes one file per ratio (sweep); ``policy=False``: no policy flags (prepare)."""
     from . import options
     from .data import CALIB_SAMPLES, CALIB_SEQ_LEN, TEXT_DATASETS
     from .methods import METHODS
@@ -47,13 +47,14 @@ def method_options(sp, policy_help: str | None = None) -> None:
     def users(need: str) -> str:
         return ", ".join(name for name, m in METHODS.items() if getattr(m, need))
 
-    pol = sp.add_argument_group(f"policy ({users('needs_policy')})")
-    if policy_help:
-        pol.add_argument("--policy", help=policy_help)
-    else:
-        pol.add_argument("--policies", nargs="*", default=[], help="one policy file per ratio (policy methods)")
-    pol.add_argument("--which", default="best", choices=options.WHICH)
-    pol.add_argument("--state", default="up", choices=options.STATES, help="only used without a policy")
+    if policy:
+        pol = sp.add_argument_group(f"policy ({users('needs_policy')})")
+        if policy_help:
+            pol.add_argument("--policy", help=policy_help)
+        else:
+            pol.add_argument("--policies", nargs="*", default=[], help="one policy file per ratio (policy methods)")
+        pol.add_argument("--which", default="best", choices=options.WHICH)
+        pol.add_argument("--state", default="up", choices=options.STATES, help="only used without a policy")
     cal = sp.add_argument_group(f"calibration ({users('needs_calibration')})")
     cal.add_argument("--calib-dataset", default="wikitext2", choices=TEXT_DATASETS)
     cal.add_argument("--calib-samples", type=int, default=CALIB_SAMPLES)
@@ -138,7 +139,19 @@ def build_parser() -> argparse.ArgumentParser:
     )
 
     method_options(pr, policy_help="policy file from `prunenet train`")
+    pr.add_argument(
+        "--prepared",
+        help="the method's ratio-independent state from `prunenet prepare` (same model, seed, calibration, options)",
+    )
     pr.set_defaults(func=commands.cmd_prune)
+
+    prepared = [name for name, m in METHODS.items() if m.prepare is not None]
+    pp = sub.add_parser("prepare", help="a method's ratio-independent work, once, for `prune --prepared` at any ratio")
+    common(pp)
+    pp.add_argument("--out", required=True, help=".safetensors file")
+    pp.add_argument("--method", required=True, choices=prepared)
+    method_options(pp, policy=False)
+    pp.set_defaults(func=commands.cmd_prepare)
 
     e = sub.add_parser("evaluate", help="zero-shot lm-eval tasks and perplexity -> one JSON")
     common(e)

@@ -119,8 +119,8 @@ def _prune_request(args, **override):
         seed=args.seed,
         device=args.device,
         policy=override.get("policy", getattr(args, "policy", None)),
-        which=args.which,
-        state=args.state,
+        which=getattr(args, "which", "best"),
+        state=getattr(args, "state", "up"),
         calib_dataset=args.calib_dataset,
         calib_samples=args.calib_samples,
         calib_seq_len=args.calib_seq_len,
@@ -128,6 +128,7 @@ def _prune_request(args, **override):
         round_to=args.round_to,
         data_dir=args.data_dir,
         options={o.name: getattr(args, o.dest(method.name)) for o in method.options},
+        prepared=getattr(args, "prepared", None),
     )
 
 
@@ -176,7 +177,7 @@ def cmd_prune(args) -> None:
     from .methods.compress import check
 
     request = _prune_request(args)
-    check(args.method, request)  # every argument, before any model loads
+    check(args.method, request, args.model)  # every argument and the prepared file, before any model loads
     tags = _tags(args, "prune", method=args.method, ratio=args.ratio)
     with tracking.run(
         tags["model"], f"prune {args.method} r={args.ratio}", vars(request) | {"source": args.model}, tags
@@ -185,6 +186,26 @@ def cmd_prune(args) -> None:
         run.metrics(meta["stats"] | {"compress_seconds": seconds})
     stats = meta["stats"]
     print(f"wrote {args.out}: {stats['params']:,} params (effective sparsity {stats['effective_sparsity']:.3f})")
+
+
+def cmd_prepare(args) -> None:
+    from . import tracking
+    from .methods import METHODS
+    from .methods.prepared import fingerprint, save_prepared
+    from .models import load_model
+
+    method = METHODS.get(args.method)
+    request = _prune_request(args)
+    method.check(request)  # options and calibration, before the model loads
+    tags = _tags(args, "prepare", method=args.method)
+    with tracking.run(tags["model"], f"prepare {args.method}", vars(request) | {"source": args.model}, tags) as run:
+        model, tok = load_model(args.model, device="cpu" if method.offload else args.device, dtype="float32")
+        t0 = time.perf_counter()
+        state = method.prepare(model, tok, request)
+        seconds = time.perf_counter() - t0
+        save_prepared(args.out, state, fingerprint(method, request, args.model), seconds)
+        run.metrics({"prepare_seconds": seconds})
+    print(f"wrote {args.out}: {len(state)} tensors of {args.method}'s ratio-independent state ({seconds:.1f} s)")
 
 
 def cmd_evaluate(args) -> None:

@@ -104,14 +104,18 @@ class Walk:
     keep_last: int = 1
     interval: int = 2
 
-    def check(self, n_layers: int) -> None:
-        """Refuse settings under which no merge can happen (one line naming the option to change)."""
+    def check_settings(self) -> None:
+        """Refuse settings no model depth can make valid (one line naming the option to change)."""
         if self.merge < 2:
             raise PruneNetError(f"laco.merge must be at least 2 (layers combined per merge), got {self.merge}")
         if self.interval < 1:
             raise PruneNetError(f"laco.interval must be at least 1, got {self.interval}")
         if self.lowest < 0 or self.keep_last < 0:
             raise PruneNetError(f"laco.lowest and laco.keep_last must be >= 0, got {self.lowest}, {self.keep_last}")
+
+    def check(self, n_layers: int) -> None:
+        """Refuse settings under which no merge can happen in an ``n_layers`` model."""
+        self.check_settings()
         if self.start(n_layers) < self.lowest:
             raise PruneNetError(
                 f"no merge of {self.merge} layers fits in layers {self.lowest}..{n_layers - 1 - self.keep_last} of "

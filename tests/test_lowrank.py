@@ -17,7 +17,7 @@ from prunenet.data import calibration_blocks
 from prunenet.depth import ffn_rows_budget
 from prunenet.errors import PruneNetError
 from prunenet.lowrank.activations import block_inputs, capture, recording, run_block
-from prunenet.lowrank.asvd import compress_asvd
+from prunenet.lowrank.asvd import compress_asvd, prepare_asvd
 from prunenet.lowrank.budget import rank_for_ratio, ranks_for_ratio, removed, total_removed, uniform_ratio
 from prunenet.lowrank.factor import asvd_factors, asvd_scale, cholesky_whitening, closed_form_u, svd_llm_factors
 from prunenet.lowrank.layers import LowRankLinear, block_linears, decoder_linears, replace
@@ -266,7 +266,8 @@ def test_asvd_search_keeps_a_sensitive_linear_and_truncates_an_insensitive_one(t
             for _ in range(23):
                 ids = torch.cat([ids, model(ids).logits[:, -1].argmax(-1, keepdim=True)], 1)
         budget = int(0.7 * sum(m.weight.numel() for m in linears.values()))
-        compressed, res = compress_asvd(copy.deepcopy(model), ids, ids, budget, RATIOS, alpha=0.5)
+        state = prepare_asvd(model, ids, ids, RATIOS, alpha=0.5)
+        compressed, res = compress_asvd(copy.deepcopy(model), state, budget, RATIOS)
         ins, sen = path[id(insensitive)], path[id(sensitive)]
         assert max(abs(v - res.dense_loss) for v in res.sensitivity[ins]) < 1e-5
         assert min(res.sensitivity[sen]) > res.dense_loss + 0.01

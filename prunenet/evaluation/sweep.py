@@ -2,7 +2,8 @@
 
 Each point prunes a fresh copy of the dense model in memory with exactly what ``prunenet prune``
 would run (the method's ``run`` on the same request), so a point equals the perplexity of the
-checkpoint ``prune`` would have written, without writing one per ratio.
+checkpoint ``prune`` would have written, without writing one per ratio; a method's ratio-independent
+stage runs once for all points.
 """
 
 from __future__ import annotations
@@ -30,9 +31,15 @@ def ppl_sweep(
     max_blocks: int | None,
     batch_size: int = 8,
 ) -> list[dict]:
-    """One point per request: ratio, parameters, effective sparsity and perplexity of the pruned copy."""
+    """One point per request: ratio, parameters, effective sparsity and perplexity of the pruned copy.
+
+    A method's ratio-independent stage (:attr:`Method.prepare`) runs once, on the dense model, for all points.
+    """
     spec = METHODS.get(method)
     dense_params = model_stats(model)["params"]
+    if spec.prepare is not None and requests and requests[0].prepared is None:
+        state = spec.prepare(model, tokenizer, requests[0])
+        requests = [replace(r, prepared=state) for r in requests]
     points = []
     for request in requests:
         t0 = time.perf_counter()

@@ -11,13 +11,17 @@
 
 The sensitivity windows are the first ``sens_samples`` calibration windows cut to ``sens_seq_len`` tokens:
 a subset of the scaling data, small enough for ~2k evaluations on one CPU thread.
+
+Steps 1 and 3's measurements do not depend on the budget: :func:`prepare_asvd` returns them as tensors
+(``prunenet prepare`` stores them once per model and seed), and :func:`compress_asvd` turns them into one
+ratio's model, decomposing only the linears it truncates.
 """
 
 from __future__ import annotations
 
 import math
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 import torch
@@ -26,7 +30,7 @@ from torch import nn
 from ..arch import get_adapter
 from .activations import block_inputs, capture, recording, run_block
 from .budget import rank_for_ratio, removed
-from .factor import Factors, asvd_factors, asvd_scale
+from .factor import asvd_factors, asvd_scale
 from .layers import LowRankLinear, block_linears, decoder_linears, replace
 from .search import CandidateLinear, select, tail_losses
 
@@ -61,23 +65,28 @@ def channel_scales(model: nn.Module, calib: torch.Tensor, alpha: float, batch_si
 @torch.no_grad()
 def sensitivities(
     model: nn.Module, sens_ids: torch.Tensor, scales: dict[str, torch.Tensor], ratios: Sequence[float]
-) -> tuple[dict[str, list[float]], dict[str, Factors], dict[str, list[int]]]:
-    """The loss with each linear alone truncated to each ratio; the factors (up to the largest rank) kept."""
+) -> dict[str, list[float]]:
+    """The loss with each linear alone truncated to each ratio (one SVD and one batched forward per linear)."""
     linears = decoder_linears(model)
     paths = {id(m): p for p, m in linears.items()}
     inputs = block_inputs(model, sens_ids)
-    losses, factors, cand = {}, {}, {}
+    losses = {}
     for i, layer in enumerate(get_adapter(model).layers()):
         for lin in block_linears(model, layer):
             path = paths[id(lin)]
-            cand[path] = [rank_for_ratio(lin.out_features, lin.in_features, r) for r in ratios]
-            factors[path] = asvd_factors(lin.weight, scales[path], max(cand[path]))
-            replace(model, path, CandidateLinear(factors[path], cand[path], lin.bias))
+            ranks = candidate_ranks(lin, ratios)
+            factors = asvd_factors(lin.weight, scales[path], max(ranks))
+            replace(model, path, CandidateLinear(factors, ranks, lin.bias))
             try:
                 losses[path] = tail_losses(model, i, inputs[i], sens_ids, len(ratios)).tolist()
             finally:
                 replace(model, path, lin)
-    return losses, factors, cand
+    return losses
+
+
+def candidate_ranks(lin: nn.Linear, ratios: Sequence[float]) -> list[int]:
+    """The rank of ``lin`` at each candidate parameter ratio."""
+    return [rank_for_ratio(lin.out_features, lin.in_features, r) for r in ratios]
 
 
 @torch.no_grad()
@@ -88,24 +97,42 @@ def dense_loss(model: nn.Module, ids: torch.Tensor) -> float:
 
 
 @torch.no_grad()
-def compress_asvd(
+def prepare_asvd(
     model: nn.Module,
     calib: torch.Tensor,
     sens_ids: torch.Tensor,
-    budget: int,
     ratios: Sequence[float],
     alpha: float = 0.5,
     batch_size: int = 8,
-) -> tuple[nn.Module, AsvdResult]:
-    """Factor the decoder projections of ``model`` in place with STRS's ranks for a removal of ``budget``."""
-    out = AsvdResult()
+) -> dict[str, torch.Tensor]:
+    """ASVD's ratio-independent state: each linear's scaling (``scale.<path>``) and sensitivities (``loss.<path>``,
+    float64, one per candidate ratio), the dense loss and the seconds of both stages (``seconds``)."""
     t0 = time.perf_counter()
     scales = channel_scales(model, calib, alpha, batch_size)
     t1 = time.perf_counter()
-    out.dense_loss = dense_loss(model, sens_ids)
-    losses, factors, cand = sensitivities(model, sens_ids, scales, ratios)
+    dense = dense_loss(model, sens_ids)
+    losses = sensitivities(model, sens_ids, scales, ratios)
     t2 = time.perf_counter()
+    state = {f"scale.{p}": s for p, s in scales.items()}
+    state |= {f"loss.{p}": torch.tensor(v, dtype=torch.float64) for p, v in losses.items()}
+    state["dense_loss"] = torch.tensor(dense, dtype=torch.float64)
+    state["seconds"] = torch.tensor([t1 - t0, t2 - t1], dtype=torch.float64)
+    return state
+
+
+@torch.no_grad()
+def compress_asvd(
+    model: nn.Module, state: Mapping[str, torch.Tensor], budget: int, ratios: Sequence[float]
+) -> tuple[nn.Module, AsvdResult]:
+    """Factor the decoder projections of ``model`` in place with STRS's ranks for a removal of ``budget``.
+
+    ``state`` is :func:`prepare_asvd`'s for this model and ``ratios``; only the chosen linears are decomposed.
+    """
+    out = AsvdResult()
+    t0 = time.perf_counter()
     linears = decoder_linears(model)
+    losses = {p: state[f"loss.{p}"].tolist() for p in linears}
+    cand = {p: candidate_ranks(m, ratios) for p, m in linears.items()}
     savings = {p: [removed(m.out_features, m.in_features, k) for k in cand[p]] for p, m in linears.items()}
     choice, out.threshold, out.removed = select(losses, savings, budget)
     for path, lin in linears.items():
@@ -114,15 +141,13 @@ def compress_asvd(
         if c is None or not savings[path][c]:
             continue
         k = cand[path][c]
-        u, v = factors[path].prefix(k)
+        u, v = asvd_factors(lin.weight, state[f"scale.{path}"], k).prefix(k)
         replace(model, path, LowRankLinear.from_factors(u, v, lin.bias))
         out.ranks[path] = k
     out.sensitivity = {p: [round(x, 6) for x in v] for p, v in losses.items()}
-    out.seconds = {
-        "scaling": t1 - t0,
-        "sensitivity": t2 - t1,
-        "total": time.perf_counter() - t0,
-    }
+    out.dense_loss = float(state["dense_loss"])
+    scaling, sensitivity = state["seconds"].tolist()
+    out.seconds = {"scaling": scaling, "sensitivity": sensitivity, "factoring": time.perf_counter() - t0}
     if not math.isfinite(out.threshold):
         out.threshold = float("nan")
     return model, out

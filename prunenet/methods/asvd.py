@@ -31,6 +31,35 @@ def parse_ratios(text: str) -> list[float]:
     return ratios
 
 
+def _sizes(request: PruneRequest) -> tuple[list[float], float, int, int]:
+    """The candidate ratios, α and the sensitivity windows' count and length this request asks for."""
+    return (
+        parse_ratios(request.option("ratios", ASVD)),
+        float(request.option("alpha", ASVD)),
+        int(request.option("sens_samples", ASVD)),
+        int(request.option("sens_seq_len", ASVD)),
+    )
+
+
+def validate(request: PruneRequest) -> None:
+    """Parsable candidate ratios; sensitivity windows inside the calibration windows (before any model loads)."""
+    _, _, n, seq = _sizes(request)
+    if not (1 <= n <= request.calib_samples and 2 <= seq <= request.calib_seq_len):
+        raise PruneNetError(
+            f"asvd sensitivity windows ({n} x {seq}) must fit in the calibration windows "
+            f"({request.calib_samples} x {request.calib_seq_len}): lower --asvd-sens-samples/--asvd-sens-seq-len"
+        )
+
+
+def prepare(model: nn.Module, tokenizer: Any, request: PruneRequest) -> dict:
+    """Activation scales and the sensitivity of every (linear, candidate ratio): all the ratio leaves alone."""
+    from ..lowrank.asvd import prepare_asvd
+
+    ratios, alpha, n, seq = _sizes(request)
+    calib = request.calibration(tokenizer)
+    return prepare_asvd(model, calib, calib[:n, :seq], ratios, alpha=alpha)
+
+
 def run(model: nn.Module, tokenizer: Any, request: PruneRequest) -> tuple[nn.Module, dict]:
     from ..checkpoints.low_rank import mark
     from ..depth import ffn_rows_budget
@@ -39,18 +68,11 @@ def run(model: nn.Module, tokenizer: Any, request: PruneRequest) -> tuple[nn.Mod
     from ..stats import count_params
 
     t0 = time.perf_counter()
-    ratios = parse_ratios(request.option("ratios", ASVD))
-    alpha = float(request.option("alpha", ASVD))
-    n, seq = int(request.option("sens_samples", ASVD)), int(request.option("sens_seq_len", ASVD))
-    calib = request.calibration(tokenizer)
-    if not (1 <= n <= calib.shape[0] and 2 <= seq <= calib.shape[1]):
-        raise PruneNetError(
-            f"asvd sensitivity windows ({n} x {seq}) must fit in the calibration windows "
-            f"({calib.shape[0]} x {calib.shape[1]}): lower --asvd-sens-samples/--asvd-sens-seq-len"
-        )
+    ratios, alpha, n, seq = _sizes(request)
+    state = ASVD.state(model, tokenizer, request)
     dense = count_params(model)
     budget = ffn_rows_budget(model, float(request.ratio))
-    model, res = compress_asvd(model, calib, calib[:n, :seq], budget, ratios, alpha=alpha)
+    model, res = compress_asvd(model, state, budget, ratios)
     removed = dense - count_params(model)
     check_budget(removed, budget, dense, "asvd")
     mark(model, res.ranks)
@@ -79,6 +101,8 @@ ASVD = METHODS.register(
         name="asvd",
         summary="activation-aware SVD, per-matrix ranks from a sensitivity search (needs calibration)",
         run=run,
+        prepare=prepare,
+        validate=validate,
         needs_calibration=True,
         checkpoint="prunenet.checkpoints.low_rank",
         stochastic=False,

@@ -8,7 +8,7 @@ import torch: the workflow reads the registry while it builds the DAG.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -39,6 +39,9 @@ class PruneRequest:
     data_dir: str | None = None
     # The running method's own options (:attr:`Method.options`), by option name; absent = its default.
     options: dict[str, Any] = field(default_factory=dict)
+    # The method's ratio-independent state (:attr:`Method.prepare`): a file from ``prunenet prepare``, the
+    # tensors themselves (a sweep prepares once in memory), or None to compute it in ``run``.
+    prepared: str | Mapping[str, torch.Tensor] | None = None
 
     def option(self, name: str, method: Method) -> Any:
         """The value of ``method``'s option ``name`` in this request (its default when not given)."""
@@ -82,6 +85,7 @@ class Option:
 
 
 RunFn = Callable[["nn.Module", Any, PruneRequest], "tuple[nn.Module, dict]"]
+PrepareFn = Callable[["nn.Module", Any, PruneRequest], "dict[str, torch.Tensor]"]
 
 
 @dataclass(frozen=True)
@@ -107,14 +111,38 @@ class Method:
     # unless calibration_seeds is "all".
     stochastic: bool = True
     options: tuple[Option, ...] = ()  # settings of this method alone (shared calibration flags excluded)
+    # Work the ratio does not change (an activation statistic, a sensitivity search, layer scores), as named
+    # tensors: ``prunenet prepare`` computes it once per model and seed, ``prune --prepared`` reuses it at
+    # every ratio, and ``run`` reads it through :meth:`state` (computing it itself when none is given).
+    prepare: PrepareFn | None = None
+    # Option checks that need no model (ranges, parsable values): run by :meth:`check`, before loading.
+    validate: Callable[[PruneRequest], None] | None = None
 
     def check(self, request: PruneRequest) -> None:
-        """Reject a request this method cannot serve, before any model is loaded."""
-        if not self.per_layer and not isinstance(request.ratio, (int, float)):
+        """Reject a request this method cannot serve, before any model is loaded.
+
+        ``request.ratio`` None: a ``prepare`` request, which has no ratio.
+        """
+        ratio_ok = request.ratio is None or isinstance(request.ratio, (int, float))
+        if not self.per_layer and not ratio_ok:
             raise PruneNetError(f"method {self.name!r} takes a single --ratio, not per-layer ratios or a schedule")
+        if request.prepared is not None and self.prepare is None:
+            raise PruneNetError(f"method {self.name!r} has no ratio-independent stage: drop --prepared")
         if self.needs_policy and not request.policy:
             raise PruneNetError(f"method {self.name!r} needs a trained policy: pass --policy FILE")
         if self.needs_calibration:
             from ..data import check_calibration
 
             check_calibration(request.calib_dataset, request.calib_samples, request.calib_seq_len)
+        if self.validate is not None:
+            self.validate(request)
+
+    def state(self, model: nn.Module, tokenizer: Any, request: PruneRequest) -> Mapping[str, torch.Tensor]:
+        """The ratio-independent state for ``request``: the one it carries, else freshly prepared."""
+        if isinstance(request.prepared, Mapping):
+            return request.prepared
+        if request.prepared is not None:
+            from .prepared import load_prepared
+
+            return load_prepared(request.prepared)
+        return self.prepare(model, tokenizer, request)

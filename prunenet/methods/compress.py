@@ -9,16 +9,20 @@ from . import METHODS
 from .base import PruneRequest
 
 
-def check(name: str, request: PruneRequest) -> None:
-    """Validate a request before any model loads: the method, every layer's ratio, its own needs."""
+def check(name: str, request: PruneRequest, source: str | Path | None = None) -> None:
+    """Validate a request before any model loads: the method, every layer's ratio, its own needs, and that a
+    prepared file (``request.prepared``) was computed from this ``source`` model and request."""
     from ..policy import check_ratio
     from ..slicing import layer_ratios
+    from .prepared import check_prepared
 
     method = METHODS.get(name)
     probe_layers = len(request.ratio) if isinstance(request.ratio, list) else 2
     for r in layer_ratios(request.ratio, probe_layers):
         check_ratio(r)
     method.check(request)
+    if isinstance(request.prepared, (str, Path)) and source is not None:
+        check_prepared(request.prepared, method, request, source)
 
 
 def compress(
@@ -34,7 +38,7 @@ def compress(
     from ..slicing import layer_ratios
     from ..stats import model_stats
 
-    check(name, request)
+    check(name, request, model_path)
     method = METHODS.get(name)
     model, tok = load_model(model_path, device="cpu" if method.offload else request.device, dtype="float32")
     dense = model_stats(model, seq_len=flops_seq_len)
@@ -42,6 +46,11 @@ def compress(
     t0 = time.perf_counter()
     model, own = method.run(model, tok, request)
     seconds = time.perf_counter() - t0
+    if isinstance(request.prepared, (str, Path)):  # the reused stage's own time counts too (Table 9)
+        from .prepared import read_seconds
+
+        own["prepare_seconds"] = read_seconds(request.prepared)
+        seconds += own["prepare_seconds"]
     stats = model_stats(model, dense["params"], flops_seq_len) | {"dense_flops_per_token": dense["flops_per_token"]}
     meta = {
         "method": name,
@@ -50,6 +59,7 @@ def compress(
         "stats": stats,
         "source": model_path,
     } | own
-    meta["compress_seconds"] = round(seconds, 3)  # the method's own wall time, loading and saving excluded
+    # the method's own wall time (with its prepared stage's), loading and saving excluded
+    meta["compress_seconds"] = round(seconds, 3)
     save_checkpoint(model, tok, out, meta)
     return meta, seconds

@@ -26,6 +26,7 @@ from __future__ import annotations
 import time
 from typing import TYPE_CHECKING, Any
 
+from ..errors import PruneNetError
 from . import METHODS
 from .base import Method, Option, PruneRequest
 
@@ -40,6 +41,18 @@ OPTIONS = (
     Option("threshold", float, 0.65, "T: accept a merge when its representation similarity exceeds T (paper: 0.65)"),
     Option("threshold_step", float, 0.05, "lower T by this and restart when a pass removes too few layers"),
 )
+
+
+def validate(request: PruneRequest) -> None:
+    """The walk's settings and the threshold step, checked before any model loads (the range needs the depth)."""
+    from ..layer_collapse import Walk
+
+    method = METHODS.get("laco")
+    opt = {o.name: request.option(o.name, method) for o in method.options}
+    walk = Walk(merge=opt["merge"], lowest=opt["lowest"], keep_last=opt["keep_last"], interval=opt["interval"])
+    walk.check_settings()
+    if opt["threshold_step"] <= 0:
+        raise PruneNetError(f"laco.threshold_step must be positive, got {opt['threshold_step']}")
 
 
 def run(model: nn.Module, tokenizer: Any, request: PruneRequest) -> tuple[nn.Module, dict]:
@@ -91,6 +104,7 @@ METHODS.register(
         name="laco",
         summary="merge runs of decoder layers into one by RDSC (LaCo layer collapse; needs calibration)",
         run=run,
+        validate=validate,
         needs_calibration=True,
         checkpoint="prunenet.checkpoints.hf",
         stochastic=False,

@@ -21,13 +21,20 @@ if TYPE_CHECKING:
     from torch import nn
 
 
+def prepare(model: nn.Module, tokenizer: Any, request: PruneRequest) -> dict:
+    """Block Influence of every layer: the ratio only decides how many of the lowest go."""
+    from ..depth import block_influence
+
+    return {"block_influence": block_influence(model, request.calibration(tokenizer))}
+
+
 def run(model: nn.Module, tokenizer: Any, request: PruneRequest) -> tuple[nn.Module, dict]:
     from ..arch import get_adapter
-    from ..depth import block_influence, ffn_rows_budget, layers_for_budget, remove_layers
+    from ..depth import ffn_rows_budget, layers_for_budget, remove_layers
     from ..stats import count_params
 
     t0 = time.perf_counter()
-    scores = block_influence(model, request.calibration(tokenizer))
+    scores = SHORTGPT.state(model, tokenizer, request)["block_influence"]
     layer_params = [count_params(layer) for layer in get_adapter(model).layers()]
     budget = ffn_rows_budget(model, float(request.ratio))
     drop = layers_for_budget(scores, layer_params, budget)
@@ -43,12 +50,13 @@ def run(model: nn.Module, tokenizer: Any, request: PruneRequest) -> tuple[nn.Mod
     return model, meta
 
 
-METHODS.register(
+SHORTGPT = METHODS.register(
     "shortgpt",
     Method(
         name="shortgpt",
         summary="remove whole decoder layers with the lowest Block Influence (needs calibration)",
         run=run,
+        prepare=prepare,
         needs_calibration=True,
         checkpoint="prunenet.checkpoints.hf",
         stochastic=False,

@@ -144,8 +144,18 @@ def policy_file(model, policy, seed):
     return rules.train_policy.output.policy.format(model=model, policy=policy, seed=seed)
 
 
-def method_args(method, policy=None):
-    """The prune command's flags for what a method needs: its policy, its calibration data and options.
+PREPARED_METHODS = [name for name, m in METHODS.items() if m.prepare is not None]
+
+
+def prepared_file(model, method, seed):
+    """The method's ratio-independent state from ``rule prepare`` (nothing for a method without one)."""
+    if method not in PREPARED_METHODS:
+        return []
+    return expand(rules.prepare.output[0], model=model, method=method, seed=seed)
+
+
+def method_args(method, policy=None, prepared=None):
+    """The prune command's flags for what a method needs: its policy, its prepared state, calibration, options.
 
     A method's options live under the config key of its name (e.g. ``slicegpt:``), one CLI flag each:
     the shared calibration keys as ``--calib-samples``, its own (``Method.options``) as ``--<method>-<key>``.
@@ -154,6 +164,8 @@ def method_args(method, policy=None):
     args = []
     if spec.needs_policy:
         args += (["--policy", policy] if policy else []) + ["--which", POL["which"]]
+    for path in [prepared] if isinstance(prepared, str) else list(prepared or []):
+        args += ["--prepared", path]
     if spec.needs_calibration and DATA_DIR:
         args += ["--data-dir", str(Path(DATA_DIR).resolve())]
     own = {o.name: o.flag(method) for o in spec.options}  # method options: --<method>-<key>

@@ -1,8 +1,33 @@
+rule prepare:
+    """A method's ratio-independent work (e.g. ASVD's sensitivity search), once per model and seed for every ratio."""
+    input:
+        model=rules.download_model.output,
+    output:
+        "results/prepared/{model}/{method}/s{seed}.safetensors",
+    log:
+        "results/logs/prepare/{model}/{method}/s{seed}.log",
+    benchmark:
+        "results/benchmarks/prepare/{model}/{method}/s{seed}.tsv"
+    wildcard_constraints:
+        method=alternatives(PREPARED_METHODS),
+    conda:
+        CONDA_ENV
+    threads: THREADS
+    params:
+        py=PY,
+        device=config["device"],
+        extra=lambda w: method_args(w.method),
+    shell:
+        "{params.py} -m prunenet prepare --model {input.model} --model-name {wildcards.model} --out {output} "
+        "--method {wildcards.method} {params.extra} --seed {wildcards.seed} --device {params.device} > {log} 2>&1"
+
+
 rule prune:
     """Compress with any registered method (PruneNet's policy, the selector ablations, SliceGPT, ...)."""
     input:
         model=rules.download_model.output,
         policy=lambda w: policy_file(w.model, w.setting, w.seed) if METHODS.get(w.method).needs_policy else [],
+        prepared=lambda w: prepared_file(w.model, w.method, w.seed),
     output:
         directory("results/models/{model}/{method}/{setting}/r{ratio}-s{seed}"),
     log:
@@ -18,7 +43,7 @@ rule prune:
         py=PY,
         device=config["device"],
         ratio=lambda w: ratio_arg(w.ratio),
-        extra=lambda w, input: method_args(w.method, input.policy),
+        extra=lambda w, input: method_args(w.method, input.policy, input.prepared),
     shell:
         "{params.py} -m prunenet prune --model {input.model} --model-name {wildcards.model} --out {output} "
         "--method {wildcards.method} --ratio {params.ratio} {params.extra} "

@@ -1,0 +1,94 @@
+"""A method's ratio-independent state on disk: what ``prunenet prepare`` writes and ``prune --prepared`` reads.
+
+Why: some methods spend most of their time on work the ratio does not change (ASVD's activation scales and
+sensitivity search, ShortGPT's Block Influence), and the workflow prunes every model at several ratios. The
+file is plain safetensors; its metadata (:data:`KEY`) records what the state was computed from: method,
+source model, seed, calibration and the method's options. ``prune`` refuses a file whose record differs from
+its own request (:func:`check_prepared`, metadata only, before any model loads), so a reused state always
+equals the one ``run`` would have computed, and the pruned checkpoint is byte-identical either way.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from ..errors import PruneNetError
+from .base import Method, PruneRequest
+
+if TYPE_CHECKING:
+    import torch
+
+KEY = "prunenet_prepared"
+SECONDS = "prunenet_prepare_seconds"
+
+
+def fingerprint(method: Method, request: PruneRequest, source: str | Path) -> dict[str, Any]:
+    """What a prepared state depends on: everything of the request except the ratio (and the state itself)."""
+    record: dict[str, Any] = {
+        "method": method.name,
+        "source": str(Path(source).resolve()),
+        "seed": request.seed,
+        "options": {o.name: request.option(o.name, method) for o in method.options},
+    }
+    if method.needs_calibration:
+        data = str(Path(request.data_dir).resolve()) if request.data_dir else None  # None: the hub
+        record |= request.calibration_meta() | {"data_dir": data}
+    return record
+
+
+def save_prepared(
+    path: str | Path, tensors: Mapping[str, torch.Tensor], record: dict[str, Any], seconds: float
+) -> None:
+    """Write ``tensors`` with ``record`` and the stage's wall ``seconds`` atomically (temp file, then rename)."""
+    from safetensors.torch import save_file
+
+    from ..artifacts import atomic_file
+
+    metadata = {KEY: json.dumps(record), SECONDS: repr(float(seconds))}
+    with atomic_file(path) as tmp:
+        save_file({k: v.contiguous().cpu() for k, v in tensors.items()}, str(tmp), metadata=metadata)
+
+
+def _metadata(path: str | Path) -> dict[str, str]:
+    """A prepared file's metadata; one-line errors for a missing or foreign file."""
+    from safetensors import safe_open
+
+    if not Path(path).is_file():
+        raise PruneNetError(f"--prepared {path}: no such file (write it with `prunenet prepare`)")
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            meta = f.metadata() or {}
+    except Exception as err:  # safetensors raises its own error types for a non-safetensors file
+        raise PruneNetError(f"--prepared {path}: not a safetensors file ({err})") from None
+    if KEY not in meta:
+        raise PruneNetError(f"--prepared {path}: not written by `prunenet prepare`")
+    return meta
+
+
+def read_record(path: str | Path) -> dict[str, Any]:
+    """What a prepared file was computed from (see :func:`fingerprint`)."""
+    return json.loads(_metadata(path)[KEY])
+
+
+def read_seconds(path: str | Path) -> float:
+    """The wall time ``prunenet prepare`` spent computing the file's state."""
+    return float(_metadata(path).get(SECONDS, "nan"))
+
+
+def check_prepared(path: str | Path, method: Method, request: PruneRequest, source: str | Path) -> None:
+    """Refuse a prepared file computed from anything other than what this request would compute it from."""
+    have, want = read_record(path), fingerprint(method, request, source)
+    diff = sorted(k for k in have.keys() | want.keys() if have.get(k) != want.get(k))
+    if diff:
+        shown = ", ".join(f"{k}: file {have.get(k)!r} vs request {want.get(k)!r}" for k in diff)
+        raise PruneNetError(f"--prepared {path} was computed for another request ({shown}): rerun `prunenet prepare`")
+
+
+def load_prepared(path: str | Path) -> dict[str, torch.Tensor]:
+    """The tensors of a prepared file (on CPU)."""
+    from safetensors.torch import load_file
+
+    return load_file(str(path))
