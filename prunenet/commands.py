@@ -183,7 +183,7 @@ def cmd_prune(args) -> None:
         tags["model"], f"prune {args.method} r={args.ratio}", vars(request) | {"source": args.model}, tags
     ) as run:
         meta, seconds = compress(args.model, args.out, args.method, request, args.flops_seq_len)
-        run.metrics(meta["stats"] | {"compress_seconds": seconds})
+        run.metrics(meta["stats"] | {"compress_seconds": seconds, "peak_memory_mb": meta["peak_memory_mb"]})
     stats = meta["stats"]
     print(f"wrote {args.out}: {stats['params']:,} params (effective sparsity {stats['effective_sparsity']:.3f})")
 

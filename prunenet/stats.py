@@ -19,14 +19,27 @@ def flops_per_token(model: nn.Module, seq_len: int = 2048) -> int:
     """Forward FLOPs for one token at context length ``seq_len``.
 
     2·in·out for every ``nn.Linear`` applied once per token (LM head included, embedding
-    lookups free), plus attention scores and weighted sum: 4·seq_len·(heads·head_dim) per layer.
+    lookups free), plus attention scores and weighted sum: 4·seq_len·(heads·head_dim) per layer, each
+    layer's heads counted from its projections (head pruning leaves layers with different counts).
     """
+    from .arch import get_adapter
+
     linear = sum(2 * m.in_features * m.out_features for m in model.modules() if isinstance(m, nn.Linear))
-    cfg = model.config
-    heads = cfg.num_attention_heads
-    head_dim = getattr(cfg, "head_dim", None) or cfg.hidden_size // heads
-    attention = 4 * seq_len * heads * head_dim * cfg.num_hidden_layers
+    adapter = get_adapter(model)
+    layouts = [adapter.attention(layer) for layer in adapter.layers()]
+    attention = 4 * seq_len * sum(a.num_heads * a.head_dim for a in layouts)
     return int(linear + attention)
+
+
+def peak_memory_mb(device: str = "cpu") -> float:
+    """Peak memory of this process so far: CUDA's allocator peak on a GPU, else the resident-set peak."""
+    import resource
+
+    import torch
+
+    if str(device).startswith("cuda") and torch.cuda.is_available():
+        return torch.cuda.max_memory_allocated() / 2**20
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: kilobytes
 
 
 def model_stats(model: nn.Module, dense_params: int | None = None, seq_len: int = 2048) -> dict:

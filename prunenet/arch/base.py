@@ -146,8 +146,9 @@ class ModelAdapter:
         attn = layer.get_submodule(self.attn)
         q, k, v = self.attn_in(attn)
         heads = self.config.num_attention_heads
-        kv_heads = getattr(self.config, "num_key_value_heads", None) or heads
         head_dim = getattr(self.config, "head_dim", None) or self.config.hidden_size // heads
+        # counted from the projections: a layer may have lost whole KV groups (LLM-Pruner's head pruning)
+        heads, kv_heads = q.out_features // head_dim, k.out_features // head_dim
         return AttentionLayout(q, k, v, self.attn_out(attn), heads, kv_heads, head_dim)
 
     def attn_in(self, attn: nn.Module) -> list[nn.Linear]:

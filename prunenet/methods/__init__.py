@@ -16,6 +16,7 @@ METHODS: Registry[Method] = Registry("method")
 from . import prunenet, slicegpt, deterministic, random_rows, shortgpt  # noqa: E402,F401,I001  (register; order = report order)
 from . import laco  # noqa: E402,F401,I001
 from . import svd_llm, asvd  # noqa: E402,F401,I001
+from . import llm_pruner, llm_surgeon  # noqa: E402,F401,I001
 from .compress import compress  # noqa: E402
 
 __all__ = ["METHODS", "Method", "Option", "PruneRequest", "compress"]

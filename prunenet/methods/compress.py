@@ -36,7 +36,7 @@ def compress(
     from ..arch import get_adapter
     from ..models import load_model, save_checkpoint
     from ..slicing import layer_ratios
-    from ..stats import model_stats
+    from ..stats import model_stats, peak_memory_mb
 
     check(name, request, model_path)
     method = METHODS.get(name)
@@ -61,5 +61,6 @@ def compress(
     } | own
     # the method's own wall time (with its prepared stage's), loading and saving excluded
     meta["compress_seconds"] = round(seconds, 3)
+    meta["peak_memory_mb"] = round(peak_memory_mb(request.device), 1)  # loading included (Table 9)
     save_checkpoint(model, tok, out, meta)
     return meta, seconds

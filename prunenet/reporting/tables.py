@@ -114,6 +114,7 @@ def accuracy_frame(results: list[dict], tasks: list[str]) -> pd.DataFrame:
         row["flops_per_token"] = stats.get("flops_per_token")
         row["effective_sparsity"] = 100 * stats.get("effective_sparsity", 0.0)
         row["compress_seconds"] = float(meta.get("compress_seconds") or "nan")
+        row["peak_memory_mb"] = float(meta.get("peak_memory_mb") or "nan")
         # policy methods: training the policy is part of the cost
         row["policy_seconds"] = float(meta.get("policy_train_seconds") or "nan")
         row["limit"] = r.get("limit")
@@ -146,7 +147,7 @@ def summary_frame(df: pd.DataFrame, tasks: list[str]) -> pd.DataFrame:
     cols = metric_columns(df, tasks)
     keyed = df.assign(train_ratio=df["train_ratio"].fillna(-1.0))  # NaN keys would drop rows in groupby
     g = keyed.groupby(ROW_KEYS, sort=False)
-    cost = ["compress_seconds", "policy_seconds"]
+    cost = ["compress_seconds", "policy_seconds", "peak_memory_mb"]
     out = g[cols + ["params", "effective_sparsity", "flops_per_token"] + cost].mean()
     sd = g[cols].std(ddof=1).add_suffix("_sd")
     out = out.join(sd).join(g.size().rename("seeds")).join(g["limit"].first()).reset_index()
@@ -307,7 +308,7 @@ def baselines(
     summary["total_seconds"] = summary["compress_seconds"] + summary["policy_seconds"].fillna(0.0)
     cols = ["model", "ratio", "method", "setting", "params", "effective_sparsity", "flops_per_token"]
     cols += [c for m in tasks + ["avg"] + ppl_columns(summary) for c in (m, f"{m}_sd")]
-    cols += ["compress_seconds", "policy_seconds", "total_seconds", "seeds", "limit"]
+    cols += ["compress_seconds", "policy_seconds", "total_seconds", "peak_memory_mb", "seeds", "limit"]
     md = summary[["model", "ratio", "method"]].copy()
     md["params (M)"] = summary["params"].map(lambda v: f"{v / 1e6:.2f}")
     md["eff. sparsity %"] = summary["effective_sparsity"].map(lambda v: f"{v:.1f}")
@@ -317,11 +318,13 @@ def baselines(
     for col in ppl_columns(summary):
         md[f"PPL {col[4:]}"] = [_cell(v, sd, 2) for v, sd in zip(summary[col], summary[f"{col}_sd"])]
     md["compress s"] = [_seconds(c, p) for c, p in zip(summary["compress_seconds"], summary["policy_seconds"])]
+    md["peak MB"] = summary["peak_memory_mb"].map(lambda v: f"{v:.0f}" if v == v else "–")
     md["seeds"] = summary["seeds"]
     text = md.to_markdown(index=False) + "\n\n" + _table_note(results)
     text += (
         "Compress s: the method's own wall time on the pruning job's device (loading and saving excluded); "
-        "for PruneNet + the policy's training (shown after +), which one policy serves every checkpoint at its ratio.\n"
+        "for PruneNet + the policy's training (shown after +), which one policy serves every checkpoint at its ratio. "
+        "Peak MB: the pruning process's peak memory (resident set on CPU, allocator peak on CUDA), loading included.\n"
     )
     text += "\n" + against_markdown(results, tasks, "prunenet", bootstrap, seed)
     return _write_table(summary[cols], out, out_md, text)

@@ -1,0 +1,150 @@
+"""LLM-Pruner (Ma, Fang, Wang; NeurIPS 2023, arXiv 2305.11627) as a method: gradient-scored dependency groups.
+
+1. **Groups** (:mod:`prunenet.structured.groups`): FFN channels (gate/up row + down column) and attention KV
+   groups (a key/value head with its query heads' q rows and o columns).
+2. **Importance** (:mod:`prunenet.structured.taylor`): Taylor terms of the calibration loss — ``element1``
+   (default, the authors' ``param_first``), ``element2`` (Fisher-diagonal second order, ``param_mix``) or
+   ``vector`` — per member, aggregated per group by ``sum`` (default), ``prod``, ``max`` or ``last``.
+3. **Which layers, how much**: layers ``first`` … ``L − 1 − last`` are pruned (the paper keeps the first 4 and
+   the last 2 of LLaMA-7B's 32 layers; the same counts here), each losing the same number of KV groups and FFN
+   channels — the least important of that layer — chosen so the model loses PruneNet's parameter budget at the
+   ratio (:mod:`prunenet.structured.budget` states the rule). ``structures: ffn`` prunes FFN channels only.
+
+Calibration: the shared request windows (the paper: 10 BookCorpus samples; offline: WikiText-2 validation, the
+config's ``llm-pruner`` section sets 10 × 128). Recovery (the paper's "w/ tune" rows) is this workflow's RFT stage
+(``rft.methods: [llm-pruner]``): the checkpoint is a per-layer-shapes one that :func:`prunenet.models.load_model`
+reads. Needs: calibration text and one backward pass per window (gradients of the scored weights: about the
+model's size again in memory).
+"""
+
+from __future__ import annotations
+
+import time
+from typing import TYPE_CHECKING, Any
+
+from ..errors import PruneNetError
+from . import METHODS
+from .base import Method, Option, PruneRequest
+
+if TYPE_CHECKING:
+    from torch import nn
+
+
+def validate(request: PruneRequest) -> None:
+    """Layer-range options that no model can make valid, before any model loads."""
+    first, last = int(request.option("first", LLM_PRUNER)), int(request.option("last", LLM_PRUNER))
+    if first < 0 or last < 0:
+        raise PruneNetError(f"llm-pruner.first and llm-pruner.last must be >= 0, got {first}, {last}")
+
+
+def run(model: nn.Module, tokenizer: Any, request: PruneRequest) -> tuple[nn.Module, dict]:
+    import torch
+
+    from ..arch import get_adapter
+    from ..checkpoints.per_layer_ffn import mark_heads
+    from ..depth import ffn_rows_budget
+    from ..lowrank.budget import check_budget
+    from ..slicing import prune_ffn
+    from ..stats import count_params
+    from ..structured.budget import group_params, plan
+    from ..structured.groups import aggregate, attention_members, ffn_members, kept, slice_attention
+    from ..structured.taylor import gradients, member_scores, scored_params
+
+    opt = {o.name: request.option(o.name, LLM_PRUNER) for o in LLM_PRUNER.options}
+    t0 = time.perf_counter()
+    adapter = get_adapter(model)
+    layers = list(adapter.layers())
+    pruned = list(range(opt["first"], len(layers) - opt["last"]))
+    if not pruned:
+        raise PruneNetError(
+            f"llm-pruner: first={opt['first']} and last={opt['last']} leave no layer of {len(layers)} to prune"
+        )
+    heads = opt["structures"] == "ffn+attention"
+    dense = count_params(model)
+    budget = ffn_rows_budget(model, float(request.ratio))
+    ffn = {i: ffn_members(model, layers[i]) for i in pruned}
+    attn = {i: attention_members(model, layers[i]) for i in pruned} if heads else {}
+    probe = pruned[0]
+    kv = attn[probe][0].index.shape[0] if heads else 1
+    p = plan(
+        budget,
+        len(pruned),
+        ffn[probe][0].index.shape[0],
+        group_params(ffn[probe]),
+        kv,
+        group_params(attn[probe]) if heads else 0,
+        heads,
+    )
+    members = [m for i in pruned for m in ffn[i] + attn.get(i, [])]
+    stats = gradients(model, request.calibration(tokenizer), scored_params(members), opt["importance"] == "element2")
+    t1 = time.perf_counter()
+    rows, kv_heads, groups_removed = [], [], {}
+    for i, layer in enumerate(layers):
+        up = adapter.ffn(layer)[0]
+        if i not in ffn:
+            rows.append(torch.arange(up.out_features))
+            kv_heads.append(adapter.attention(layer).num_kv_heads)
+            continue
+        score = aggregate([member_scores(m, stats, opt["importance"]) for m in ffn[i]], opt["aggregation"])
+        rows.append(kept(score, p.channels))
+        if heads and p.heads:
+            a_score = aggregate([member_scores(m, stats, opt["importance"]) for m in attn[i]], opt["aggregation"])
+            keep = kept(a_score, p.heads)
+            groups_removed[i] = sorted(set(range(kv)) - set(keep.tolist()))
+            kv_heads.append(slice_attention(model, layer, keep))
+        else:
+            kv_heads.append(adapter.attention(layer).num_kv_heads)
+    del stats
+    sizes = prune_ffn(model, rows)  # records the widths (per_layer_ffn.mark)
+    mark_heads(model, kv_heads)
+    removed = dense - count_params(model)
+    check_budget(removed, budget, dense, "llm-pruner")
+    meta = {
+        "param_budget": budget,
+        "params_removed": removed,
+        "pruned_layers": pruned,
+        "kv_groups_removed_per_layer": p.heads,
+        "channels_removed_per_layer": p.channels,
+        "removed_kv_groups": groups_removed,
+        "intermediate_sizes": sizes,
+        "kv_heads": kv_heads,
+        "llm_pruner_options": opt,
+        **request.calibration_meta(),
+        "stage_seconds": {"gradients": t1 - t0, "pruning": time.perf_counter() - t1},
+    }
+    return model, meta
+
+
+LLM_PRUNER = METHODS.register(
+    "llm-pruner",
+    Method(
+        name="llm-pruner",
+        summary="FFN channels and attention KV groups scored by Taylor terms (needs calibration and gradients)",
+        run=run,
+        validate=validate,
+        needs_calibration=True,
+        stochastic=False,
+        options=(
+            Option(
+                "importance",
+                str,
+                "element1",
+                "Taylor importance: element1 (|g·w| per weight, first order), element2 (+ Fisher-diagonal second "
+                "order) or vector (|g·w| of a whole row/column)",
+                ("element1", "element2", "vector"),
+            ),
+            Option(
+                "aggregation", str, "sum", "group importance from its members' (paper)", ("sum", "prod", "max", "last")
+            ),
+            Option(
+                "structures",
+                str,
+                "ffn+attention",
+                "ffn+attention (paper: heads and channels) or ffn (channels only, PruneNet's structures)",
+                ("ffn+attention", "ffn"),
+            ),
+            Option("first", int, 4, "first layers left unpruned (paper: 4 of LLaMA-7B's 32)"),
+            Option("last", int, 2, "last layers left unpruned (paper: 2)"),
+        ),
+    ),
+)

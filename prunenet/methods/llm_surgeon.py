@@ -1,0 +1,199 @@
+"""The LLM Surgeon, structured (van der Ouderaa, Nagel, van Baalen, Asano, Blankevoort; ICLR 2024,
+arXiv 2312.17244) as a method: curvature-based removal of FFN channels and attention KV groups with weight updates.
+
+Each **shot** ``s = 1 … shots`` (default 5):
+
+1. K-FAC factors ``A``, ``G`` of every down and o projection on the calibration windows, on the model as
+   the previous shots left it (curvature re-estimated between shots, as the paper's multi-shot schedule);
+2. the OBS cost of removing each remaining structure alone (:mod:`prunenet.structured.surgeon`): an FFN
+   channel = one input column of down, a KV group = the o columns its query heads write;
+3. a **global threshold** over all layers: structures in increasing cost are taken until the model has lost
+   ``s / shots`` of the parameter budget (PruneNet's at the ratio; every layer keeps at least one channel and
+   one KV group), so layers lose different amounts;
+4. each layer's chosen columns are removed together with the correlated OBS update of the rest of its weight
+   matrix, and the structures are sliced out physically (gate/up rows and q/k/v rows go with their columns).
+
+Not done: the paper's optional first-order LoRA updates between shots (this workflow's RFT stage recovers
+instead) and unstructured/semi-structured modes. Needs: calibration text, one forward+backward per window and
+shot, and ``A``/``G`` in float64 for every pruned projection (SmolLM2-135M: ~0.7 GB). Checkpoints are per-layer
+shapes (:mod:`prunenet.checkpoints.per_layer_ffn`).
+"""
+
+from __future__ import annotations
+
+import time
+from typing import TYPE_CHECKING, Any
+
+from ..errors import PruneNetError
+from . import METHODS
+from .base import Method, Option, PruneRequest
+
+if TYPE_CHECKING:
+    from torch import nn
+
+
+def validate(request: PruneRequest) -> None:
+    shots, damping = int(request.option("shots", LLM_SURGEON)), float(request.option("damping", LLM_SURGEON))
+    if shots < 1:
+        raise PruneNetError(f"llm-surgeon.shots must be at least 1, got {shots}")
+    if damping <= 0:
+        raise PruneNetError(f"llm-surgeon.damping must be positive, got {damping}")
+
+
+def _candidates(model: nn.Module, stats: dict, heads: bool, damping: float) -> tuple[list, dict]:
+    """(cost, layer, kind, index) of every removable structure, and each layer's inverse A per kind."""
+    import torch
+
+    from ..arch import get_adapter
+    from ..structured.surgeon import column_blocks_cost, single_column_cost
+
+    adapter = get_adapter(model)
+    out, inverses = [], {}
+    for i, layer in enumerate(adapter.layers()):
+        down = adapter.ffn(layer)[2]
+        a, g = stats[("ffn", i)].factors(damping)
+        a_inv = torch.linalg.inv(a)
+        inverses[("ffn", i)] = a_inv
+        out += [(float(c), i, "ffn", j) for j, c in enumerate(single_column_cost(down.weight.detach().cpu(), a_inv, g))]
+        if heads:
+            lay = adapter.attention(layer)
+            a, g = stats[("attn", i)].factors(damping)
+            a_inv = torch.linalg.inv(a)
+            inverses[("attn", i)] = a_inv
+            blocks = torch.arange(lay.num_heads * lay.head_dim).view(lay.num_kv_heads, -1)
+            costs = column_blocks_cost(lay.o.weight.detach().cpu(), a_inv, g, blocks)
+            out += [(float(c), i, "attn", j) for j, c in enumerate(costs)]
+    return sorted(out), inverses
+
+
+def _choose(model: nn.Module, ranked: list, heads: bool, removed: int, target: int) -> tuple[dict, int]:
+    """The global threshold: cheapest structures first until ``target`` parameters are gone in all (each layer
+    keeps one channel and one KV group); returns ``{(kind, layer): [indices]}`` and the new removal."""
+    from ..arch import get_adapter
+    from ..structured.budget import group_params
+    from ..structured.groups import attention_members, ffn_members
+
+    adapter = get_adapter(model)
+    size, left = {}, {}
+    for i, lay in enumerate(adapter.layers()):
+        size[("ffn", i)], left[("ffn", i)] = group_params(ffn_members(model, lay)), adapter.ffn(lay)[0].out_features
+        if heads:
+            size[("attn", i)] = group_params(attention_members(model, lay))
+            left[("attn", i)] = adapter.attention(lay).num_kv_heads
+    chosen: dict[tuple, list[int]] = {}
+    for _cost, i, kind, j in ranked:
+        if removed >= target:
+            break
+        if left[(kind, i)] <= 1:
+            continue
+        chosen.setdefault((kind, i), []).append(j)
+        left[(kind, i)] -= 1
+        removed += size[(kind, i)]
+    if removed < target:
+        raise PruneNetError("llm-surgeon cannot meet the budget while every layer keeps a channel: lower --ratio")
+    return chosen, removed
+
+
+def _operate(model: nn.Module, chosen: dict, inverses: dict) -> list[int]:
+    """Remove the chosen columns of down / o with the correlated OBS update, then slice the structures out."""
+    import torch
+
+    from ..arch import get_adapter
+    from ..slicing import prune_ffn
+    from ..structured.groups import slice_attention
+    from ..structured.surgeon import remove_columns
+
+    adapter = get_adapter(model)
+    rows = []
+    for i, layer in enumerate(adapter.layers()):
+        up, _, down = adapter.ffn(layer)
+        drop = sorted(chosen.get(("ffn", i), []))
+        if drop:
+            w = remove_columns(down.weight.detach().cpu(), inverses[("ffn", i)], torch.tensor(drop))
+            down.weight.data.copy_(w.to(down.weight.device))
+        rows.append(torch.tensor(sorted(set(range(up.out_features)) - set(drop))))
+        groups = sorted(chosen.get(("attn", i), []))
+        if groups:
+            lay = adapter.attention(layer)
+            cols = torch.arange(lay.num_heads * lay.head_dim).view(lay.num_kv_heads, -1)[groups].flatten()
+            w = remove_columns(lay.o.weight.detach().cpu(), inverses[("attn", i)], cols)
+            lay.o.weight.data.copy_(w.to(lay.o.weight.device))
+            slice_attention(model, layer, torch.tensor(sorted(set(range(lay.num_kv_heads)) - set(groups))))
+    return prune_ffn(model, rows)
+
+
+def run(model: nn.Module, tokenizer: Any, request: PruneRequest) -> tuple[nn.Module, dict]:
+    from ..arch import get_adapter
+    from ..checkpoints.per_layer_ffn import mark_heads
+    from ..depth import ffn_rows_budget
+    from ..lowrank.budget import check_budget
+    from ..stats import count_params
+    from ..structured.surgeon import estimate
+
+    opt = {o.name: request.option(o.name, LLM_SURGEON) for o in LLM_SURGEON.options}
+    heads = opt["structures"] == "ffn+attention"
+    t0 = time.perf_counter()
+    adapter = get_adapter(model)
+    dense = count_params(model)
+    budget = ffn_rows_budget(model, float(request.ratio))
+    blocks = request.calibration(tokenizer)
+    shots, removed = [], 0
+    for s in range(1, opt["shots"] + 1):
+        linears = {("ffn", i): adapter.ffn(lay)[2] for i, lay in enumerate(adapter.layers())}
+        if heads:
+            linears |= {("attn", i): adapter.attention(lay).o for i, lay in enumerate(adapter.layers())}
+        kfac = dict(zip(linears, estimate(model, list(linears.values()), blocks)))
+        ranked, inverses = _candidates(model, kfac, heads, opt["damping"])
+        del kfac
+        target = round(budget * s / opt["shots"])
+        chosen, removed = _choose(model, ranked, heads, removed, target)
+        sizes = _operate(model, chosen, inverses)
+        shots.append(
+            {
+                "shot": s,
+                "target": target,
+                "removed": dense - count_params(model),
+                "channels": sum(len(v) for k, v in chosen.items() if k[0] == "ffn"),
+                "kv_groups": sum(len(v) for k, v in chosen.items() if k[0] == "attn"),
+                "seconds": round(time.perf_counter() - t0, 3),
+            }
+        )
+    kv_heads = [adapter.attention(lay).num_kv_heads for lay in adapter.layers()]
+    mark_heads(model, kv_heads)
+    params_removed = dense - count_params(model)
+    check_budget(params_removed, budget, dense, "llm-surgeon")
+    meta = {
+        "param_budget": budget,
+        "params_removed": params_removed,
+        "intermediate_sizes": sizes,
+        "kv_heads": kv_heads,
+        "shots": shots,
+        "llm_surgeon_options": opt,
+        **request.calibration_meta(),
+    }
+    return model, meta
+
+
+LLM_SURGEON = METHODS.register(
+    "llm-surgeon",
+    Method(
+        name="llm-surgeon",
+        summary="LLM Surgeon: FFN channels and KV groups by K-FAC OBS cost, weights updated, multi-shot "
+        "(needs calibration and gradients)",
+        run=run,
+        validate=validate,
+        needs_calibration=True,
+        stochastic=False,
+        options=(
+            Option("shots", int, 5, "shots: curvature re-estimated and 1/shots of the budget removed in each"),
+            Option(
+                "structures",
+                str,
+                "ffn+attention",
+                "ffn+attention (FFN channels and KV groups) or ffn (channels only, PruneNet's structures)",
+                ("ffn+attention", "ffn"),
+            ),
+            Option("damping", float, 0.01, "λ: A and G get λ·mean(diag) on the diagonal"),
+        ),
+    ),
+)

@@ -1,0 +1,59 @@
+"""How many groups each pruned layer loses so the whole model loses a given number of parameters.
+
+LLM-Pruner prunes every layer of its range by one ratio, applied to attention heads and FFN channels alike.
+Under a parameter budget (PruneNet's at the same ratio) the two structures cannot always share one ratio:
+a KV group is ~170 FFN channels' worth of weights on SmolLM2, so head counts move in large steps. The rule:
+
+* every pruned layer loses the same ``h`` KV groups and ``c`` FFN channels;
+* for each possible ``h`` (0 … KV − 1; only 0 with ``structures: ffn``), ``c`` is the channel count whose total
+  removal is nearest the budget (0 ≤ c < n);
+* of these, the pair whose two ratios ``h / KV`` and ``c / n`` are closest to each other is taken (ties: fewer
+  heads): one ratio for both structures as far as a head's size allows, and the budget met to one channel per
+  layer.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from .groups import Member
+
+
+def group_params(members: Sequence[Member]) -> int:
+    """Parameters one group owns across its members (rows with their bias entries, or columns)."""
+    total = 0
+    for m in members:
+        width = m.index.shape[1]
+        if m.dim == 0:
+            total += width * (m.linear.in_features + (1 if m.linear.bias is not None else 0))
+        else:
+            total += width * m.linear.out_features
+    return total
+
+
+@dataclass(frozen=True)
+class Plan:
+    """Groups removed per pruned layer and the total parameters that removes."""
+
+    heads: int  # KV groups removed per pruned layer
+    channels: int  # FFN channels removed per pruned layer
+    removed: int
+
+
+def plan(
+    budget: int, layers: int, channels: int, channel_params: int, kv_groups: int, group_params_: int, heads: bool
+) -> Plan:
+    """The (KV groups, FFN channels) each of ``layers`` pruned layers loses to remove ~``budget`` parameters."""
+    best: tuple[float, int, Plan] | None = None
+    for h in range(kv_groups if heads else 1):
+        rest = budget / layers - h * group_params_
+        c = min(max(round(rest / channel_params), 0), channels - 1)
+        p = Plan(h, c, layers * (h * group_params_ + c * channel_params))
+        key = (abs(h / kv_groups - c / channels), h)
+        # a head count that overshoots the budget even with no channel removed is never taken
+        if rest < 0 and h > 0:
+            continue
+        if best is None or key < best[:2]:
+            best = (*key, p)
+    return best[2]
