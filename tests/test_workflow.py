@@ -55,10 +55,12 @@ def write_config(workdir: Path, model_dir: Path, data_dir: Path, **overrides) ->
         "laco": {"calib_samples": 2, "calib_seq_len": 32, "lowest": 0, "keep_last": 0},  # 3 layers
         "svd-llm": {"calib_samples": 2, "calib_seq_len": 32},
         "asvd": {"calib_samples": 2, "calib_seq_len": 32},
+        "llm-pruner": {"calib_samples": 2, "calib_seq_len": 32, "first": 1, "last": 0},  # 3 layers
+        "llm-surgeon": {"calib_samples": 2, "calib_seq_len": 32, "shots": 2},
         "compare": {
             "table4": ["prunenet", "slicegpt", "shortgpt", "laco"],
-            "table5": ["prunenet", "svd-llm", "asvd"],
-            "baselines": ["prunenet", "slicegpt", "shortgpt", "laco", "svd-llm", "asvd"],
+            "table5": ["prunenet", "svd-llm", "asvd", "llm-pruner"],
+            "baselines": ["prunenet", "slicegpt", "shortgpt", "laco", "svd-llm", "asvd", "llm-pruner", "llm-surgeon"],
         },
         "evaluate": {
             "tasks": ["piqa", "winogrande", "hellaswag", "arc_easy", "arc_challenge"],
@@ -180,14 +182,22 @@ def test_end_to_end_all(tmp_path, tiny_dir, data_dir, monkeypatch):
     assert set(t4["method"]) == {"dense", "prunenet", "slicegpt", "shortgpt", "laco"}
     assert {"piqa", "hellaswag"} <= set(t4.columns) and "winogrande" not in t4.columns
     t5 = pd.read_csv(tmp_path / "results/tables/table5.csv")
-    assert set(t5["method"]) == {"dense", "prunenet", "svd-llm", "asvd"}
+    assert set(t5["method"]) == {"dense", "prunenet", "svd-llm", "asvd", "llm-pruner"}
     base = pd.read_csv(tmp_path / "results/tables/baselines.csv")
-    assert set(base["method"]) == {"dense", "prunenet", "slicegpt", "shortgpt", "laco", "svd-llm", "asvd"}
+    assert set(base["method"]) == {"dense", "prunenet", "slicegpt", "shortgpt", "laco", "svd-llm", "asvd"} | {
+        "llm-pruner",
+        "llm-surgeon",
+    }
     pruned = base[base["method"] != "dense"]
     assert (pruned["compress_seconds"] > 0).all()  # (a 3-layer model: the layer methods may remove none at 0.25)
-    for ratio, rows in pruned.groupby("ratio"):  # the low-rank methods match PruneNet's size within 1 point
+    assert (pruned["peak_memory_mb"] > 0).all()
+    # ratio-independent stages ran once per model and seed (rule prepare) and served both ratios
+    assert (tmp_path / "results/prepared/tiny/asvd/s0.safetensors").is_file()
+    asvd_meta = json.loads((tmp_path / "results/models/tiny/asvd/default/r0.5-s0/prunenet_meta.json").read_text())
+    assert asvd_meta["prepare_seconds"] > 0
+    for ratio, rows in pruned.groupby("ratio"):  # the low-rank and group methods match PruneNet's size within 1 point
         ref = rows[rows["method"] == "prunenet"]["effective_sparsity"].iloc[0]
-        for method in ("svd-llm", "asvd"):
+        for method in ("svd-llm", "asvd", "llm-pruner", "llm-surgeon"):
             assert abs(rows[rows["method"] == method]["effective_sparsity"].iloc[0] - ref) <= 1.0, (ratio, method)
     assert rows[rows["method"] == "prunenet"]["policy_seconds"].iloc[0] > 0
     assert "Against prunenet and dense" in (tmp_path / "results/tables/baselines.md").read_text()

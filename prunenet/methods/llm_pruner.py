@@ -41,12 +41,10 @@ def run(model: nn.Module, tokenizer: Any, request: PruneRequest) -> tuple[nn.Mod
     import torch
 
     from ..arch import get_adapter
-    from ..checkpoints.per_layer_ffn import mark_heads
     from ..depth import ffn_rows_budget
-    from ..lowrank.budget import check_budget
     from ..slicing import prune_ffn
     from ..stats import count_params
-    from ..structured.budget import group_params, plan
+    from ..structured.budget import group_params, plan, settle
     from ..structured.groups import aggregate, attention_members, ffn_members, kept, slice_attention
     from ..structured.taylor import gradients, member_scores, scored_params
 
@@ -78,12 +76,10 @@ def run(model: nn.Module, tokenizer: Any, request: PruneRequest) -> tuple[nn.Mod
     members = [m for i in pruned for m in ffn[i] + attn.get(i, [])]
     stats = gradients(model, request.calibration(tokenizer), scored_params(members), opt["importance"] == "element2")
     t1 = time.perf_counter()
-    rows, kv_heads, groups_removed = [], [], {}
+    rows, groups_removed = [], {}
     for i, layer in enumerate(layers):
-        up = adapter.ffn(layer)[0]
         if i not in ffn:
-            rows.append(torch.arange(up.out_features))
-            kv_heads.append(adapter.attention(layer).num_kv_heads)
+            rows.append(torch.arange(adapter.ffn(layer)[0].out_features))
             continue
         score = aggregate([member_scores(m, stats, opt["importance"]) for m in ffn[i]], opt["aggregation"])
         rows.append(kept(score, p.channels))
@@ -91,23 +87,14 @@ def run(model: nn.Module, tokenizer: Any, request: PruneRequest) -> tuple[nn.Mod
             a_score = aggregate([member_scores(m, stats, opt["importance"]) for m in attn[i]], opt["aggregation"])
             keep = kept(a_score, p.heads)
             groups_removed[i] = sorted(set(range(kv)) - set(keep.tolist()))
-            kv_heads.append(slice_attention(model, layer, keep))
-        else:
-            kv_heads.append(adapter.attention(layer).num_kv_heads)
+            slice_attention(model, layer, keep)
     del stats
-    sizes = prune_ffn(model, rows)  # records the widths (per_layer_ffn.mark)
-    mark_heads(model, kv_heads)
-    removed = dense - count_params(model)
-    check_budget(removed, budget, dense, "llm-pruner")
-    meta = {
-        "param_budget": budget,
-        "params_removed": removed,
+    prune_ffn(model, rows)  # records the widths (per_layer_ffn.mark)
+    meta = settle(model, dense, budget, "llm-pruner") | {
         "pruned_layers": pruned,
         "kv_groups_removed_per_layer": p.heads,
         "channels_removed_per_layer": p.channels,
         "removed_kv_groups": groups_removed,
-        "intermediate_sizes": sizes,
-        "kv_heads": kv_heads,
         "llm_pruner_options": opt,
         **request.calibration_meta(),
         "stage_seconds": {"gradients": t1 - t0, "pruning": time.perf_counter() - t1},

@@ -124,10 +124,9 @@ def _operate(model: nn.Module, chosen: dict, inverses: dict) -> list[int]:
 
 def run(model: nn.Module, tokenizer: Any, request: PruneRequest) -> tuple[nn.Module, dict]:
     from ..arch import get_adapter
-    from ..checkpoints.per_layer_ffn import mark_heads
     from ..depth import ffn_rows_budget
-    from ..lowrank.budget import check_budget
     from ..stats import count_params
+    from ..structured.budget import settle
     from ..structured.surgeon import estimate
 
     opt = {o.name: request.option(o.name, LLM_SURGEON) for o in LLM_SURGEON.options}
@@ -147,7 +146,7 @@ def run(model: nn.Module, tokenizer: Any, request: PruneRequest) -> tuple[nn.Mod
         del kfac
         target = round(budget * s / opt["shots"])
         chosen, removed = _choose(model, ranked, heads, removed, target)
-        sizes = _operate(model, chosen, inverses)
+        _operate(model, chosen, inverses)
         shots.append(
             {
                 "shot": s,
@@ -158,15 +157,7 @@ def run(model: nn.Module, tokenizer: Any, request: PruneRequest) -> tuple[nn.Mod
                 "seconds": round(time.perf_counter() - t0, 3),
             }
         )
-    kv_heads = [adapter.attention(lay).num_kv_heads for lay in adapter.layers()]
-    mark_heads(model, kv_heads)
-    params_removed = dense - count_params(model)
-    check_budget(params_removed, budget, dense, "llm-surgeon")
-    meta = {
-        "param_budget": budget,
-        "params_removed": params_removed,
-        "intermediate_sizes": sizes,
-        "kv_heads": kv_heads,
+    meta = settle(model, dense, budget, "llm-surgeon") | {
         "shots": shots,
         "llm_surgeon_options": opt,
         **request.calibration_meta(),

@@ -17,6 +17,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from torch import nn
+
 from .groups import Member
 
 
@@ -57,3 +59,25 @@ def plan(
         if best is None or key < best[:2]:
             best = (*key, p)
     return best[2]
+
+
+def settle(model: nn.Module, dense_params: int, budget: int, method: str) -> dict:
+    """After a group method sliced ``model``: record each layer's KV heads in the config, refuse a missed budget
+    (:func:`prunenet.lowrank.budget.check_budget`), and return the size entries every such method reports."""
+    from ..arch import get_adapter
+    from ..checkpoints.per_layer_ffn import mark_heads
+    from ..lowrank.budget import check_budget
+    from ..stats import count_params
+
+    adapter = get_adapter(model)
+    layers = adapter.layers()
+    kv_heads = [adapter.attention(layer).num_kv_heads for layer in layers]
+    mark_heads(model, kv_heads)
+    removed = dense_params - count_params(model)
+    check_budget(removed, budget, dense_params, method)
+    return {
+        "param_budget": budget,
+        "params_removed": removed,
+        "intermediate_sizes": [adapter.ffn(layer)[0].out_features for layer in layers],
+        "kv_heads": kv_heads,
+    }
