@@ -11,6 +11,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from .errors import PruneNetError
+
 
 @contextlib.contextmanager
 def atomic_dir(final: str | os.PathLike) -> Iterator[Path]:
@@ -44,6 +46,22 @@ def atomic_file(final: str | os.PathLike) -> Iterator[Path]:
     finally:
         if tmp.exists():
             tmp.unlink()
+
+
+def check_writable(path: str | os.PathLike, flag: str = "--out") -> None:
+    """Refuse, before any work, an output the command could not write: under a kernel filesystem, below a
+    regular file, or in a directory this user cannot write to (a read-only mount included)."""
+    target = Path(path).absolute()
+    for root in (Path("/proc"), Path("/sys"), Path("/dev")):
+        if target == root or root in target.parents:
+            raise PruneNetError(f"{flag} {path} is under {root}: choose a path on a normal filesystem")
+    parent = target.parent
+    while not parent.exists():
+        parent = parent.parent
+    if not parent.is_dir():
+        raise PruneNetError(f"{flag} {path}: {parent} is a file, not a directory: choose another path")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise PruneNetError(f"{flag} {path}: {parent} is not writable (read-only or no permission): choose another")
 
 
 def write_json(path: str | os.PathLike, obj: Any) -> None:

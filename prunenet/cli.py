@@ -13,6 +13,51 @@ from . import commands
 from .errors import PruneNetError
 
 
+class Parser(argparse.ArgumentParser):
+    """argparse with the project's error contract: one line naming the fix, exit status 2 (no usage dump)."""
+
+    def error(self, message: str):  # noqa: D102 (argparse's hook)
+        self.exit(2, f"error: {self.prog}: {message} (see {self.prog} --help)\n")
+
+
+def _number(kind: type, low: float, inclusive: bool = True):
+    """An argparse type: a ``kind`` number ≥ ``low`` (> ``low`` when not ``inclusive``)."""
+
+    def parse(text: str):
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"not a{'n integer' if kind is int else ' number'}: {text!r}") from None
+        if value < low or (not inclusive and value == low):
+            raise argparse.ArgumentTypeError(f"must be {'>=' if inclusive else '>'} {low:g}, got {text}")
+        return value
+
+    parse.__name__ = kind.__name__  # argparse names the type in its messages
+    return parse
+
+
+POSITIVE_INT = _number(int, 1)
+NONNEG_INT = _number(int, 0)
+POSITIVE = _number(float, 0.0, inclusive=False)
+
+
+def _device(text: str) -> str:
+    """``cpu``, ``cuda`` or ``cuda:N`` that this torch can use (checked now, not after a model loads)."""
+    import re
+
+    if not re.fullmatch(r"cpu|cuda(:\d+)?", text):
+        raise argparse.ArgumentTypeError(f"unknown device {text!r}: use cpu, cuda or cuda:N")
+    if text.startswith("cuda"):
+        import torch
+
+        if not torch.cuda.is_available():
+            raise argparse.ArgumentTypeError(f"{text} requested but this torch sees no CUDA device: use --device cpu")
+        index = int(text.split(":")[1]) if ":" in text else 0
+        if index >= torch.cuda.device_count():
+            raise argparse.ArgumentTypeError(f"{text}: only {torch.cuda.device_count()} CUDA device(s)")
+    return text
+
+
 def _ratios(text: str) -> float | list[float] | str:
     """``0.3``, a per-layer list ``0.1,0.2,...`` or a schedule ``linear:0.1:0.5``."""
     if ":" in text:
@@ -32,8 +77,8 @@ def ppl_args(sp) -> None:
         choices=("wikitext2", "ptb"),
         help="test splits (none: skip)",
     )
-    sp.add_argument("--ppl-seq-len", type=int, default=512)
-    sp.add_argument("--ppl-blocks", type=int, help="max blocks per dataset (default: whole test split)")
+    sp.add_argument("--ppl-seq-len", type=_number(int, 2), default=512)
+    sp.add_argument("--ppl-blocks", type=POSITIVE_INT, help="max blocks per dataset (default: whole test split)")
 
 
 def method_options(sp, policy_help: str | None = None, policy: bool = True) -> None:
@@ -57,8 +102,8 @@ def method_options(sp, policy_help: str | None = None, policy: bool = True) -> N
         pol.add_argument("--state", default="up", choices=options.STATES, help="only used without a policy")
     cal = sp.add_argument_group(f"calibration ({users('needs_calibration')})")
     cal.add_argument("--calib-dataset", default="wikitext2", choices=TEXT_DATASETS)
-    cal.add_argument("--calib-samples", type=int, default=CALIB_SAMPLES)
-    cal.add_argument("--calib-seq-len", type=int, default=CALIB_SEQ_LEN)
+    cal.add_argument("--calib-samples", type=POSITIVE_INT, default=CALIB_SAMPLES)
+    cal.add_argument("--calib-seq-len", type=_number(int, 2), default=CALIB_SEQ_LEN)
     cal.add_argument("--damping", type=float, default=0.01)
     cal.add_argument("--round-to", type=int, default=8)
     cal.add_argument("--data-dir", help="local benchmark data (offline); default: the hub")
@@ -75,13 +120,13 @@ def build_parser() -> argparse.ArgumentParser:
     from . import options, reporting
     from .methods import METHODS
 
-    p = argparse.ArgumentParser(prog="prunenet", description=__doc__.splitlines()[0])
+    p = Parser(prog="prunenet", description=__doc__.splitlines()[0])
     sub = p.add_subparsers(dest="command", required=True)
 
     def common(sp, model_help="model checkpoint directory"):
         sp.add_argument("--model", required=True, help=model_help)
         sp.add_argument("--model-name", help="MLflow experiment name (default: model directory name)")
-        sp.add_argument("--device", default="cpu", help="cpu or cuda[:i]")
+        sp.add_argument("--device", type=_device, default="cpu", help="cpu or cuda[:i]")
         sp.add_argument("--seed", type=int, default=0)
         sp.add_argument("--flops-seq-len", type=int, default=2048, help="context length for FLOP counts")
 
@@ -97,9 +142,9 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--out", required=True, help="policy .safetensors file (best and last policy)")
     t.add_argument("--meta-out", required=True, help="JSON file for the policy's metadata and penalty history")
     t.add_argument("--ratio", type=float, default=0.3)
-    t.add_argument("--episodes", type=int, default=20)
-    t.add_argument("--gamma", type=float, default=0.99)
-    t.add_argument("--lr", type=float, default=5e-4)
+    t.add_argument("--episodes", type=POSITIVE_INT, default=20)
+    t.add_argument("--gamma", type=POSITIVE, default=0.99)
+    t.add_argument("--lr", type=POSITIVE, default=5e-4)
     t.add_argument("--penalty", default="ks", choices=options.PENALTIES)
     t.add_argument("--state", default="up", choices=options.STATES)
     t.add_argument("--objective", default="paper", choices=options.OBJECTIVES)
@@ -117,9 +162,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="variance reduction (paper: none): running mean of the return per layer, "
         "or leave-one-out over --samples draws",
     )
-    t.add_argument("--samples", type=int, default=1, help="row sets drawn per layer and episode (paper: 1)")
+    t.add_argument("--samples", type=POSITIVE_INT, default=1, help="row sets drawn per layer and episode (paper: 1)")
     t.add_argument("--spectrum", default="svd", choices=options.SPECTRA)
-    t.add_argument("--eval-samples", type=int, default=20, help="draws used to compare the policy with random rows")
+    t.add_argument(
+        "--eval-samples", type=POSITIVE_INT, default=20, help="draws used to compare the policy with random rows"
+    )
     t.set_defaults(func=commands.cmd_train)
 
     pr = sub.add_parser("prune", help="compress a checkpoint with any registered method")
@@ -158,9 +205,9 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--out", required=True)
     e.add_argument("--method", help="label (default: from the checkpoint's metadata)")
     e.add_argument("--tasks", nargs="*", default=["piqa", "winogrande", "hellaswag", "arc_easy", "arc_challenge"])
-    e.add_argument("--limit", type=int, help="items per task (default: all)")
-    e.add_argument("--num-fewshot", type=int, default=0)
-    e.add_argument("--batch-size", type=int, default=8)
+    e.add_argument("--limit", type=POSITIVE_INT, help="items per task (default: all)")
+    e.add_argument("--num-fewshot", type=NONNEG_INT, default=0)
+    e.add_argument("--batch-size", type=POSITIVE_INT, default=8)
     e.add_argument(
         "--lm",
         choices=["cached", "stock"],
@@ -180,8 +227,8 @@ def build_parser() -> argparse.ArgumentParser:
     sw.add_argument("--ratios", type=float, nargs="+", required=True)
     method_options(sw)
     sw.add_argument("--ppl-dataset", default="wikitext2", choices=("wikitext2", "ptb"))
-    sw.add_argument("--ppl-seq-len", type=int, default=512)
-    sw.add_argument("--ppl-blocks", type=int, help="max blocks (default: whole test split)")
+    sw.add_argument("--ppl-seq-len", type=_number(int, 2), default=512)
+    sw.add_argument("--ppl-blocks", type=POSITIVE_INT, help="max blocks (default: whole test split)")
     sw.set_defaults(func=commands.cmd_sweep)
 
     r = sub.add_parser("rft", help="LoRA recovery fine-tuning of a pruned checkpoint")
@@ -189,14 +236,17 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--out", required=True)
     r.add_argument("--dataset", default="wikitext2")
     r.add_argument(
-        "--samples", type=int, default=100, help="training samples (blocks of --seq-len tokens; Alpaca: records)"
+        "--samples",
+        type=POSITIVE_INT,
+        default=100,
+        help="training samples (blocks of --seq-len tokens; Alpaca: records)",
     )
     r.add_argument("--data-dir")
-    r.add_argument("--seq-len", type=int, default=256)
-    r.add_argument("--batch-size", type=int, default=8)
-    r.add_argument("--lr", type=float, default=2e-4)
-    r.add_argument("--epochs", type=float, default=1.0)
-    r.add_argument("--max-steps", type=int)
+    r.add_argument("--seq-len", type=_number(int, 2), default=256)
+    r.add_argument("--batch-size", type=POSITIVE_INT, default=8)
+    r.add_argument("--lr", type=POSITIVE, default=2e-4)
+    r.add_argument("--epochs", type=POSITIVE, default=1.0)
+    r.add_argument("--max-steps", type=POSITIVE_INT)
     r.add_argument("--lora-r", type=int, default=8)
     r.add_argument("--lora-alpha", type=int, default=16)
     r.add_argument("--lora-dropout", type=float, default=0.05)
@@ -228,9 +278,17 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+OUTPUT_FLAGS = ("out", "out_md", "meta_out", "log_csv")
+
+
 def main(argv: list[str] | None = None) -> int:
+    from .artifacts import check_writable
+
     args = build_parser().parse_args(argv)
     try:
+        for flag in OUTPUT_FLAGS:  # every output location, before any model loads
+            if getattr(args, flag, None):
+                check_writable(getattr(args, flag), "--" + flag.replace("_", "-"))
         args.func(args)
     except PruneNetError as exc:
         print(f"error: {exc}", file=sys.stderr)

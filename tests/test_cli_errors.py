@@ -1,0 +1,91 @@
+"""Bad input: one line naming the fix, exit status 2, before any model loads and with nothing written.
+
+The model paths below do not exist: a command that got past its checks would fail on loading with another
+error, so exit 2 with the expected words proves the check came first.
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+
+import pytest
+
+from prunenet.cli import main
+
+NO_MODEL = "/nonexistent/model"
+
+
+def _run(argv: list[str], capsys) -> tuple[int, list[str]]:
+    capsys.readouterr()
+    try:
+        code = main(argv)
+    except SystemExit as exc:  # argparse's own errors
+        code = exc.code
+    return code, capsys.readouterr().err.strip().splitlines()
+
+
+CASES = [
+    (["evaluate", "--model", NO_MODEL, "--out", "{tmp}/e.json", "--limit", "0"], "--limit"),
+    (["evaluate", "--model", NO_MODEL, "--out", "{tmp}/e.json", "--limit", "-5"], ">= 1"),
+    (["evaluate", "--model", NO_MODEL, "--out", "{tmp}/e.json", "--ppl-blocks", "0"], "--ppl-blocks"),
+    (["train", "--model", NO_MODEL, "--out", "{tmp}/p.st", "--meta-out", "{tmp}/p.json", "--lr", "-1"], "--lr"),
+    (
+        ["train", "--model", NO_MODEL, "--out", "{tmp}/p.st", "--meta-out", "{tmp}/p.json", "--eval-samples", "0"],
+        "eval",
+    ),
+    (["train", "--model", NO_MODEL, "--out", "{tmp}/p.st", "--meta-out", "{tmp}/p.json", "--device", "foo"], "device"),
+    (["rft", "--model", NO_MODEL, "--out", "{tmp}/r", "--log-csv", "{tmp}/r.csv", "--samples", "0"], "--samples"),
+    (["prune", "--model", NO_MODEL, "--out", "{tmp}/m", "--ratio", "0.2", "--calib-samples", "0"], "--calib-samples"),
+    (["report", "nosuchkind", "--inputs", "a.json", "--out", "{tmp}/t.csv"], "nosuchkind"),
+    (
+        ["report", "table2", "--inputs", "a.json", "--out", "{tmp}/t.csv", "--out-md", "{tmp}/t.md", "--options", "{x"],
+        "JSON",
+    ),
+    (
+        [
+            "report",
+            "table2",
+            "--inputs",
+            "a.json",
+            "--out",
+            "{tmp}/t.csv",
+            "--out-md",
+            "{tmp}/t.md",
+            "--options",
+            "[1]",
+        ],
+        "object",
+    ),
+    (["prune", "--model", NO_MODEL, "--out", "/proc/prunenet-out", "--ratio", "0.2"], "/proc"),
+    (["prune", "--model", NO_MODEL, "--out", "{tmp}/afile/below", "--ratio", "0.2"], "is a file"),
+    (["prune", "--model", NO_MODEL, "--out", "{tmp}/ro/m", "--ratio", "0.2"], "not writable"),
+    (["evaluate", "--model", NO_MODEL, "--out", "{tmp}/e.json", "--out", "{tmp}/ro/e.json"], "not writable"),
+]
+
+
+@pytest.mark.parametrize(("argv", "words"), CASES, ids=[" ".join(c[0][:1] + c[0][-2:]) for c in CASES])
+def test_bad_input_is_one_line_and_exit_2(tmp_path, capsys, argv, words):
+    (tmp_path / "afile").write_text("x")
+    ro = tmp_path / "ro"
+    ro.mkdir()
+    ro.chmod(stat.S_IRUSR | stat.S_IXUSR)
+    if os.access(ro, os.W_OK):  # root ignores permission bits: the read-only cases cannot be staged
+        if "not writable" in words:
+            pytest.skip("running as root: a read-only directory is still writable")
+    argv = [a.replace("{tmp}", str(tmp_path)) for a in argv]
+    code, err = _run(argv, capsys)
+    assert code == 2
+    assert len(err) == 1 and err[0].startswith("error:") and words in err[0], err
+    written = {p.name for p in tmp_path.iterdir()} - {"afile", "ro"}
+    assert not written, written
+
+
+def test_cuda_on_a_cpu_only_torch_is_refused_at_parse_time(tmp_path, capsys):
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has CUDA")
+    argv = ["train", "--model", NO_MODEL, "--out", f"{tmp_path}/p", "--meta-out", f"{tmp_path}/p.json"]
+    code, err = _run(argv + ["--device", "cuda"], capsys)
+    assert code == 2 and len(err) == 1 and "--device cpu" in err[0]
