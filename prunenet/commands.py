@@ -215,6 +215,10 @@ def cmd_evaluate(args) -> None:
     from .evaluation import perplexity, run_lm_eval
     from .models import load_model, read_meta
 
+    if not args.data_dir and (args.tasks or args.ppl_datasets):
+        from . import hub
+
+        hub.require("evaluation without --data-dir", "pass --data-dir with the local task and text copies")
     meta = read_meta(args.model)
     out = {
         "model": args.model_name or Path(args.model).name,
@@ -268,9 +272,11 @@ def cmd_evaluate(args) -> None:
 
 
 def cmd_rft(args) -> None:
-    from . import tracking
+    from . import hub, tracking
     from .rft import finetune
 
+    if not args.data_dir:
+        hub.require(f"RFT on {args.dataset} without --data-dir", "pass --data-dir with the local copies")
     params = {k: v for k, v in vars(args).items() if k not in ("func",)}
     tags = _tags(args, "rft", dataset=args.dataset, samples=args.samples)
     with tracking.run(

@@ -91,6 +91,10 @@ def load_texts(name: str, split: str, data_dir: str | os.PathLike | None = None)
 def _load_hub(name: str, split: str) -> list[str]:
     from datasets import load_dataset
 
+    from . import hub
+
+    hub.require(f"{name}/{split} without data_dir", "set data_dir (e.g. ../shared/data) to the local copies")
+
     try:
         if name == "wikitext2":
             return list(load_dataset("wikitext", "wikitext-2-raw-v1", split=split)["text"])

@@ -113,12 +113,21 @@ def load_model(
             f"a hub id (org/name) or an embedded name ({', '.join(EMBEDDED)})"
         )
     else:  # hub id: the real path for users with a hub
-        try:
-            model = AutoModelForCausalLM.from_pretrained(spec, dtype=torch_dtype)
-            tok = AutoTokenizer.from_pretrained(spec)
-        except OSError as exc:
+        from . import hub
+
+        cached_only = not hub.reachable()  # no route: the local cache answers at once instead of retrying
+        if cached_only and not hub.cached(spec):
             raise PruneNetError(
-                f"cannot load hub model {spec!r} ({str(exc).splitlines()[0]}); "
+                f"cannot load hub model {spec!r}: the hub is not reachable from here and the model is not in the "
+                f"local cache; offline, use the embedded {DEFAULT_MODEL!r} or a local path"
+            )
+        try:
+            model = AutoModelForCausalLM.from_pretrained(spec, dtype=torch_dtype, local_files_only=cached_only)
+            tok = AutoTokenizer.from_pretrained(spec, local_files_only=cached_only)
+        except OSError as exc:
+            where = "the hub is not reachable and it is not in the local cache" if cached_only else "the hub"
+            raise PruneNetError(
+                f"cannot load hub model {spec!r} ({where}: {str(exc).splitlines()[0][:100]}); "
                 f"offline, use the embedded {DEFAULT_MODEL!r} or a local path"
             ) from exc
     if tok.pad_token is None:

@@ -89,3 +89,24 @@ def test_cuda_on_a_cpu_only_torch_is_refused_at_parse_time(tmp_path, capsys):
     argv = ["train", "--model", NO_MODEL, "--out", f"{tmp_path}/p", "--meta-out", f"{tmp_path}/p.json"]
     code, err = _run(argv + ["--device", "cuda"], capsys)
     assert code == 2 and len(err) == 1 and "--device cpu" in err[0]
+
+
+def test_hub_needs_fail_at_once_when_the_hub_is_unreachable(tmp_path, capsys, monkeypatch):
+    """No route to the hub (this CI has none; forced here): hub ids, hub datasets and hub tasks are refused in a
+    second with the offline fix, instead of 40-50 s of retries (the words come only from that early check)."""
+    from prunenet import hub
+
+    monkeypatch.setattr(hub, "reachable", lambda: False)
+    cases = [
+        (["download", "--model", "no-org/no-model", "--out", f"{tmp_path}/m"], "local cache"),
+        (["evaluate", "--model", NO_MODEL, "--out", f"{tmp_path}/e.json", "--tasks", "piqa"], "--data-dir"),
+        (
+            ["prune", "--model", NO_MODEL, "--out", f"{tmp_path}/p", "--ratio", "0.2", "--method", "slicegpt"],
+            "--data-dir",
+        ),
+        (["rft", "--model", NO_MODEL, "--out", f"{tmp_path}/r", "--log-csv", f"{tmp_path}/r.csv"], "--data-dir"),
+    ]
+    for argv, words in cases:
+        code, err = _run(argv, capsys)
+        assert code == 2 and len(err) == 1 and words in err[0] and "not reachable" in err[0], (argv, err)
+    assert not list(tmp_path.iterdir())

@@ -74,6 +74,9 @@ def load_lm_tasks(
 
     tasks = check_tasks(tasks)
     if data_dir is None:
+        from .. import hub
+
+        hub.require("lm-eval's hub tasks", "pass --data-dir (the workflow's data_dir) for the local task copies")
         tm = TaskManager()
         loaded, names = _load_hub(tm, tasks)
     else:

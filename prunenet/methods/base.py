@@ -131,9 +131,12 @@ class Method:
         if self.needs_policy and not request.policy:
             raise PruneNetError(f"method {self.name!r} needs a trained policy: pass --policy FILE")
         if self.needs_calibration:
+            from .. import hub
             from ..data import check_calibration
 
             check_calibration(request.calib_dataset, request.calib_samples, request.calib_seq_len)
+            if not request.data_dir:
+                hub.require(f"{self.name}'s calibration text", "pass --data-dir with the local copies")
         if self.validate is not None:
             self.validate(request)
 
