@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import glob
 import json
 import os
 import shutil
@@ -14,11 +15,22 @@ from typing import Any
 from .errors import PruneNetError
 
 
+def _clear_stale(parent: Path, pattern: str) -> None:
+    """Remove what a killed writer of the same output left (``kill -9`` skips every ``finally``): one output has
+    one writer at a time (Snakemake's rule), so a temp sibling named after it is always stale."""
+    for stale in parent.glob(pattern):
+        if stale.is_dir():
+            shutil.rmtree(stale, ignore_errors=True)
+        else:
+            stale.unlink(missing_ok=True)
+
+
 @contextlib.contextmanager
 def atomic_dir(final: str | os.PathLike) -> Iterator[Path]:
     """Yield a temp directory beside ``final``; rename it into place only if the block succeeds."""
     final = Path(final)
     final.parent.mkdir(parents=True, exist_ok=True)
+    _clear_stale(final.parent, f".{glob.escape(final.name)}.tmp-*")
     tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.tmp-", dir=final.parent))
     try:
         yield tmp
@@ -36,6 +48,7 @@ def atomic_file(final: str | os.PathLike) -> Iterator[Path]:
     """Yield a temp path beside ``final`` (same suffix); rename it into place only on success."""
     final = Path(final)
     final.parent.mkdir(parents=True, exist_ok=True)
+    _clear_stale(final.parent, f".{glob.escape(final.stem)}.tmp-*{glob.escape(final.suffix)}")
     fd, name = tempfile.mkstemp(prefix=f".{final.stem}.tmp-", suffix=final.suffix, dir=final.parent)
     os.close(fd)
     tmp = Path(name)

@@ -1,4 +1,5 @@
-"""Bad input: one line naming the fix, exit status 2, before any model loads and with nothing written.
+"""Hardening: bad input gets one line naming the fix and exit status 2 before any model loads, with nothing
+written; a killed writer's temp files do not outlive the next write.
 
 The model paths below do not exist: a command that got past its checks would fail on loading with another
 error, so exit 2 with the expected words proves the check came first.
@@ -110,3 +111,19 @@ def test_hub_needs_fail_at_once_when_the_hub_is_unreachable(tmp_path, capsys, mo
         code, err = _run(argv, capsys)
         assert code == 2 and len(err) == 1 and words in err[0] and "not reachable" in err[0], (argv, err)
     assert not list(tmp_path.iterdir())
+
+
+def test_a_killed_writers_leftovers_are_removed_by_the_next_write(tmp_path):
+    """kill -9 skips cleanup: the next atomic write of the same output removes its temp siblings, and only its."""
+    from prunenet.artifacts import atomic_dir, atomic_file
+
+    (tmp_path / ".r0.1-s0.tmp-abc123").mkdir()
+    (tmp_path / ".r0.1-s0.tmp-abc123" / "model.safetensors").write_bytes(b"\0" * 1024)
+    (tmp_path / ".r0.1-s01.tmp-zzz").mkdir()  # another output's temp: kept
+    (tmp_path / ".t.tmp-q1.json").write_text("{")
+    (tmp_path / ".t.tmp-q2.md").write_text("|")  # same stem, other suffix: another output
+    with atomic_dir(tmp_path / "r0.1-s0") as d:
+        (d / "x").write_text("ok")
+    with atomic_file(tmp_path / "t.json") as f:
+        f.write_text("{}")
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".r0.1-s01.tmp-zzz", ".t.tmp-q2.md", "r0.1-s0", "t.json"]
