@@ -9,11 +9,15 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import signal
+import socket
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 DEFAULT_URI = "sqlite:///results/mlflow.db"
+HOST_TAG, PID_TAG = "prunenet.host", "prunenet.pid"
 
 
 def enabled() -> bool:
@@ -62,8 +66,10 @@ def run(experiment: str, name: str, params: dict[str, Any], tags: dict[str, str]
             if mlflow.get_experiment_by_name(experiment) is None:
                 location = (db.parent / "mlartifacts").resolve().as_uri()
                 mlflow.create_experiment(experiment, artifact_location=location)
-    mlflow.set_experiment(experiment)
-    with mlflow.start_run(run_name=name, tags=tags or {}):
+    exp = mlflow.set_experiment(experiment)
+    close_orphans(exp.experiment_id)
+    owner = {HOST_TAG: socket.gethostname(), PID_TAG: str(os.getpid())}
+    with _sigterm_raises(), mlflow.start_run(run_name=name, tags=(tags or {}) | owner):
         flat = {
             k: (",".join(map(str, v)) if isinstance(v, (list, tuple)) else v)
             for k, v in params.items()
@@ -71,3 +77,48 @@ def run(experiment: str, name: str, params: dict[str, Any], tags: dict[str, str]
         }
         mlflow.log_params({k: str(v)[:500] for k, v in flat.items()})
         yield Run(mlflow)
+
+
+@contextlib.contextmanager
+def _sigterm_raises() -> Iterator[None]:
+    """SIGTERM (Snakemake stopping its jobs, a cluster's time limit) becomes an exception, so the open run is
+    ended FAILED instead of being left RUNNING by an exit that skips every ``finally``."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def stop(signum, frame):
+        raise SystemExit(128 + signum)
+
+    previous = signal.signal(signal.SIGTERM, stop)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's live process
+        return True
+    return True
+
+
+def close_orphans(experiment_id: str) -> list[str]:
+    """Mark KILLED the RUNNING runs this host started from processes that no longer exist (``kill -9``, a
+    crash): without it they stay RUNNING in the UI forever. Returns their ids."""
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient()
+    host = socket.gethostname()
+    query = f"attributes.status = 'RUNNING' and tags.`{HOST_TAG}` = '{host}'"
+    closed = []
+    for r in client.search_runs([experiment_id], filter_string=query, max_results=1000):
+        pid = r.data.tags.get(PID_TAG, "")
+        if pid.isdigit() and int(pid) != os.getpid() and not _alive(int(pid)):
+            client.set_terminated(r.info.run_id, status="KILLED")
+            closed.append(r.info.run_id)
+    return closed

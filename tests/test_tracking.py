@@ -32,3 +32,33 @@ def test_parallel_jobs_create_one_store(tmp_path):
     client = MlflowClient(tracking_uri=f"sqlite:///{db}")
     runs = client.search_runs([client.get_experiment_by_name("exp").experiment_id])
     assert sorted(r.data.metrics["value"] for r in runs) == [0.0, 1.0, 2.0, 3.0]
+
+
+DYING = """
+import os, signal, sys
+from prunenet import tracking
+with tracking.run("exp", sys.argv[1], {}, {"stage": "test"}):
+    os.kill(os.getpid(), getattr(signal, sys.argv[1]))
+"""
+
+
+def test_interrupted_runs_do_not_stay_running(tmp_path):
+    """SIGTERM inside a run ends it FAILED at once; a SIGKILLed run is marked KILLED by the next run on this host
+    (its process is gone). Without either, both stay RUNNING in the store forever."""
+    db = tmp_path / "mlflow.db"
+    env = os.environ | {"MLFLOW_TRACKING_URI": f"sqlite:///{db}", "PRUNENET_MLFLOW": "1"}
+    opts = dict(env=env, cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    for sig in ("SIGTERM", "SIGKILL"):
+        assert subprocess.run([sys.executable, "-c", DYING, sig], **opts).returncode != 0
+    from mlflow import MlflowClient
+
+    client = MlflowClient(tracking_uri=f"sqlite:///{db}")
+    exp = client.get_experiment_by_name("exp").experiment_id
+
+    def status() -> dict[str, str]:
+        return {r.info.run_name: r.info.status for r in client.search_runs([exp]) if r.info.run_name.startswith("SIG")}
+
+    assert status() == {"SIGTERM": "FAILED", "SIGKILL": "RUNNING"}
+    done = subprocess.run([sys.executable, "-c", CHILD, "7"], **opts)
+    assert done.returncode == 0, done.stderr[-1500:]
+    assert status() == {"SIGTERM": "FAILED", "SIGKILL": "KILLED"}
