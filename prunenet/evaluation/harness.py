@@ -76,7 +76,7 @@ def load_lm_tasks(
     if data_dir is None:
         from .. import hub
 
-        hub.require("lm-eval's hub tasks", "pass --data-dir (the workflow's data_dir) for the local task copies")
+        hub.require("lm-eval's hub tasks", "set data_dir to a local copy of the benchmarks, e.g. ../shared/data")
         tm = TaskManager()
         loaded, names = _load_hub(tm, tasks)
     else:
