@@ -45,6 +45,7 @@ def _candidates(model: nn.Module, stats: dict, heads: bool, damping: float) -> t
     import torch
 
     from ..arch import get_adapter
+    from ..structured.groups import attention_members
     from ..structured.surgeon import column_blocks_cost, single_column_cost
 
     adapter = get_adapter(model)
@@ -60,7 +61,7 @@ def _candidates(model: nn.Module, stats: dict, heads: bool, damping: float) -> t
             a, g = stats[("attn", i)].factors(damping)
             a_inv = torch.linalg.inv(a)
             inverses[("attn", i)] = a_inv
-            blocks = torch.arange(lay.num_heads * lay.head_dim).view(lay.num_kv_heads, -1)
+            blocks = attention_members(model, layer)[-1].index  # o's column block of each KV group
             costs = column_blocks_cost(lay.o.weight.detach().cpu(), a_inv, g, blocks)
             out += [(float(c), i, "attn", j) for j, c in enumerate(costs)]
     return sorted(out), inverses
@@ -100,7 +101,7 @@ def _operate(model: nn.Module, chosen: dict, inverses: dict) -> list[int]:
 
     from ..arch import get_adapter
     from ..slicing import prune_ffn
-    from ..structured.groups import slice_attention
+    from ..structured.groups import attention_members, slice_attention
     from ..structured.surgeon import remove_columns
 
     adapter = get_adapter(model)
@@ -115,7 +116,7 @@ def _operate(model: nn.Module, chosen: dict, inverses: dict) -> list[int]:
         groups = sorted(chosen.get(("attn", i), []))
         if groups:
             lay = adapter.attention(layer)
-            cols = torch.arange(lay.num_heads * lay.head_dim).view(lay.num_kv_heads, -1)[groups].flatten()
+            cols = attention_members(model, layer)[-1].index[groups].flatten()
             w = remove_columns(lay.o.weight.detach().cpu(), inverses[("attn", i)], cols)
             lay.o.weight.data.copy_(w.to(lay.o.weight.device))
             slice_attention(model, layer, torch.tensor(sorted(set(range(lay.num_kv_heads)) - set(groups))))
