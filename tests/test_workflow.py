@@ -71,6 +71,7 @@ def write_config(workdir: Path, model_dir: Path, data_dir: Path, **overrides) ->
             "ppl_datasets": ["wikitext2", "ptb"],
         },
         "rft": {"ratios": [0.5], "sizes": [16], "table_size": 16, "seq_len": 64, "batch_size": 4, "eval_every": 1},
+        "keep_checkpoints": True,  # the assertions below read the checkpoints' metadata
     } | overrides
     (workdir / "config").mkdir(parents=True, exist_ok=True)
     (workdir / "config" / "config.yaml").write_text(yaml.safe_dump(cfg))
@@ -218,6 +219,13 @@ def test_end_to_end_all(tmp_path, tiny_dir, data_dir, monkeypatch):
     runs = mlflow.search_runs(experiment_names=["tiny"])
     stages = set(runs["tags.stage"])
     assert {"download", "train", "prune", "evaluate"} <= stages
+    # jobs ran two at a time on one sqlite store: every job's run was recorded and finished
+    assert (runs["status"] == "FINISHED").all(), runs[runs["status"] != "FINISHED"][["tags.stage", "status"]]
+    bench = tmp_path / "results/benchmarks"  # one benchmark file per job that ran
+    for stage, rule in [("train", "train_policy"), ("prune", "prune"), ("prepare", "prepare"), ("rft", "rft")]:
+        assert (runs["tags.stage"] == stage).sum() == len(list((bench / rule).rglob("*.tsv"))), stage
+    n_evals = len(list((bench / "evaluate").rglob("*.tsv"))) + len(list((bench / "evaluate_rft").rglob("*.tsv")))
+    assert (runs["tags.stage"] == "evaluate").sum() == n_evals
     train = runs[runs["tags.stage"] == "train"].iloc[0]
     assert len(mlflow.MlflowClient().get_metric_history(train.run_id, "penalty")) == 3
     policy_meta = json.loads((tmp_path / "results/policies/tiny/ks-up-paper-loo2-t0.25/s1.json").read_text())
@@ -239,3 +247,60 @@ def test_end_to_end_all(tmp_path, tiny_dir, data_dir, monkeypatch):
     # a second run has nothing to do
     again = snakemake(tmp_path, "all")
     assert again.returncode == 0 and "Nothing to be done" in again.stdout + again.stderr
+
+
+def test_a_killed_rule_reruns_to_a_clean_finish(tmp_path, tiny_dir, data_dir, monkeypatch):
+    """kill -9 of Snakemake and its running train_policy job; then the README's recovery: --unlock, rerun."""
+    import signal
+    import time
+
+    write_config(
+        tmp_path,
+        tiny_dir,
+        data_dir,
+        seeds=[0],
+        policy={"episodes": 400},
+        prune={"ratios": [0.5], "methods": ["prunenet"]},
+        evaluate={"tasks": ["piqa"], "limit": 2, "batch_size": 4, "ppl_blocks": 1, "ppl_seq_len": 64},
+        keep_checkpoints=False,
+    )
+    target = "results/tables/table2.csv"
+    cmd = [sys.executable, "-m", "snakemake", "-s", str(ROOT / "Snakefile"), "-d", str(tmp_path), "--cores", "1"]
+    env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"} | {"OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen(
+        [*cmd, target], env=env, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+    log = tmp_path / "results/logs/train_policy/tiny/ks-up-paper-t0.5/s0.log"
+    deadline = time.time() + 600
+    while not (log.is_file() and "policy r=0.5" in log.read_text(errors="replace")):  # training is under way
+        assert proc.poll() is None and time.time() < deadline, "train_policy never started"
+        time.sleep(0.05)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    # a killed writer's temp output, as a kill during the checkpoint's save leaves it
+    stale = tmp_path / "results/models/tiny/prunenet/ks-up-paper-t0.5/.r0.5-s0.tmp-killed"
+    stale.mkdir(parents=True)
+    (stale / "model.safetensors").write_bytes(b"half")
+
+    locked = subprocess.run([*cmd, target], env=env, capture_output=True, text=True, timeout=600)
+    assert locked.returncode != 0 and "--unlock" in locked.stdout + locked.stderr  # the lock says what to run
+    assert subprocess.run([*cmd, "--unlock"], env=env, capture_output=True, timeout=600).returncode == 0
+    res = subprocess.run([*cmd, target], env=env, capture_output=True, text=True, timeout=1200)
+    assert res.returncode == 0, res.stderr[-4000:]
+
+    assert (tmp_path / target).is_file()
+    assert not [p for p in (tmp_path / "results").rglob("*") if ".tmp-" in p.name]  # nothing stale left
+    assert not (tmp_path / "results/models/tiny/prunenet").exists() or not any(
+        (tmp_path / "results/models/tiny/prunenet").rglob("*.safetensors")
+    )  # keep_checkpoints false: the evaluated checkpoint was a temp() output
+    policy = json.loads((tmp_path / "results/policies/tiny/ks-up-paper-t0.5/s0.json").read_text())
+    assert len(policy["history"]) == 400  # retrained from scratch, whole
+    import mlflow
+
+    uri = f"sqlite:///{tmp_path}/results/mlflow.db"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    mlflow.set_tracking_uri(uri)
+    runs = mlflow.search_runs(experiment_names=["tiny"])
+    assert set(runs["status"]) == {"FINISHED", "KILLED"}  # the killed training run did not stay RUNNING
+    killed = runs[runs["status"] == "KILLED"]
+    assert list(killed["tags.stage"]) == ["train"]

@@ -5,19 +5,31 @@ import sys
 from pathlib import Path
 
 from snakemake.exceptions import WorkflowError
+from snakemake.common.configfile import load_configfile
 from snakemake.utils import min_version, validate
 
 min_version("9.0")
 
 # The registries of the prunenet package beside this workflow (torch-free imports): method names,
 # what each method needs, the policy's option values. The schema's enums are tested equal to them.
-sys.path.insert(0, str(Path(workflow.basedir).parent))
+ROOT = Path(workflow.current_basedir).parents[1]  # the repository: workflow/rules/ is two levels down
+sys.path.insert(0, str(ROOT))
 from prunenet import options as OPTIONS  # noqa: E402
+from prunenet.config import ConfigError, resolve  # noqa: E402
 from prunenet.methods import METHODS  # noqa: E402
 from prunenet.reporting import TABLES  # noqa: E402
 from prunenet.reporting.tables import PAPER_TASKS  # noqa: E402
 
-validate(config, "../../config/schema.yaml")
+SCHEMA = ROOT / "config" / "schema.yaml"
+try:  # typed --config values, models replaced by an override, overrides that change nothing refused
+    _effective = resolve(
+        config, workflow.config_settings.overwrite_config, workflow.config_settings.configfiles, load_configfile(SCHEMA)
+    )
+except ConfigError as err:
+    raise WorkflowError(str(err)) from None
+config.clear()
+config.update(_effective)
+validate(config, str(SCHEMA))
 
 PY = config["python"] or sys.executable  # the interpreter running snakemake has prunenet installed
 DATA_DIR = config["data_dir"]
@@ -59,12 +71,26 @@ RATIOS = [fmt(r) for r in PRUNE["ratios"]]
 SCHEDULES = [schedule_tag(s) for s in PRUNE["schedules"]]
 POL = config["policy"]
 EV = config["evaluate"]
-RFT_ENABLED = "rft" in config  # no rft section: no RFT targets
+RFT_ENABLED = "rft" in config  # no rft section (or rft: null): no RFT targets
 RFT = config["rft"] if RFT_ENABLED else {}
 TRANSFER = config["transfer"]
 SWEEP = config["sweep"]
 COMPARE = config["compare"]
 NO_SETTING = "default"  # the setting wildcard of methods without a policy
+GPUS = 1 if config["device"].startswith("cuda") else 0  # compute rules ask an executor for one GPU on CUDA
+JOB = config["resources"]  # mem_mb and runtime (minutes) of a compute job, for cluster executors
+
+
+def compute_resources(gpu=True):
+    """``resources:`` of a compute job: the configured memory and time limit, one GPU if it runs on the device."""
+    return {"mem_mb": JOB["mem_mb"], "runtime": JOB["runtime"], "gpu": GPUS if gpu else 0}
+
+
+def kept(path):
+    """A checkpoint output: removed by Snakemake once every job reading it is done (``temp``), unless
+    ``keep_checkpoints``; asking for its path as a target rebuilds and keeps it (same seed, same bytes)."""
+    return path if config["keep_checkpoints"] else temp(path)
+
 
 ESTIMATOR = "" if (POL["baseline"], POL["samples"]) == ("none", 1) else f"-{POL['baseline']}{POL['samples']}"
 EQ3 = "" if POL["eq3"] == OPTIONS.EQ3_READINGS[0] else f"-{POL['eq3']}"

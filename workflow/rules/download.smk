@@ -9,6 +9,8 @@ rule download_model:
     conda:
         CONDA_ENV
     threads: THREADS
+    resources:
+        **compute_resources(gpu=False),
     params:
         py=PY,
         spec=lambda w: config["models"][w.model],

@@ -22,6 +22,8 @@ rule evaluate:
     conda:
         CONDA_ENV
     threads: THREADS
+    resources:
+        **compute_resources(),
     params:
         py=PY,
         args=EVAL_ARGS,

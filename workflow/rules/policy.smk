@@ -12,6 +12,8 @@ rule train_policy:
     conda:
         CONDA_ENV
     threads: THREADS
+    resources:
+        **compute_resources(),
     params:
         py=PY,
         device=config["device"],

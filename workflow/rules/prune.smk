@@ -3,7 +3,7 @@ rule prepare:
     input:
         model=rules.download_model.output,
     output:
-        "results/prepared/{model}/{method}/s{seed}.safetensors",
+        kept("results/prepared/{model}/{method}/s{seed}.safetensors"),
     log:
         "results/logs/prepare/{model}/{method}/s{seed}.log",
     benchmark:
@@ -13,6 +13,8 @@ rule prepare:
     conda:
         CONDA_ENV
     threads: THREADS
+    resources:
+        **compute_resources(),
     params:
         py=PY,
         device=config["device"],
@@ -29,7 +31,7 @@ rule prune:
         policy=lambda w: policy_file(w.model, w.setting, w.seed) if METHODS.get(w.method).needs_policy else [],
         prepared=lambda w: prepared_file(w.model, w.method, w.seed),
     output:
-        directory("results/models/{model}/{method}/{setting}/r{ratio}-s{seed}"),
+        kept(directory("results/models/{model}/{method}/{setting}/r{ratio}-s{seed}")),
     log:
         "results/logs/prune/{model}/{method}/{setting}/r{ratio}-s{seed}.log",
     benchmark:
@@ -39,6 +41,8 @@ rule prune:
     conda:
         CONDA_ENV
     threads: THREADS
+    resources:
+        **compute_resources(),
     params:
         py=PY,
         device=config["device"],

@@ -35,6 +35,8 @@ rule spectra:
     conda:
         CONDA_ENV
     threads: THREADS
+    resources:
+        **compute_resources(gpu=False),
     params:
         py=PY,
     shell:
@@ -123,6 +125,8 @@ rule sweep:
     conda:
         CONDA_ENV
     threads: THREADS
+    resources:
+        **compute_resources(),
     params:
         py=PY,
         ratios=" ".join(fmt(r) for r in SWEEP["ratios"]),

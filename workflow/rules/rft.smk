@@ -3,7 +3,7 @@ rule rft:
     input:
         lambda w: model_dir(w.model, w.method, w.ratio, w.setting, w.seed),
     output:
-        model=directory("results/rft/{model}/{method}/{setting}/r{ratio}-s{seed}/{dataset}-n{samples}"),
+        model=kept(directory("results/rft/{model}/{method}/{setting}/r{ratio}-s{seed}/{dataset}-n{samples}")),
         curve="results/rft/{model}/{method}/{setting}/r{ratio}-s{seed}/{dataset}-n{samples}.csv",
     log:
         "results/logs/rft/{model}/{method}/{setting}/r{ratio}-s{seed}/{dataset}-n{samples}.log",
@@ -12,6 +12,8 @@ rule rft:
     conda:
         CONDA_ENV
     threads: THREADS
+    resources:
+        **compute_resources(),
     params:
         py=PY,
         device=config["device"],

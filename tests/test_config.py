@@ -1,0 +1,171 @@
+"""Overriding the workflow's configuration, cluster profiles and the conda env, checked on Snakemake dry runs.
+
+The defaults here are the repository's own ``config/config.yaml`` (its data_dir pointed at the test data), so every
+override form the README documents is tried against what a user has.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from prunenet.config import ConfigError, coerce, resolve
+
+ROOT = Path(__file__).resolve().parents[1]
+SCHEMA = yaml.safe_load((ROOT / "config/schema.yaml").read_text())
+
+
+@pytest.fixture
+def workdir(tmp_path, data_dir) -> Path:
+    """A working directory whose config/config.yaml is the repository's default (data_dir: the test data)."""
+    cfg = yaml.safe_load((ROOT / "config/config.yaml").read_text()) | {"data_dir": str(data_dir)}
+    (tmp_path / "config").mkdir()
+    (tmp_path / "config/config.yaml").write_text(yaml.safe_dump(cfg, sort_keys=False))
+    return tmp_path
+
+
+def dry_run(workdir: Path, *args: str) -> tuple[int, str]:
+    cmd = [sys.executable, "-m", "snakemake", "-s", str(ROOT / "Snakefile"), "-d", str(workdir), "-n", "-p", *args]
+    res = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    return res.returncode, res.stdout + res.stderr
+
+
+def jobs(out: str) -> dict[str, int]:
+    """The dry run's job-count table: rule -> count."""
+    table = out.split("Job stats:", 1)[1].split("total", 1)[0]
+    return {m[1]: int(m[2]) for m in re.finditer(r"^(\w+)\s+(\d+)$", table, re.M)}
+
+
+def test_typed_config_values_override_single_keys(workdir):
+    rc, out = dry_run(workdir, "results/tables/table2.csv", "--config", "evaluate={limit: 5}", "prune={ratios: [0.2]}")
+    assert rc == 0, out[-2000:]
+    evals = re.findall(r"prunenet evaluate .*", out)
+    assert evals and all("--limit 5 " in e for e in evals)  # the nested value arrived as an integer
+    assert "r0.2-s0" in out and "r0.1-s0" not in out and "r0.3-s0" not in out
+    assert all("--batch-size 8" in e for e in evals)  # the keys beside it kept their defaults
+    rc, out = dry_run(workdir, "results/tables/table2.csv", "--config", "seeds=[0]", "evaluate={limit: null}")
+    assert rc == 0, out[-2000:]
+    assert "-s1" not in out and not any("--limit" in e for e in re.findall(r"prunenet evaluate .*", out))
+
+
+def test_a_partial_configfile_is_merged_on_the_defaults(workdir):
+    overlay = workdir / "fewer.yaml"
+    overlay.write_text("evaluate:\n  limit: 7\nprune:\n  ratios: [0.3]\n")
+    rc, out = dry_run(workdir, "results/tables/table2.csv", "--configfile", str(overlay))
+    assert rc == 0, out[-2000:]
+    assert "--limit 7 " in out and "r0.3-s2" in out and "r0.2-s0" not in out
+    assert "smollm2-135m" in out  # models, seeds, methods: the defaults
+
+
+def test_a_paper_configfile_replaces_the_models(workdir):
+    rc, out = dry_run(workdir, "results/tables/table2.csv", "--configfile", str(ROOT / "config/paper.yaml"))
+    assert rc == 0, out[-2000:]
+    assert "smollm2-135m" not in out and "resources/models/llama-2-7b" in out
+
+
+@pytest.mark.parametrize(
+    "args, words",
+    [
+        (["--config", "models={}"], "leave no model"),
+        (["--config", "evaluate={}"], "change nothing"),
+        (["--config", "evaluate={limt: 5}"], "'limt' was unexpected"),
+        (["--config", "prune={methods: []}"], "should be non-empty"),
+        (["--config", "evaluate={limit: 0}"], "less than the minimum"),
+    ],
+)
+def test_overrides_that_change_nothing_or_empty_the_dag_are_refused(workdir, args, words):
+    rc, out = dry_run(workdir, "results/tables/table2.csv", *args)
+    assert rc != 0 and words in out, out[-2000:]
+
+
+def test_an_overlay_that_sets_nothing_is_refused(workdir):
+    overlay = workdir / "empty.yaml"
+    overlay.write_text("{}\n")
+    rc, out = dry_run(workdir, "results/tables/table2.csv", "--configfile", str(overlay))
+    assert rc != 0 and "sets nothing" in out
+
+
+def test_rft_null_removes_the_rft_stage(workdir):
+    rc, out = dry_run(workdir, "all")
+    assert rc == 0 and jobs(out)["rft"] > 0
+    rc, out = dry_run(workdir, "all", "--config", "rft=null")
+    assert rc == 0, out[-2000:]
+    assert "rft" not in jobs(out) and "table3" not in out
+
+
+def test_coerce_reads_strings_as_the_schema_types():
+    got = coerce(
+        {"evaluate": {"limit": "5", "tasks": ["piqa"]}, "seeds": ["0", "1"], "data_dir": "null"}, SCHEMA, SCHEMA
+    )
+    assert got == {"evaluate": {"limit": 5, "tasks": ["piqa"]}, "seeds": [0, 1], "data_dir": None}
+    # a string the schema takes stays one: asvd.ratios is a list written as text, enums are names
+    got = coerce({"asvd": {"ratios": "0.1,0.2"}, "policy": {"train_ratio": "same", "penalty": "ks"}}, SCHEMA, SCHEMA)
+    assert got == {"asvd": {"ratios": "0.1,0.2"}, "policy": {"train_ratio": "same", "penalty": "ks"}}
+    assert coerce({"policy": {"train_ratio": "0.3"}}, SCHEMA, SCHEMA) == {"policy": {"train_ratio": 0.3}}
+    with pytest.raises(ConfigError, match="leave no model"):
+        resolve({"models": {"a": "b"}}, {"models": {}}, [], SCHEMA)
+    merged = {"models": {"a": "x", "b": "y"}, "evaluate": {"limit": "3"}}  # Snakemake's merge of both
+    assert resolve(merged, {"models": {"b": "y"}}, [], SCHEMA)["models"] == {"b": "y"}
+
+
+def resources(out: str) -> dict[str, set[str]]:
+    """rule -> the set of ``gpu=`` values its jobs ask for in a dry run ('' when none)."""
+    found: dict[str, set[str]] = {}
+    for block in re.split(r"\n(?=(?:local)?rule \w+:)", out):
+        m = re.match(r"(?:local)?rule (\w+):", block)
+        r = re.search(r"resources: .*", block)
+        if m and r:
+            gpu = re.search(r"gpu=(\d)", r.group(0))
+            found.setdefault(m.group(1), set()).add(gpu.group(1) if gpu else "")
+    return found
+
+
+def test_slurm_profile_asks_a_gpu_only_for_compute_rules_on_cuda(workdir):
+    if not os.environ.get("CI"):  # CI installs the extra (README's test command) and must run this
+        pytest.importorskip("snakemake_executor_plugin_slurm", reason="needs: bash envs/install.sh slurm")
+    profile = str(ROOT / "profiles/slurm")
+    rc, out = dry_run(workdir, "all", "--profile", profile, "--configfile", str(ROOT / "config/paper.yaml"))
+    assert rc == 0, out[-2000:]
+    gpus = resources(out)
+    for rule in ("train_policy", "prune", "evaluate", "rft", "sweep", "prepare"):
+        assert gpus[rule] == {"1"}, rule
+    assert gpus["download_model"] == {"0"} and gpus["spectra"] == {"0"}
+    assert "mem_mb=96000" in out and "runtime=720" in out  # paper.yaml's resources reach the jobs
+    assert "--gres" not in out and "slurm_extra" not in out
+    assert gpus["table"] == {""} and gpus["fig1"] == {""}  # tables and figures: localrules, no allocation
+    rc, out = dry_run(workdir, "all", "--profile", profile)  # the CPU default: no job asks for a GPU
+    assert rc == 0, out[-2000:]
+    assert all(v == {"0"} for r, v in resources(out).items() if "" not in v)
+
+
+def test_local_gpu_profile_runs_the_rules_on_cuda(workdir):
+    rc, out = dry_run(workdir, "results/tables/table2.csv", "--profile", str(ROOT / "profiles/local-gpu"))
+    assert rc == 0, out[-2000:]
+    cmds = re.findall(r"prunenet (?:train|prune|evaluate) .*", out)
+    assert cmds and all("--device cuda" in c for c in cmds)
+    assert resources(out)["evaluate"] == {"1"}
+
+
+def test_conda_env_pins_equal_the_install_pins():
+    env = yaml.safe_load((ROOT / "envs/prunenet.yaml").read_text())
+    pip = next(d["pip"] for d in env["dependencies"] if isinstance(d, dict))
+    reqs = [
+        line.strip()
+        for line in (ROOT / "envs/requirements.txt").read_text().splitlines()
+        if line.strip()[:1] not in "#"
+    ]
+    torch_pin = re.search(r"PRUNENET_TORCH:-([^}]+)\}", (ROOT / "envs/install.sh").read_text()).group(1)
+    assert pip == [torch_pin, *reqs]
+    # and the installed versions are the pinned ones
+    from importlib.metadata import version
+
+    for spec in pip:
+        if "==" in spec:
+            name, pinned = re.sub(r"\[.*\]", "", spec).split("==")
+            assert version(name).split("+")[0] == pinned, name  # torch: 2.13.0+cpu is the 2.13.0 CPU build
