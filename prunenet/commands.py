@@ -6,6 +6,7 @@
 
 from __future__ import annotations
 
+import inspect
 import json
 import time
 from pathlib import Path
@@ -342,7 +343,14 @@ def cmd_report(args) -> None:
     if is_table != bool(args.out_md):
         raise PruneNetError(f"report {args.kind} {'needs' if is_table else 'takes no'} --out-md")
     outputs = (args.out, args.out_md) if is_table else (args.out,)
-    written = reporting.REPORTS[args.kind](args.inputs, *outputs, **options)
+    build = reporting.REPORTS[args.kind]
+    params = list(inspect.signature(build).parameters.values())[1 + len(outputs) :]  # after inputs and outputs
+    accepted = [p.name for p in params if p.kind is not p.VAR_KEYWORD]
+    unknown = sorted(set(options) - set(accepted))
+    if unknown and len(accepted) == len(params):
+        known = f"known: {', '.join(accepted)}" if accepted else "it takes none"
+        raise PruneNetError(f"report {args.kind}: unknown --options key {', '.join(unknown)} ({known})")
+    written = build(args.inputs, *outputs, **options)
     with tracking.run(
         args.experiment,
         f"report {args.kind}",

@@ -58,6 +58,13 @@ CASES = [
         ],
         "object",
     ),
+    (
+        ["report", "table2", "--inputs", "a.json", "--out", "{tmp}/t.csv", "--out-md", "{tmp}/t.md"]
+        + ["--options", '{"tasks": ["piqa"], "boostrap": 100}'],
+        "unknown --options key boostrap (known: tasks, bootstrap, seed)",
+    ),
+    (["report", "fig1", "--inputs", "a.csv", "--out", "{tmp}/f.png", "--options", '{"x": 1}'], "takes none"),
+    (["report", "table2", "--inputs", "{tmp}/afile", "--out", "{tmp}/t.csv", "--out-md", "{tmp}/t.md"], "not an eval"),
     (["prune", "--model", NO_MODEL, "--out", "/proc/prunenet-out", "--ratio", "0.2"], "/proc"),
     (["prune", "--model", NO_MODEL, "--out", "{tmp}/afile/below", "--ratio", "0.2"], "is a file"),
     (["prune", "--model", NO_MODEL, "--out", "{tmp}/ro/m", "--ratio", "0.2"], "not writable"),
@@ -67,7 +74,7 @@ CASES = [
 
 @pytest.mark.parametrize(("argv", "words"), CASES, ids=[" ".join(c[0][:1] + c[0][-2:]) for c in CASES])
 def test_bad_input_is_one_line_and_exit_2(tmp_path, capsys, argv, words):
-    (tmp_path / "afile").write_text("x")
+    (tmp_path / "afile").write_text("[1, 2]")  # JSON, but not an evaluation output
     ro = tmp_path / "ro"
     ro.mkdir()
     ro.chmod(stat.S_IRUSR | stat.S_IXUSR)

@@ -50,6 +50,8 @@ def load_results(paths: list[str]) -> list[dict]:
             raise PruneNetError(
                 f"cannot read evaluation file {p} ({type(exc).__name__}): rerun its evaluate step"
             ) from exc
+        if not isinstance(res, dict) or "tasks" not in res:
+            raise PruneNetError(f"{p} is not an evaluation output (a JSON object with tasks): give `evaluate` outputs")
         res["source"] = str(p)
         out.append(res)
     return out
