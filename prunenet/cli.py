@@ -106,6 +106,12 @@ def method_options(sp, policy_help: str | None = None, policy: bool = True) -> N
     cal.add_argument("--calib-seq-len", type=_number(int, 2), default=CALIB_SEQ_LEN)
     cal.add_argument("--damping", type=float, default=0.01)
     cal.add_argument("--round-to", type=int, default=8)
+    sp.add_argument(
+        "--ffn-multiple",
+        type=POSITIVE_INT,
+        default=1,
+        help="round the FFN rows kept per layer to a multiple of this (8, 64: aligned kernels); every method's budget",
+    )
     cal.add_argument("--data-dir", help="local benchmark data (offline); default: the hub")
     for name, method in METHODS.items():
         if method.options:
@@ -219,6 +225,19 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--setting", default="default", help="label: the policy id or 'default' (tables group by it)")
     ppl_args(e)
     e.set_defaults(func=commands.cmd_evaluate)
+
+    sp_ = sub.add_parser("speed", help="prefill and decode tokens/s of a checkpoint (paper Table 9b) -> one JSON")
+    common(sp_)
+    sp_.add_argument("--out", required=True)
+    sp_.add_argument("--method", help="label (default: from the checkpoint's metadata)")
+    sp_.add_argument("--setting", default="default", help="label: the policy id or 'default'")
+    sp_.add_argument("--dtype", default="auto")
+    sp_.add_argument("--batch-sizes", type=POSITIVE_INT, nargs="+", default=[1, 8])
+    sp_.add_argument("--prompt-len", type=POSITIVE_INT, default=128, help="prompt tokens per sequence (prefill)")
+    sp_.add_argument("--gen-len", type=_number(int, 2), default=32, help="tokens generated per sequence")
+    sp_.add_argument("--warmup", type=NONNEG_INT, default=1, help="untimed generations before the timed ones")
+    sp_.add_argument("--repeats", type=POSITIVE_INT, default=5, help="timed generations (median and spread)")
+    sp_.set_defaults(func=commands.cmd_speed)
 
     sw = sub.add_parser("sweep", help="perplexity of one method at many ratios, pruned in memory -> one JSON")
     common(sw)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import inspect
 import json
 import time
+from dataclasses import asdict
 from pathlib import Path
 
 from .errors import PruneNetError
@@ -127,6 +128,7 @@ def _prune_request(args, **override):
         calib_seq_len=args.calib_seq_len,
         damping=args.damping,
         round_to=args.round_to,
+        ffn_multiple=args.ffn_multiple,
         data_dir=args.data_dir,
         options={o.name: getattr(args, o.dest(method.name)) for o in method.options},
         prepared=getattr(args, "prepared", None),
@@ -270,6 +272,40 @@ def cmd_evaluate(args) -> None:
         write_json(args.out, out)
         run.artifact(args.out)
     print(f"wrote {args.out}")
+
+
+def cmd_speed(args) -> None:
+    from . import tracking
+    from .artifacts import write_json
+    from .models import load_model, read_meta
+    from .speed import SpeedSettings, measure
+
+    settings = SpeedSettings(
+        tuple(args.batch_sizes), args.prompt_len, args.gen_len, args.warmup, args.repeats, seed=args.seed
+    )
+    meta = read_meta(args.model)
+    model, tok = load_model(args.model, device=args.device, dtype=args.dtype)
+    result = measure(model, model.config.vocab_size, settings)
+    out = {
+        "model": args.model_name or Path(args.model).name,
+        "model_path": args.model,
+        "method": args.method or meta.get("method", "dense"),
+        "setting": args.setting,
+        "ratio": meta.get("ratio", 0.0),
+        "seed": meta.get("seed"),
+        "dtype": str(next(model.parameters()).dtype).removeprefix("torch."),
+        "meta": meta,
+        "speed": asdict(result),
+    }
+    tags = _tags(args, "speed", method=out["method"], setting=args.setting, ratio=out["ratio"], seed=out["seed"])
+    with tracking.run(tags["model"], f"speed {out['method']} r={out['ratio']}", asdict(settings), tags) as run:
+        for cell, res in result.cells.items():
+            run.metrics({f"{cell}.{k}": res[k]["median"] for k in ("prefill_tok_s", "decode_tok_s")})
+        run.metric("peak_memory_mb", result.peak_memory_mb)
+        write_json(args.out, out)
+        run.artifact(args.out)
+    cells = ", ".join(f"{c}: {r['decode_tok_s']['median']:.1f} decode tok/s" for c, r in result.cells.items())
+    print(f"wrote {args.out} ({cells})")
 
 
 def cmd_rft(args) -> None:

@@ -68,8 +68,9 @@ def block_influence(model: nn.Module, blocks: torch.Tensor, batch_size: int = 8)
     return 1.0 - sums / tokens
 
 
-def ffn_rows_budget(model: nn.Module, ratio: float) -> int:
-    """Parameters that removing ``round(ratio · n)`` FFN rows of every layer (PruneNet at ``ratio``) deletes.
+def ffn_rows_budget(model: nn.Module, ratio: float, multiple: int = 1) -> int:
+    """Parameters that removing ``round(ratio · n)`` FFN rows of every layer (PruneNet at ``ratio``) deletes,
+    with the kept count rounded to ``multiple`` as PruneNet then slices.
 
     A row is one row of the up (and gate) projection with its bias, and one column of the down projection.
     """
@@ -82,7 +83,7 @@ def ffn_rows_budget(model: nn.Module, ratio: float) -> int:
         per_row = up.in_features + (up.bias is not None) + down.out_features
         if gate is not None:
             per_row += gate.in_features + (gate.bias is not None)
-        total += (up.out_features - n_keep(up.out_features, ratio)) * per_row
+        total += (up.out_features - n_keep(up.out_features, ratio, multiple)) * per_row
     return total
 
 

@@ -87,10 +87,13 @@ def check_ratio(ratio: float) -> None:
         raise PruneNetError(f"pruning ratio {ratio} is outside [0, 1): give e.g. 0.2 for 20 %")
 
 
-def n_keep(n: int, ratio: float) -> int:
-    """Rows kept at pruning ratio ``ratio``: n − round(ratio·n) (1536 at 0.3 → 1075)."""
+def n_keep(n: int, ratio: float, multiple: int = 1) -> int:
+    """Rows kept at pruning ratio ``ratio``: n − round(ratio·n) (1536 at 0.3 → 1075), rounded to the nearest
+    ``multiple`` (at least one multiple, at most n) so that matrix kernels see aligned widths (1075 → 1088 at 64)."""
     check_ratio(ratio)
     keep = n - int(round(ratio * n))
+    if multiple > 1:
+        keep = min(n, max(multiple, int(round(keep / multiple)) * multiple))
     if keep < 1:
         raise PruneNetError(f"ratio {ratio} would remove all {n} rows: use a smaller ratio")
     return keep

@@ -49,8 +49,10 @@ def plan_rows(
     policy: PolicyNetwork | None = None,
     state: str = "up",
     seed: int = 0,
+    multiple: int = 1,
 ) -> list[torch.Tensor]:
-    """Rows to keep in every layer for a selector at a (uniform or per-layer) ratio.
+    """Rows to keep in every layer for a selector at a (uniform or per-layer) ratio, the count of each layer
+    rounded to ``multiple`` (:func:`prunenet.policy.n_keep`).
 
     A policy trained at one ratio is applied at any other ("you only prune once", T6):
     its importances do not depend on the ratio; only k does.
@@ -64,7 +66,7 @@ def plan_rows(
         mat = adapter.state_matrix(layer, state).detach().float()
         n = mat.shape[0]
         importance = policy.to(mat.device)(mat) if policy is not None else None
-        rows.append(select_rows(selector, n, n_keep(n, r), importance, gen).to(mat.device))
+        rows.append(select_rows(selector, n, n_keep(n, r, multiple), importance, gen).to(mat.device))
     return rows
 
 

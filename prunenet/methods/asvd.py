@@ -71,7 +71,7 @@ def run(model: nn.Module, tokenizer: Any, request: PruneRequest) -> tuple[nn.Mod
     ratios, alpha, n, seq = _sizes(request)
     state = ASVD.state(model, tokenizer, request)
     dense = count_params(model)
-    budget = ffn_rows_budget(model, float(request.ratio))
+    budget = ffn_rows_budget(model, float(request.ratio), request.ffn_multiple)
     model, res = compress_asvd(model, state, budget, ratios)
     removed = dense - count_params(model)
     check_budget(removed, budget, dense, "asvd")

@@ -35,7 +35,8 @@ class PruneRequest:
     calib_samples: int = 32
     calib_seq_len: int = 256
     damping: float = 0.01
-    round_to: int = 8
+    round_to: int = 8  # SliceGPT: kept hidden width a multiple of this
+    ffn_multiple: int = 1  # FFN rows kept per layer (and so every method's budget) rounded to a multiple of this
     data_dir: str | None = None
     # The running method's own options (:attr:`Method.options`), by option name; absent = its default.
     options: dict[str, Any] = field(default_factory=dict)

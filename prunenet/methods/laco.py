@@ -68,7 +68,7 @@ def run(model: nn.Module, tokenizer: Any, request: PruneRequest) -> tuple[nn.Mod
     t0 = time.perf_counter()
     dense_params = count_params(model)
     layer_params = [count_params(layer) for layer in get_adapter(model).layers()]
-    budget = ffn_rows_budget(model, float(request.ratio))
+    budget = ffn_rows_budget(model, float(request.ratio), request.ffn_multiple)
     # equal scores: only the count is taken from the budget rule; which layers go is the walk's to decide
     n_remove = len(layers_for_budget(torch.zeros(len(layer_params)), layer_params, budget))
     # a group never spans more than the mergeable range (a shallow model: C layers may not fit at all)

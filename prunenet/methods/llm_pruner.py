@@ -59,7 +59,7 @@ def run(model: nn.Module, tokenizer: Any, request: PruneRequest) -> tuple[nn.Mod
         )
     heads = opt["structures"] == "ffn+attention"
     dense = count_params(model)
-    budget = ffn_rows_budget(model, float(request.ratio))
+    budget = ffn_rows_budget(model, float(request.ratio), request.ffn_multiple)
     ffn = {i: ffn_members(model, layers[i]) for i in pruned}
     attn = {i: attention_members(model, layers[i]) for i in pruned} if heads else {}
     probe = pruned[0]

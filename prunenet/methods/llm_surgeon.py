@@ -135,7 +135,7 @@ def run(model: nn.Module, tokenizer: Any, request: PruneRequest) -> tuple[nn.Mod
     t0 = time.perf_counter()
     adapter = get_adapter(model)
     dense = count_params(model)
-    budget = ffn_rows_budget(model, float(request.ratio))
+    budget = ffn_rows_budget(model, float(request.ratio), request.ffn_multiple)
     blocks = request.calibration(tokenizer)
     shots, removed = [], 0
     for s in range(1, opt["shots"] + 1):

@@ -24,7 +24,8 @@ def prune_rows(model: nn.Module, tokenizer: Any, request: PruneRequest, selector
         policy, policy_meta = load_policy(request.policy, request.which)
     trained = policy_meta.get("config", {})
     state = trained.get("state", request.state)
-    rows = plan_rows(model, selector, request.ratio, policy, state=state, seed=request.seed)
+    multiple = request.ffn_multiple
+    rows = plan_rows(model, selector, request.ratio, policy, state=state, seed=request.seed, multiple=multiple)
     sizes = prune_ffn(model, rows)
     meta = {
         "ratio_spec": request.ratio,
@@ -33,6 +34,7 @@ def prune_rows(model: nn.Module, tokenizer: Any, request: PruneRequest, selector
         "which": request.which,
         "state": state,
         "intermediate_sizes": sizes,
+        "ffn_multiple": request.ffn_multiple,
         "policy_trained_at": trained.get("ratio"),
         "policy_eq3": policy_meta.get("eq3"),
         "policy_train_seconds": policy_meta.get("seconds"),  # part of the method's compression cost (Table 9)

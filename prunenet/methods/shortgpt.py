@@ -36,7 +36,7 @@ def run(model: nn.Module, tokenizer: Any, request: PruneRequest) -> tuple[nn.Mod
     t0 = time.perf_counter()
     scores = SHORTGPT.state(model, tokenizer, request)["block_influence"]
     layer_params = [count_params(layer) for layer in get_adapter(model).layers()]
-    budget = ffn_rows_budget(model, float(request.ratio))
+    budget = ffn_rows_budget(model, float(request.ratio), request.ffn_multiple)
     drop = layers_for_budget(scores, layer_params, budget)
     remove_layers(model, drop)
     meta = {

@@ -27,7 +27,7 @@ def slicing_ratio(model: nn.Module, request: PruneRequest) -> tuple[float, dict]
     from ..slicegpt.budget import width_for_params
     from ..stats import count_params
 
-    target = count_params(model) - ffn_rows_budget(model, float(request.ratio))
+    target = count_params(model) - ffn_rows_budget(model, float(request.ratio), request.ffn_multiple)
     kept = width_for_params(model, target, request.round_to)
     d = model.config.hidden_size
     return 1.0 - kept / d, {"budget": "params", "param_target": target, "kept_width": kept}

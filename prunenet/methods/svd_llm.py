@@ -27,7 +27,7 @@ def run(model: nn.Module, tokenizer: Any, request: PruneRequest) -> tuple[nn.Mod
 
     t0 = time.perf_counter()
     dense = count_params(model)
-    budget = ffn_rows_budget(model, float(request.ratio))
+    budget = ffn_rows_budget(model, float(request.ratio), request.ffn_multiple)
     update = request.option("update", SVD_LLM)
     model, res = compress_svd_llm(model, request.calibration(tokenizer), budget, update=update)
     removed = dense - count_params(model)

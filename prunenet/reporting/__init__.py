@@ -9,9 +9,10 @@ from __future__ import annotations
 
 from .figures import fig1, fig3, fig4, ppl_vs_ratio
 from .spectra import export_spectra
+from .speed import speedup  # also registers table9 (inputs: `prunenet speed` JSONs)
 from .tables import TABLE2_TASKS, TABLES, accuracy_frame, load_results
 
-FIGURES = {"fig1": fig1, "fig3": fig3, "fig4": fig4, "ppl_vs_ratio": ppl_vs_ratio}
+FIGURES = {"fig1": fig1, "fig3": fig3, "fig4": fig4, "ppl_vs_ratio": ppl_vs_ratio, "speedup": speedup}
 # kind -> function; tables also write a Markdown twin (--out-md)
 REPORTS = dict(TABLES.items()) | FIGURES
 

@@ -194,6 +194,8 @@ def method_args(method, policy=None, prepared=None):
         args += ["--prepared", path]
     if spec.needs_calibration and DATA_DIR:
         args += ["--data-dir", str(Path(DATA_DIR).resolve())]
+    if PRUNE["ffn_multiple"] != 1:  # PruneNet's kept FFN widths rounded: every method's budget follows
+        args += ["--ffn-multiple", str(PRUNE["ffn_multiple"])]
     own = {o.name: o.flag(method) for o in spec.options}  # method options: --<method>-<key>
     for key, value in (config[method] if method in config else {}).items():
         args += [own.get(key, f"--{key.replace('_', '-')}"), str(value)]
@@ -260,6 +262,22 @@ def transfer_evals():
     return [eval_file(m, "dense", NO_SETTING, "0", SEEDS[0]) for m in MODELS] + list(dict.fromkeys(out))
 
 
+def speed_methods():
+    """Table 9's methods: configured, else those of Table 2 and the baseline comparisons (as the sweep)."""
+    return config["speed"]["methods"] or sweep_methods()
+
+
+def speed_file(model, method, setting_, ratio, seed):
+    return rules.speed.output[0].format(model=model, method=method, setting=setting_, ratio=ratio, seed=seed)
+
+
+def speed_files(model):
+    """Dense and every Table 9 method at the speed ratios, first seed (speed depends on shapes, not draws)."""
+    runs = [("dense", NO_SETTING, "0")]
+    runs += [(m, setting(m, fmt(r)), fmt(r)) for m in speed_methods() for r in config["speed"]["ratios"]]
+    return [speed_file(model, m, st, r, SEEDS[0]) for m, st, r in runs]
+
+
 def rft_ratios():
     return [fmt(r) for r in (RFT["ratios"] or PRUNE["ratios"])]
 
@@ -290,6 +308,8 @@ def table_inputs(table):
     """Evaluation JSONs of each table: Table 2's runs, the transfer runs (Table 6), or the RFT runs."""
     if table == "table6":
         return transfer_evals()
+    if table == "table9":
+        return [f for m in MODELS for f in speed_files(m)]
     if table in COMPARE_TABLES:
         return all_evals(compare_methods(table))
     if table not in RFT_TABLES:
@@ -319,12 +339,13 @@ def sweep_files(model):
 
 
 def get_final_output():
-    """What `all` builds: Tables 1/2/4/5/6, the baselines table, Figure 1 and the perplexity sweep per model;
+    """What `all` builds: Tables 1/2/4/5/6/9, the baselines table, Figure 1, the perplexity sweep and the
+    speed-up figure per model;
     with RFT, Tables 3/8, Figures 3/4."""
-    tables = ["table2", "pairs", "table1", *COMPARE_TABLES] + (["table6"] if TRANSFER else [])
+    tables = ["table2", "pairs", "table1", *COMPARE_TABLES, "table9"] + (["table6"] if TRANSFER else [])
     tables += list(RFT_TABLES) if RFT_ENABLED else []
     out = expand(rules.table.output.csv, table=tables) + expand(rules.fig1.output, model=MODELS)
-    out += expand(rules.ppl_vs_ratio.output, model=MODELS)
+    out += expand(rules.ppl_vs_ratio.output, model=MODELS) + expand(rules.speedup.output, model=MODELS)
     if RFT_ENABLED:
         out += rules.fig3.output + rules.fig4.output
     return out
