@@ -217,6 +217,7 @@ def cmd_evaluate(args) -> None:
     from .data import load_texts, split_note
     from .evaluation import perplexity, run_lm_eval
     from .models import load_model, read_meta
+    from .provenance import as_params, provenance
 
     if not args.data_dir and (args.tasks or args.ppl_datasets):
         from . import hub
@@ -259,13 +260,20 @@ def cmd_evaluate(args) -> None:
 
         out["meta"]["stats"] = model_stats(model)
     out["eval_seconds"] = time.perf_counter() - t0
+    out["provenance"] = provenance() | {
+        "metrics": {t: r["primary_metric"] for t, r in out.get("tasks", {}).items()},
+        "batch_size": args.batch_size,
+        "limit": args.limit,
+    }
     tags = _tags(args, "evaluate", method=out["method"], setting=args.setting, ratio=out["ratio"], seed=out["seed"])
+    params = {"tasks": args.tasks, "limit": args.limit, "data_dir": args.data_dir, "model_path": args.model}
     with tracking.run(
         tags["model"],
         f"evaluate {out['method']} r={out['ratio']} s={out['seed']}",
-        {"tasks": args.tasks, "limit": args.limit, "data_dir": args.data_dir, "model_path": args.model},
+        params | {"batch_size": args.batch_size} | as_params(out["provenance"]),
         tags,
     ) as run:
+        out["provenance"]["mlflow_run_id"] = run.id
         for task, res in out.get("tasks", {}).items():
             run.metrics({f"{task}.{k}": v for k, v in res.items()})
         run.metrics({f"ppl.{name}": res["ppl"] for name, res in out["perplexity"].items()})
@@ -278,6 +286,7 @@ def cmd_speed(args) -> None:
     from . import tracking
     from .artifacts import write_json
     from .models import load_model, read_meta
+    from .provenance import as_params, provenance
     from .speed import SpeedSettings, measure
 
     settings = SpeedSettings(
@@ -296,9 +305,12 @@ def cmd_speed(args) -> None:
         "dtype": str(next(model.parameters()).dtype).removeprefix("torch."),
         "meta": meta,
         "speed": asdict(result),
+        "provenance": provenance(),
     }
     tags = _tags(args, "speed", method=out["method"], setting=args.setting, ratio=out["ratio"], seed=out["seed"])
-    with tracking.run(tags["model"], f"speed {out['method']} r={out['ratio']}", asdict(settings), tags) as run:
+    params = asdict(settings) | as_params(out["provenance"])
+    with tracking.run(tags["model"], f"speed {out['method']} r={out['ratio']}", params, tags) as run:
+        out["provenance"]["mlflow_run_id"] = run.id
         for cell, res in result.cells.items():
             run.metrics({f"{cell}.{k}": res[k]["median"] for k in ("prefill_tok_s", "decode_tok_s")})
         run.metric("peak_memory_mb", result.peak_memory_mb)

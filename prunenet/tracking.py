@@ -39,6 +39,14 @@ class Run:
             if isinstance(v, (int, float)) and not isinstance(v, bool):
                 self.metric(k, v, step)
 
+    @property
+    def id(self) -> str | None:
+        """The MLflow run id (None when tracking is off): results record it to point back at their run."""
+        if self._m is None:
+            return None
+        active = self._m.active_run()
+        return active.info.run_id if active else None
+
     def artifact(self, path: str | os.PathLike) -> None:
         if self._m is not None and Path(path).is_file():
             self._m.log_artifact(str(path))

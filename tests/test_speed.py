@@ -125,3 +125,22 @@ def test_speed_cli_writes_the_protocol_and_the_checkpoint_record(tmp_path, token
     assert out["method"] == "dense" and out["speed"]["settings"]["repeats"] == 2
     assert len(out["speed"]["cells"]["b1"]["decode_tok_s"]["values"]) == 2
     assert out["speed"]["flops_per_token"] == flops_per_token(model, 6)
+
+
+def test_git_commit_names_the_checkout_and_its_changes(tmp_path):
+    import subprocess
+
+    from prunenet.provenance import as_params, git_commit, provenance
+
+    git = lambda *a: subprocess.run(["git", "-C", str(tmp_path), *a], check=True, capture_output=True, text=True)  # noqa: E731
+    git("init", "-q")
+    (tmp_path / "f.txt").write_text("a")
+    git("add", "f.txt")
+    git("-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "x")
+    head = git("rev-parse", "HEAD").stdout.strip()
+    assert git_commit(tmp_path) == head
+    (tmp_path / "f.txt").write_text("b")
+    assert git_commit(tmp_path) == head + "+dirty"
+    assert git_commit(tmp_path / "nonexistent") is None
+    params = as_params(provenance())
+    assert params["prov.torch"] == torch.__version__ and "prov.versions" not in params

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -226,6 +227,19 @@ def test_end_to_end_all(tmp_path, tiny_dir, data_dir, monkeypatch):
         assert (runs["tags.stage"] == stage).sum() == len(list((bench / rule).rglob("*.tsv"))), stage
     n_evals = len(list((bench / "evaluate").rglob("*.tsv"))) + len(list((bench / "evaluate_rft").rglob("*.tsv")))
     assert (runs["tags.stage"] == "evaluate").sum() == n_evals
+    # provenance: every evaluation names its MLflow run, the configuration and the library versions
+    import torch
+
+    evals = [json.loads(p.read_text()) for p in (tmp_path / "results/eval").rglob("*.json")]
+    ev_runs = runs[runs["tags.stage"] == "evaluate"].set_index("run_id")
+    hashes = {e["provenance"]["config_hash"] for e in evals}
+    assert len(hashes) == 1 and re.fullmatch(r"[0-9a-f]{16}", hashes.pop())
+    for e in evals:
+        prov = e["provenance"]
+        assert prov["versions"]["torch"] == torch.__version__ and prov["batch_size"] == 4 and prov["limit"] == 3
+        assert prov["metrics"]["piqa"] == "acc_norm" and prov["metrics"]["winogrande"] == "acc"
+        run = ev_runs.loc[prov["mlflow_run_id"]]  # the run that logged this file
+        assert run["params.prov.config_hash"] == prov["config_hash"] and run["params.prov.torch"] == torch.__version__
     train = runs[runs["tags.stage"] == "train"].iloc[0]
     assert len(mlflow.MlflowClient().get_metric_history(train.run_id, "penalty")) == 3
     policy_meta = json.loads((tmp_path / "results/policies/tiny/ks-up-paper-loo2-t0.25/s1.json").read_text())

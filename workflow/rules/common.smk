@@ -1,4 +1,6 @@
+import hashlib
 import json
+import os
 import re
 import shlex
 import sys
@@ -30,6 +32,9 @@ except ConfigError as err:
 config.clear()
 config.update(_effective)
 validate(config, str(SCHEMA))
+# Every job records which configuration produced it (prunenet.provenance); an environment variable, not a rule
+# param, so changing one section does not rerun the jobs it does not touch.
+os.environ["PRUNENET_CONFIG_HASH"] = hashlib.sha256(json.dumps(config, sort_keys=True).encode()).hexdigest()[:16]
 
 PY = config["python"] or sys.executable  # the interpreter running snakemake has prunenet installed
 DATA_DIR = config["data_dir"]
