@@ -1,4 +1,16 @@
 SP = config["speed"]
+
+
+def speed_threads():
+    """Every core of a local run, so the measuring job runs alone; on an executor without a core total (a
+    cluster: each job gets its own node share), the compute jobs' ``threads``."""
+    try:
+        cores = workflow.cores
+    except WorkflowError:
+        return THREADS
+    return cores if isinstance(cores, int) and 0 < cores < 4096 else THREADS
+
+
 SPEED_ARGS = (
     f"--batch-sizes {' '.join(map(str, SP['batch_sizes']))} --prompt-len {SP['prompt_len']} "
     f"--gen-len {SP['gen_len']} --warmup {SP['warmup']} --repeats {SP['repeats']} --dtype {config['dtype']}"
@@ -18,7 +30,7 @@ rule speed:
         "results/benchmarks/speed/{model}/{method}/{setting}/r{ratio}-s{seed}.tsv"
     conda:
         CONDA_ENV
-    threads: workflow.cores
+    threads: speed_threads()
     resources:
         **compute_resources(),
     params:
