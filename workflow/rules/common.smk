@@ -36,6 +36,11 @@ validate(config, str(SCHEMA))
 # param, so changing one section does not rerun the jobs it does not touch.
 os.environ["PRUNENET_CONFIG_HASH"] = hashlib.sha256(json.dumps(config, sort_keys=True).encode()).hexdigest()[:16]
 
+
+envvars:
+    "PRUNENET_CONFIG_HASH",  # passed on to jobs of distributed executors too
+
+
 PY = config["python"] or sys.executable  # the interpreter running snakemake has prunenet installed
 DATA_DIR = config["data_dir"]
 if DATA_DIR and not Path(DATA_DIR).is_dir():
@@ -265,6 +270,25 @@ def transfer_evals():
                     out.append(eval_file(m, "prunenet", setting("prunenet", r, item["from"]), r, s))
                     out.append(eval_file(m, "prunenet", setting("prunenet", r, float(r)), r, s))
     return [eval_file(m, "dense", NO_SETTING, "0", SEEDS[0]) for m in MODELS] + list(dict.fromkeys(out))
+
+
+SP = config["speed"]
+
+
+def speed_threads():
+    """Every core of a local run, so the measuring job runs alone; on an executor without a core total (a
+    cluster: each job gets its own node share), the compute jobs' ``threads``."""
+    try:
+        cores = workflow.cores
+    except WorkflowError:
+        return THREADS
+    return cores if isinstance(cores, int) and 0 < cores < 4096 else THREADS
+
+
+SPEED_ARGS = (
+    f"--batch-sizes {' '.join(map(str, SP['batch_sizes']))} --prompt-len {SP['prompt_len']} "
+    f"--gen-len {SP['gen_len']} --warmup {SP['warmup']} --repeats {SP['repeats']} --dtype {config['dtype']}"
+)
 
 
 def speed_methods():

@@ -1,22 +1,3 @@
-SP = config["speed"]
-
-
-def speed_threads():
-    """Every core of a local run, so the measuring job runs alone; on an executor without a core total (a
-    cluster: each job gets its own node share), the compute jobs' ``threads``."""
-    try:
-        cores = workflow.cores
-    except WorkflowError:
-        return THREADS
-    return cores if isinstance(cores, int) and 0 < cores < 4096 else THREADS
-
-
-SPEED_ARGS = (
-    f"--batch-sizes {' '.join(map(str, SP['batch_sizes']))} --prompt-len {SP['prompt_len']} "
-    f"--gen-len {SP['gen_len']} --warmup {SP['warmup']} --repeats {SP['repeats']} --dtype {config['dtype']}"
-)
-
-
 rule speed:
     """Prefill and decode tokens/s of one checkpoint (paper Table 9b). It takes every core, so it runs alone:
     a throughput measured beside another job would measure the other job too."""
