@@ -109,8 +109,11 @@ def table9(inputs: list[str], out: str, out_md: str, **_: object) -> list[Path]:
         ]
         b[f"{kind} ×"] = b[f"{kind}_speedup"].map(lambda v: f"{v:.2f}")
     b["ideal ×"] = b["ideal_speedup"].map(lambda v: f"{v:.2f}")
+    b["ratio"] = b["ratio"].map(lambda v: f"{v:g}")
+    b["peak MB"] = b["peak_memory_mb"].map(lambda v: f"{v:.0f}")
     cols = ["model", "batch_size", "method", "ratio", "prefill tok/s", "prefill ×", "decode tok/s", "decode ×"]
-    lines.append(b[cols + ["ideal ×", "peak_memory_mb"]].to_markdown(index=False, floatfmt=".0f") + "\n")
+    # strings as written: tabulate would otherwise re-parse "1.17" as a number and round it with one format
+    lines.append(b[cols + ["ideal ×", "peak MB"]].to_markdown(index=False, disable_numparse=True) + "\n")
     return _write_table(df, out, out_md, "\n".join(lines))
 
 
@@ -130,7 +133,8 @@ def speedup(inputs: list[str], out: str) -> list[Path]:
                     gb["ideal_speedup"], gb[f"{kind}_speedup"], marker=markers[bs], color=color, label=f"{method} b{bs}"
                 )
                 color = pts.get_facecolor()[0]
-        lim = [0.5, max(1.6, float(pruned[["ideal_speedup", f"{kind}_speedup"]].to_numpy().max()) * 1.1)]
+        values = pruned[["ideal_speedup", f"{kind}_speedup"]].to_numpy()
+        lim = [min(0.9, float(values.min()) * 0.95), max(1.1, float(values.max()) * 1.05)]
         ax.plot(lim, lim, "k--", lw=0.8, label="ideal")
         ax.axhline(1.0, color="grey", lw=0.5)
         ax.set(xlim=lim, xlabel="FLOPs-ideal speed-up", ylabel="measured speed-up", title=f"{kind} tokens/s vs dense")
