@@ -69,6 +69,11 @@ def _write_table(df: pd.DataFrame, out: str, out_md: str, markdown: str | pd.Dat
     return [out, md]
 
 
+def _number(value) -> float:
+    """A recorded number, or NaN when the record has none."""
+    return float("nan") if value is None else float(value)
+
+
 def _schedule(spec) -> str:
     """How the ratio was spread over layers: uniform, a named schedule, or an explicit per-layer list."""
     if isinstance(spec, str):
@@ -115,10 +120,11 @@ def accuracy_frame(results: list[dict], tasks: list[str]) -> pd.DataFrame:
         row["params"] = stats.get("params")
         row["flops_per_token"] = stats.get("flops_per_token")
         row["effective_sparsity"] = 100 * stats.get("effective_sparsity", 0.0)
-        row["compress_seconds"] = float(meta.get("compress_seconds") or "nan")
-        row["peak_memory_mb"] = float(meta.get("peak_memory_mb") or "nan")
+        # absent = not recorded (NaN); a recorded 0.0 stays 0.0
+        row["compress_seconds"] = _number(meta.get("compress_seconds"))
+        row["peak_memory_mb"] = _number(meta.get("peak_memory_mb"))
         # policy methods: training the policy is part of the cost
-        row["policy_seconds"] = float(meta.get("policy_train_seconds") or "nan")
+        row["policy_seconds"] = _number(meta.get("policy_train_seconds"))
         row["limit"] = r.get("limit")
         row["source"] = r["source"]
         rows.append(row)

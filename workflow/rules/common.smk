@@ -98,7 +98,7 @@ def compute_resources(gpu=True):
 
 def kept(path):
     """A checkpoint output: removed by Snakemake once every job reading it is done (``temp``), unless
-    ``keep_checkpoints``; asking for its path as a target rebuilds and keeps it (same seed, same bytes)."""
+    ``keep_checkpoints``; asking for its path as a target rebuilds and keeps it (same seed, same weights)."""
     return path if config["keep_checkpoints"] else temp(path)
 
 
