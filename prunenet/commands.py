@@ -211,6 +211,19 @@ def cmd_prepare(args) -> None:
     print(f"wrote {args.out}: {len(state)} tensors of {args.method}'s ratio-independent state ({seconds:.1f} s)")
 
 
+def _result_header(args, meta: dict) -> dict:
+    """What names a measured checkpoint in every result file (evaluation, speed): tables group by these."""
+    return {
+        "model": args.model_name or Path(args.model).name,
+        "model_path": args.model,
+        "method": args.method or meta.get("method", "dense"),
+        "setting": args.setting,
+        "ratio": meta.get("ratio", 0.0),
+        "seed": meta.get("seed"),
+        "meta": meta,
+    }
+
+
 def cmd_evaluate(args) -> None:
     from . import tracking
     from .artifacts import write_json
@@ -224,15 +237,7 @@ def cmd_evaluate(args) -> None:
 
         hub.require("evaluation without --data-dir", "pass --data-dir with the local task and text copies")
     meta = read_meta(args.model)
-    out = {
-        "model": args.model_name or Path(args.model).name,
-        "model_path": args.model,
-        "method": args.method or meta.get("method", "dense"),
-        "setting": args.setting,
-        "ratio": meta.get("ratio", 0.0),
-        "seed": meta.get("seed"),
-        "meta": meta,
-    }
+    out = _result_header(args, meta)
     t0 = time.perf_counter()
     model, tok = load_model(args.model, device=args.device, dtype=args.dtype)  # once, for both measurements
     if args.tasks:
@@ -293,17 +298,10 @@ def cmd_speed(args) -> None:
         tuple(args.batch_sizes), args.prompt_len, args.gen_len, args.warmup, args.repeats, seed=args.seed
     )
     meta = read_meta(args.model)
-    model, tok = load_model(args.model, device=args.device, dtype=args.dtype)
+    model, _ = load_model(args.model, device=args.device, dtype=args.dtype)
     result = measure(model, model.config.vocab_size, settings)
-    out = {
-        "model": args.model_name or Path(args.model).name,
-        "model_path": args.model,
-        "method": args.method or meta.get("method", "dense"),
-        "setting": args.setting,
-        "ratio": meta.get("ratio", 0.0),
-        "seed": meta.get("seed"),
+    out = _result_header(args, meta) | {
         "dtype": str(next(model.parameters()).dtype).removeprefix("torch."),
-        "meta": meta,
         "speed": asdict(result),
         "provenance": provenance(),
     }
