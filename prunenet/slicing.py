@@ -19,20 +19,31 @@ from .policy import PolicyNetwork, n_keep, select_rows
 
 
 def layer_ratios(ratio: float | Sequence[float] | str, num_layers: int) -> list[float]:
-    """One ratio for all layers, a per-layer list, or a schedule ``linear:A:B`` (paper T7).
+    """One ratio for all layers, a per-layer list, or a schedule (paper T7).
 
     ``linear:0.1:0.5`` prunes the first layer by 10 % and the last by 50 %, linearly in between.
+    ``shuffled:0:0.4[:SEED]`` spreads the same evenly spaced ratios (0 … 0.4) over the layers in an order
+    drawn from SEED (default 0): every layer gets a different ratio within the range, the mean is exactly
+    the range's middle (paper T7: "between 0 % and 40 %, average 20 %"), and the draw is reproducible.
     """
     if isinstance(ratio, str):
         kind, _, rest = ratio.partition(":")
+        parts = rest.split(":")
         try:
-            start, end = (float(x) for x in rest.split(":"))
+            if len(parts) not in {"linear": (2,), "shuffled": (2, 3)}.get(kind, ()):
+                raise ValueError(kind)
+            start, end, seed = float(parts[0]), float(parts[1]), int(parts[2]) if len(parts) == 3 else 0
         except ValueError:
-            start = end = None
-        if kind != "linear" or start is None:
-            raise PruneNetError(f"unknown ratio schedule {ratio!r}: use linear:START:END, e.g. linear:0.1:0.5")
+            raise PruneNetError(
+                f"unknown ratio schedule {ratio!r}: use linear:START:END or shuffled:LOW:HIGH[:SEED], "
+                "e.g. linear:0.1:0.5"
+            ) from None
         step = (end - start) / max(num_layers - 1, 1)
-        return [round(start + i * step, 6) for i in range(num_layers)]
+        spaced = [round(start + i * step, 6) for i in range(num_layers)]
+        if kind == "linear":
+            return spaced
+        order = torch.randperm(num_layers, generator=torch.Generator().manual_seed(seed)).tolist()
+        return [spaced[i] for i in order]
     if isinstance(ratio, (int, float)):
         return [float(ratio)] * num_layers
     ratios = [float(r) for r in ratio]

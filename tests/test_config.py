@@ -169,3 +169,50 @@ def test_conda_env_pins_equal_the_install_pins():
         if "==" in spec:
             name, pinned = re.sub(r"\[.*\]", "", spec).split("==")
             assert version(name).split("+")[0] == pinned, name  # torch: 2.13.0+cpu is the 2.13.0 CPU build
+
+
+def _shell_lines(out: str) -> list[str]:
+    return [line for line in out.splitlines() if "-m prunenet" in line]
+
+
+def test_the_ablation_targets_run_the_settings_they_compare(workdir):
+    rc, out = dry_run(workdir, *(f"results/tables/table{n}.csv" for n in (7, 10, 13, 16, 17, 18, 19)))
+    assert rc == 0, out
+    lines = _shell_lines(out)
+    trained = {m[1] for line in lines if (m := re.search(r"policies/smollm2-135m/(\S+)/s0\.safetensors ", line))}
+    # T18's AD and T19's FFN2 policies beside the configured KS/FFN1 ones, T13's at 0.5, T7's at the mean 0.2
+    for r in ("0.1", "0.2", "0.3"):
+        assert {f"ks-up-paper-t{r}", f"ad-up-paper-t{r}", f"ks-down-paper-t{r}"} <= trained
+    assert "ks-up-paper-t0.5" in trained
+    calib = [line for line in lines if "--method slicegpt" in line]
+    # T10: SliceGPT on both corpora, each in its own path, at every ratio; T13: WikiText-2 at 0.5
+    for c in ("wikitext2", "alpaca"):
+        for r in ("0.1", "0.2", "0.3"):
+            assert any(f"slicegpt/{c}/r{r}-s0 " in line and f"--calib-dataset {c}" in line for line in calib)
+    assert any("slicegpt/wikitext2/r0.5-s0 " in line for line in calib)
+    schedule = [line for line in lines if "--ratio shuffled:0:0.4 " in line]
+    assert schedule and all("ks-up-paper-t0.2" in line for line in schedule)  # trained at the mean ratio
+    assert jobs(out)["table"] == 7
+
+
+def test_a_second_model_family_runs_every_method_but_the_ones_that_refuse_it(workdir):
+    """config/gemma3.yaml: Gemma-3 beside SmolLM2; SliceGPT refuses Gemma-3, so it runs on SmolLM2 only and the
+    tables that would show it say so."""
+    rc, out = dry_run(
+        workdir,
+        "results/tables/table21.csv",
+        "results/tables/table22.csv",
+        "results/tables/table4.csv",
+        "--configfile",
+        str(ROOT / "config/gemma3.yaml"),
+    )
+    assert rc == 0, out
+    lines = _shell_lines(out)
+    assert any("--method prunenet" in x and "gemma3-270m/prunenet/" in x for x in lines)
+    assert any("--method shortgpt" in x and "results/models/gemma3-270m/shortgpt/" in x for x in lines)
+    assert not any("gemma3-270m/slicegpt" in x for x in lines)
+    assert any("results/models/smollm2-135m/slicegpt/" in x for x in lines)
+    reports = {re.search(r"report (\w+) ", x)[1]: x for x in lines if "prunenet report" in x}
+    for table in ("table22", "table4"):
+        assert "Not run: slicegpt on gemma3-270m" in reports[table], table
+    assert "Not run" not in reports["table21"]

@@ -144,6 +144,10 @@ def test_offline_prompts_match_builtin(task, offline, data_dir, tmp_path):
         assert requests(local, local.eval_docs[i]) == requests(ref, ref_docs[j])
 
 
+def test_the_mmlu_subject_list_is_lm_evals():
+    assert ev.MMLU_SUBJECTS == tuple(ev.mmlu_subjects())
+
+
 def test_offline_mmlu_matches_builtin(offline, data_dir, tmp_path):
     leaves = leaf_tasks(offline["mmlu"])
     assert len(leaves) == 57 and all(name.endswith("_local") for name in leaves)
@@ -208,8 +212,11 @@ def tiny_ckpt(tiny_model, tokenizer, tmp_path):
 
 def test_run_lm_eval_tiny_all_tasks_reproducible(tiny_ckpt, data_dir, tmp_path):
     kwargs = dict(data_dir=str(data_dir), limit=3, batch_size=8, seed=0, work_dir=str(tmp_path / "work"))
-    res = ev.run_lm_eval(tiny_ckpt, list(ev.TASKS), **kwargs)
-    assert set(res["tasks"]) == set(ev.TASKS)
+    subjects = ["mmlu_abstract_algebra", "mmlu_formal_logic"]  # two subjects alone (paper Table 23), then the group
+    res = ev.run_lm_eval(tiny_ckpt, list(ev.BENCHMARKS), **kwargs)
+    res["tasks"] |= ev.run_lm_eval(tiny_ckpt, subjects, **kwargs)["tasks"]
+    tasks = [*ev.BENCHMARKS, *subjects]
+    assert set(res["tasks"]) == set(tasks)
     assert res["data_source"] == f"local:{Path(data_dir).resolve()}"
     assert res["limit"] == 3 and res["seed"] == 0 and res["num_fewshot"] == 0 and res["lm_eval_version"]
     for task, r in res["tasks"].items():
@@ -217,12 +224,23 @@ def test_run_lm_eval_tiny_all_tasks_reproducible(tiny_ckpt, data_dir, tmp_path):
         assert 0.0 <= r["primary"] <= 1.0 and 0.0 <= r["acc"] <= 1.0
         assert math.isfinite(r["primary_stderr"]) and math.isfinite(r["acc_stderr"])
         assert r["n"] == (3 * 57 if task == "mmlu" else 3)
-        if task not in ("winogrande", "mmlu"):
+        if task != "winogrande" and not task.startswith("mmlu"):
             assert 0.0 <= r["acc_norm"] <= 1.0
     json.dumps(res)
+    group = res["tasks"]["mmlu"]["items"]
+    for subject in ("abstract_algebra", "formal_logic"):  # a subject alone scores its items as inside the group
+        alone = res["tasks"][f"mmlu_{subject}"]["items"]
+        inside = {i: a for i, a in zip(group["doc_id"], group["acc"]) if i.startswith(f"mmlu_{subject}:")}
+        assert {f"mmlu_{subject}:{i}": a for i, a in zip(alone["doc_id"], alone["acc"])} == inside
+        assert res["tasks"][f"mmlu_{subject}"]["primary"] == pytest.approx(sum(alone["acc"]) / 3)
     again = ev.run_lm_eval(tiny_ckpt, ["piqa", "hellaswag", "arc_challenge"], **kwargs)
     for task in again["tasks"]:
         assert again["tasks"][task] == res["tasks"][task]
+
+
+def test_the_mmlu_group_and_its_subjects_are_not_run_together(tiny_ckpt, data_dir):
+    with pytest.raises(PruneNetError, match="not both"):
+        ev.run_lm_eval(tiny_ckpt, ["mmlu", "mmlu_anatomy"], str(data_dir), limit=1)
 
 
 def test_unknown_task(tiny_ckpt, data_dir):

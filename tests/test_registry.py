@@ -33,6 +33,10 @@ def _choices(command: str, flag: str) -> list[str]:
 def test_schema_enums_equal_the_registries():
     assert SCHEMA["$defs"]["method"]["enum"] == METHODS.names()
     assert SCHEMA["$defs"]["dataset"]["enum"] == list(options.DATASETS)
+    from prunenet.evaluation.tasks import BENCHMARKS, MMLU_SUBJECTS
+
+    assert SCHEMA["$defs"]["mmlu_subject"]["enum"] == list(MMLU_SUBJECTS)
+    assert SCHEMA["properties"]["evaluate"]["properties"]["tasks"]["items"]["enum"] == list(BENCHMARKS)
     policy = SCHEMA["properties"]["policy"]["properties"]
     for key, values in (
         ("penalty", options.PENALTIES),
@@ -173,3 +177,12 @@ def test_qwen3_adapter_gqa_and_state(tokenizer):
     assert att.q.out_features == 128 and att.k.out_features == 32
     assert adapter.state_matrix(adapter.layers()[0], "gate").shape == (96, 64)
     assert adapter.state_matrix(adapter.layers()[0], "down").shape == (96, 64)
+
+
+def test_the_workflows_refusals_are_the_architectures():
+    """A method's torch-free ``refuses`` (what the workflow skips) equals what the architecture code refuses."""
+    from prunenet.arch import ARCHITECTURES
+
+    refused = sorted({t for cls in {c for _, c in ARCHITECTURES.items()} for t in cls.slicegpt_refused})
+    assert sorted(METHODS.get("slicegpt").refuses) == refused
+    assert all(not m.refuses for name, m in METHODS.items() if name != "slicegpt")

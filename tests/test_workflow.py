@@ -9,6 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 import yaml
@@ -73,6 +74,9 @@ def write_config(workdir: Path, model_dir: Path, data_dir: Path, **overrides) ->
         },
         "rft": {"ratios": [0.5], "sizes": [16], "table_size": 16, "seq_len": 64, "batch_size": 4, "eval_every": 1},
         "keep_checkpoints": True,  # the assertions below read the checkpoints' metadata
+        # T7's uniform rows at the schedule's mean (0.25) and T13's high ratio are Table 2's own runs
+        "ablations": {"ratios": [0.5], "schedule": "shuffled:0:0.5", "high_ratio": 0.5},
+        "mmlu": {"subjects": ["abstract_algebra", "formal_logic"], "limit": 3},
     } | overrides
     (workdir / "config").mkdir(parents=True, exist_ok=True)
     (workdir / "config" / "config.yaml").write_text(yaml.safe_dump(cfg))
@@ -150,7 +154,7 @@ def test_end_to_end_all(tmp_path, tiny_dir, data_dir, monkeypatch):
     # seeds: 2 for the stochastic prunenet, 1 for dense, SliceGPT and ShortGPT (calibration_seeds: first)
     assert len(per_seed) == 1 + 2 * 2 + 2 * 1 + 2 * 1 + 2
     assert set(table["method"]) == {"dense", "prunenet", "slicegpt", "shortgpt"}
-    short = tmp_path / "results/models/tiny/shortgpt/default/r0.5-s0"  # fewer layers, a plain HF checkpoint
+    short = tmp_path / "results/models/tiny/shortgpt/wikitext2/r0.5-s0"  # fewer layers, a plain HF checkpoint
     short_meta = json.loads((short / "prunenet_meta.json").read_text())
     assert short_meta["calib_samples"] == 2 and short_meta["calib_seq_len"] == 32
     short_cfg = json.loads((short / "config.json").read_text())
@@ -194,8 +198,8 @@ def test_end_to_end_all(tmp_path, tiny_dir, data_dir, monkeypatch):
     assert (pruned["compress_seconds"] > 0).all()  # (a 3-layer model: the layer methods may remove none at 0.25)
     assert (pruned["peak_memory_mb"] > 0).all()
     # ratio-independent stages ran once per model and seed (rule prepare) and served both ratios
-    assert (tmp_path / "results/prepared/tiny/asvd/s0.safetensors").is_file()
-    asvd_meta = json.loads((tmp_path / "results/models/tiny/asvd/default/r0.5-s0/prunenet_meta.json").read_text())
+    assert (tmp_path / "results/prepared/tiny/asvd/wikitext2/s0.safetensors").is_file()
+    asvd_meta = json.loads((tmp_path / "results/models/tiny/asvd/wikitext2/r0.5-s0/prunenet_meta.json").read_text())
     assert asvd_meta["prepare_seconds"] > 0
     for ratio, rows in pruned.groupby("ratio"):  # the low-rank and group methods match PruneNet's size within 1 point
         ref = rows[rows["method"] == "prunenet"]["effective_sparsity"].iloc[0]
@@ -203,7 +207,44 @@ def test_end_to_end_all(tmp_path, tiny_dir, data_dir, monkeypatch):
             assert abs(rows[rows["method"] == method]["effective_sparsity"].iloc[0] - ref) <= 1.0, (ratio, method)
     assert rows[rows["method"] == "prunenet"]["policy_seconds"].iloc[0] > 0
     assert "Against prunenet and dense" in (tmp_path / "results/tables/baselines.md").read_text()
-    low_rank = json.loads((tmp_path / "results/models/tiny/svd-llm/default/r0.5-s0/config.json").read_text())
+    # the ablations: each variant's rows, the paired difference from the reference, SliceGPT's two corpora
+    for name, labels in {
+        "table7": ["uniform", "shuffled:0:0.5"],
+        "table10": ["PruneNet", "SliceGPT (wikitext2)", "SliceGPT (alpaca)"],
+        "table13": ["PruneNet", "SliceGPT"],
+        "table16": ["Policy-based", "Random"],
+        "table17": ["Stochastic", "Deterministic"],
+        "table18": ["KS", "AD"],
+        "table19": ["FFN1", "FFN2"],
+    }.items():
+        ab = pd.read_csv(tmp_path / f"results/tables/{name}.csv")
+        means = ab[ab["row"] == "mean"]
+        assert list(means["variant"]) == ["Dense", *labels], name
+        assert (means["variant"].isin(labels[1:]) == means["avg_diff"].notna()).all(), name
+        for _, row in ab[ab["row"] == "seed"].iterrows():  # every number from the evaluation file it names
+            ev = json.loads(Path(tmp_path / row["source"]).read_text())
+            assert row["avg"] == pytest.approx(100 * np.mean([ev["tasks"][t]["primary"] for t in tasks]), abs=1e-3)
+    # results/report.md lists every table and figure; Snakemake's own report embeds them with their captions
+    report_md = (tmp_path / "results/report.md").read_text()
+    for name in ("table2", "table4", "table9", "table18", "baselines"):
+        assert f"- [{name}](tables/{name}.md): " in report_md and "**Result:**" in report_md
+    assert "- [speedup_tiny.png](figures/speedup_tiny.png): " in report_md
+    res = snakemake(tmp_path, "--report", "results/report.html", "all")  # the target named (else Snakemake 9.27's
+    assert res.returncode == 0, res.stderr[-3000:]  # report of an up-to-date default target has no jobs and fails)
+    assert "ERROR" not in res.stderr, res.stderr[-3000:]  # every caption is valid reStructuredText
+    assert (tmp_path / "results/report.html").stat().st_size > 100_000
+    t23 = pd.read_csv(tmp_path / "results/tables/table23.csv")  # MMLU subjects: own columns and average
+    subjects = ["mmlu_abstract_algebra", "mmlu_formal_logic"]
+    assert set(t23[t23["row"] == "mean"]["method"]) == {"dense", "prunenet"} and "piqa" not in t23.columns
+    for _, row in t23[t23["row"] == "seed"].iterrows():
+        ev = json.loads(Path(tmp_path / row["source"]).read_text())
+        assert set(ev["tasks"]) == set(subjects) and ev["perplexity"] == {}
+        assert row["avg"] == pytest.approx(50 * sum(ev["tasks"][t]["primary"] for t in subjects), abs=1e-3)
+    t18 = pd.read_csv(tmp_path / "results/tables/table18.csv")
+    assert set(t18[t18["variant"] == "AD"]["setting"]) == {"ad-up-paper-loo2-t0.5"}
+    alpaca = json.loads((tmp_path / "results/models/tiny/slicegpt/alpaca/r0.5-s0/prunenet_meta.json").read_text())
+    assert alpaca["calib_dataset"] == "alpaca"
+    low_rank = json.loads((tmp_path / "results/models/tiny/svd-llm/wikitext2/r0.5-s0/config.json").read_text())
     assert low_rank["prunenet_low_rank"]  # the documented low-rank format, read by prunenet.models.load_model
     sweep = json.loads((tmp_path / "results/sweep/tiny/prunenet/s1.json").read_text())
     assert [p["ratio"] for p in sweep["points"]] == [0.25, 0.5]
@@ -225,7 +266,7 @@ def test_end_to_end_all(tmp_path, tiny_dir, data_dir, monkeypatch):
     bench = tmp_path / "results/benchmarks"  # one benchmark file per job that ran
     for stage, rule in [("train", "train_policy"), ("prune", "prune"), ("prepare", "prepare"), ("rft", "rft")]:
         assert (runs["tags.stage"] == stage).sum() == len(list((bench / rule).rglob("*.tsv"))), stage
-    n_evals = len(list((bench / "evaluate").rglob("*.tsv"))) + len(list((bench / "evaluate_rft").rglob("*.tsv")))
+    n_evals = sum(len(list((bench / r).rglob("*.tsv"))) for r in ("evaluate", "evaluate_rft", "evaluate_mmlu"))
     assert (runs["tags.stage"] == "evaluate").sum() == n_evals
     # provenance: every evaluation names its MLflow run, the configuration and the library versions
     import torch

@@ -29,13 +29,25 @@ from __future__ import annotations
 from .harness import load_lm_tasks, run_lm_eval, seed_everything
 from .local_tasks import arc_to_hub, hellaswag_to_hub, mmlu_row_to_hub, mmlu_subjects, write_local_tasks
 from .ppl import perplexity, perplexity_on
-from .tasks import BUILTIN_YAML, LOCAL_SUFFIX, MMLU_CATEGORIES, PRIMARY_METRIC, TASKS, check_tasks, lm_eval_tasks_dir
+from .tasks import (
+    BENCHMARKS,
+    BUILTIN_YAML,
+    LOCAL_SUFFIX,
+    MMLU_CATEGORIES,
+    MMLU_SUBJECTS,
+    PRIMARY_METRIC,
+    TASKS,
+    check_tasks,
+    lm_eval_tasks_dir,
+)
 
 __all__ = [
     "BUILTIN_YAML",
     "LOCAL_SUFFIX",
     "MMLU_CATEGORIES",
     "PRIMARY_METRIC",
+    "BENCHMARKS",
+    "MMLU_SUBJECTS",
     "TASKS",
     "arc_to_hub",
     "check_tasks",

@@ -140,9 +140,10 @@ def write_local_tasks(tasks: Iterable[str], data_dir: str | os.PathLike, work_di
     out = Path(work_dir).expanduser().resolve() / "lm_tasks"
     out.mkdir(parents=True, exist_ok=True)
     builtin_dir = lm_eval_tasks_dir()
+    if any(t == "mmlu" or t.startswith("mmlu_") for t in tasks):  # the group and every subject task at once
+        _write_mmlu(data_dir, out, builtin_dir)
     for task in tasks:
-        if task == "mmlu":
-            _write_mmlu(data_dir, out, builtin_dir)
+        if task == "mmlu" or task.startswith("mmlu_"):
             continue
         rel, split = BUILTIN_YAML[task]
         src = _require(data_dir / LOCAL_FILES[task][split])

@@ -21,7 +21,7 @@ def perplexity(
     seq_len: int = 512,
     max_blocks: int | None = None,
     batch_size: int = 4,
-    add_bos: bool = False,
+    add_bos: bool | None = None,
     desc: str = "perplexity",
 ) -> dict:
     """exp(mean next-token NLL) over non-overlapping ``seq_len`` blocks (GPTQ/SliceGPT protocol)."""
@@ -51,7 +51,7 @@ def perplexity_on(
     seq_len: int = 512,
     max_blocks: int | None = None,
     batch_size: int = 4,
-    add_bos: bool = False,
+    add_bos: bool | None = None,
     device: str = "cpu",
     dtype: str = "auto",
 ) -> dict:

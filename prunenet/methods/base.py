@@ -118,6 +118,9 @@ class Method:
     prepare: PrepareFn | None = None
     # Option checks that need no model (ranges, parsable values): run by :meth:`check`, before loading.
     validate: Callable[[PruneRequest], None] | None = None
+    # HF model types this method refuses (torch-free, for the workflow, which then skips the pair and says so in
+    # the tables); the method's own one-line refusal stays where the architecture is checked.
+    refuses: tuple[str, ...] = ()
 
     def check(self, request: PruneRequest) -> None:
         """Reject a request this method cannot serve, before any model is loaded.

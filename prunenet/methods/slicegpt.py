@@ -62,6 +62,7 @@ SLICEGPT = METHODS.register(
         checkpoint="prunenet.slicegpt.checkpoint",
         offload=True,
         stochastic=False,
+        refuses=("gemma2", "gemma3_text"),  # post-norms on block outputs (arch/llama.py: tested equal)
         options=(
             Option(
                 "budget",

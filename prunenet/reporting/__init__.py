@@ -7,13 +7,24 @@ A new table is one function in :mod:`.tables` decorated with ``@TABLES.decorator
 
 from __future__ import annotations
 
+from .ablations import ABLATIONS  # registers tables 7, 10, 13, 16-19
 from .figures import fig1, fig3, fig4, ppl_vs_ratio
 from .spectra import export_spectra
-from .speed import speedup  # also registers table9 (inputs: `prunenet speed` JSONs)
+from .speed import speedup
+from .summary import summary  # also registers table9 (inputs: `prunenet speed` JSONs)
 from .tables import TABLE2_TASKS, TABLES, accuracy_frame, load_results
 
 FIGURES = {"fig1": fig1, "fig3": fig3, "fig4": fig4, "ppl_vs_ratio": ppl_vs_ratio, "speedup": speedup}
 # kind -> function; tables also write a Markdown twin (--out-md)
-REPORTS = dict(TABLES.items()) | FIGURES
+REPORTS = dict(TABLES.items()) | FIGURES | {"summary": summary}  # summary: results/report.md
 
-__all__ = ["FIGURES", "REPORTS", "TABLES", "TABLE2_TASKS", "accuracy_frame", "export_spectra", "load_results"]
+__all__ = [
+    "ABLATIONS",
+    "FIGURES",
+    "REPORTS",
+    "TABLES",
+    "TABLE2_TASKS",
+    "accuracy_frame",
+    "export_spectra",
+    "load_results",
+]

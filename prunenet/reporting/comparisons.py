@@ -42,12 +42,16 @@ def _label(key: Key, keys: list[Key]) -> str:
     return key[2] if len(same) == 1 else f"{key[2]} ({key[3]})"
 
 
-def _row(model, ratio, a, b, task, c: Comparison, seeds_a, seeds_b) -> dict:
+def _row(model, ratio, a, b, task, c: Comparison, seeds_a, seeds_b, keys: tuple[Key, Key]) -> dict:
     return {
         "model": model,
         "ratio": ratio,
         "a": a,
         "b": b,
+        "a_method": keys[0][2],
+        "a_setting": keys[0][3],
+        "b_method": keys[1][2],
+        "b_setting": keys[1][3],
         "task": task,
         "diff": c.diff,
         "ci_lo": c.lo,
@@ -76,12 +80,11 @@ def comparisons_frame(results: list[dict], tasks: list[str], iters: int = 2000, 
             for ka, kb in pairs:
                 la, lb = _label(ka, keys), _label(kb, keys)
                 sa, sb = len(groups[ka]), len(groups[kb])
-                rows.append(
-                    _row(model, ratio, la, lb, "avg", paired_bootstrap(mats[ka], mats[kb], iters, seed), sa, sb)
-                )
+                c = paired_bootstrap(mats[ka], mats[kb], iters, seed)
+                rows.append(_row(model, ratio, la, lb, "avg", c, sa, sb, (ka, kb)))
                 for t in tasks:
                     c = paired_bootstrap({t: mats[ka][t]}, {t: mats[kb][t]}, iters, seed)
-                    rows.append(_row(model, ratio, la, lb, t, c, sa, sb))
+                    rows.append(_row(model, ratio, la, lb, t, c, sa, sb, (ka, kb)))
     return pd.DataFrame(rows)
 
 
@@ -144,19 +147,44 @@ def comparison_markdown(results: list[dict], tasks: list[str], iters: int = 2000
     return "\n".join(lines)
 
 
-def against_markdown(results: list[dict], tasks: list[str], reference: str, iters: int = 2000, seed: int = 0) -> str:
-    """Every method against ``reference`` (and dense) at each ratio: average-accuracy difference, CI, verdict."""
+def against_frame(results: list[dict], tasks: list[str], reference: str, iters: int = 2000, seed: int = 0):
+    """Average-accuracy difference of every row from ``reference`` at its ratio and from dense, oriented as
+    (row − reference) / (row − dense): the pairs of :func:`comparisons_frame`, signs flipped where needed."""
     df = comparisons_frame(results, tasks, iters, seed)
     if df.empty:
-        return ""
+        return df
     avg = df[(df["task"] == "avg")].copy()
-    ref = avg["b"].str.split(" ").str[0].eq(reference) | avg["b"].eq("dense")
-    swap = avg["a"].str.split(" ").str[0].eq(reference) & ~avg["b"].eq("dense")
+    ref = avg["b_method"].eq(reference) | avg["b_method"].eq("dense")
+    swap = avg["a_method"].eq(reference) & ~avg["b_method"].eq("dense")
     # orient every pair as (method − reference): a − b flips sign when the reference is a
-    avg.loc[swap, ["a", "b"]] = avg.loc[swap, ["b", "a"]].to_numpy()
+    cols = [("a", "b"), ("a_method", "b_method"), ("a_setting", "b_setting")]
+    for x, y in cols:
+        avg.loc[swap, [x, y]] = avg.loc[swap, [y, x]].to_numpy()
     avg.loc[swap, "diff"] = -avg.loc[swap, "diff"]
     avg.loc[swap, ["ci_lo", "ci_hi"]] = -avg.loc[swap, ["ci_hi", "ci_lo"]].to_numpy()
-    avg = avg[ref | swap]
+    return avg[ref | swap]
+
+
+def versus_columns(results: list[dict], tasks: list[str], reference: str, iters: int = 2000, seed: int = 0):
+    """:func:`against_frame` as columns of a table's mean rows, keyed by (model, ratio, method, setting):
+    ``avg_diff_vs_<reference>``, ``avg_ci_lo_vs_…``, ``avg_ci_hi_vs_…``, ``avg_p_vs_…`` and the same against dense."""
+    avg = against_frame(results, tasks, reference, iters, seed)
+    keys = ["model", "ratio", "method", "setting"]
+    out = None
+    for b in (reference, "dense"):
+        part = avg[avg["b_method"] == b].rename(columns={"a_method": "method", "a_setting": "setting"})
+        part = part[keys + ["diff", "ci_lo", "ci_hi", "p"]].rename(
+            columns={c: f"avg_{c}_vs_{b}" for c in ("diff", "ci_lo", "ci_hi", "p")}
+        )
+        out = part if out is None else out.merge(part, on=keys, how="outer")
+    return out
+
+
+def against_markdown(results: list[dict], tasks: list[str], reference: str, iters: int = 2000, seed: int = 0) -> str:
+    """Every method against ``reference`` (and dense) at each ratio: average-accuracy difference, CI, verdict."""
+    avg = against_frame(results, tasks, reference, iters, seed)
+    if avg.empty:
+        return ""
     table = avg.assign(
         **{
             "A − B": avg["diff"].map(lambda v: f"{v:+.1f}"),

@@ -31,6 +31,17 @@ TASK_LABELS = {
     "arc_easy": "ARC-e",
     "arc_challenge": "ARC-c",
     "mmlu": "MMLU",
+} | {  # paper Table 23's abbreviations of its ten subjects; other subjects keep their task name
+    "mmlu_abstract_algebra": "Abs. Alg",
+    "mmlu_business_ethics": "Bus. Eth.",
+    "mmlu_college_computer_science": "Clg. CS.",
+    "mmlu_college_mathematics": "Clg. Math",
+    "mmlu_conceptual_physics": "Con. Phy.",
+    "mmlu_formal_logic": "Frm. Log.",
+    "mmlu_global_facts": "Glb. Fct.",
+    "mmlu_machine_learning": "ML.",
+    "mmlu_miscellaneous": "Misc.",
+    "mmlu_philosophy": "Phil.",
 }
 
 
@@ -195,22 +206,29 @@ def _accuracy_markdown(summary: pd.DataFrame, tasks: list[str]) -> pd.DataFrame:
     return md
 
 
-def _table_note(results: list[dict]) -> str:
+def _table_note(results: list[dict], recovery: bool = True) -> str:
     """What every number in the table rests on: items per task, perplexity blocks × tokens, seeds."""
     limits = sorted({str(r.get("limit")) for r in results})
     ppl = sorted(
         {f"{name} {res['n_blocks']}×{res['seq_len']} tokens" for r in results for name, res in r["perplexity"].items()}
     )
+    ppl_note = f"Perplexity on the test split: {'; '.join(ppl)}. " if ppl else ""
     return (
-        f"Items per task: {', '.join(limits)} (None = the full set). Perplexity on the test split: {'; '.join(ppl)}. "
-        "Cells: mean ± sd over seeds (no sd with one seed); (%) = recovery of dense.\n"
+        f"Items per task: {', '.join(limits)} (None = the full set). {ppl_note}"
+        "Cells: mean ± sd over seeds (no sd with one seed)" + ("; (%) = recovery of dense.\n" if recovery else ".\n")
     )
 
 
 def accuracy_table(
-    inputs: list[str], out: str, out_md: str, tasks: list[str] | None, comparisons: dict | None = None
+    inputs: list[str],
+    out: str,
+    out_md: str,
+    tasks: list[str] | None,
+    comparisons: dict | None = None,
+    notes: list[str] | None = None,
 ) -> list[Path]:
-    """Per-seed and mean rows (CSV), the mean ± sd table (Markdown); ``comparisons``: paired statistics under it."""
+    """Per-seed and mean rows (CSV), the mean ± sd table (Markdown); ``comparisons``: paired statistics under it,
+    and on each mean row of the CSV its difference from PruneNet and from dense (:func:`with_versus`)."""
     from .comparisons import comparison_markdown
 
     tasks = tasks or TABLE2_TASKS
@@ -218,17 +236,66 @@ def accuracy_table(
     df = accuracy_frame(results, tasks)
     summary = summary_frame(df, tasks)
     md = _accuracy_markdown(summary, tasks).to_markdown(index=False) + "\n\n" + _table_note(results)
+    md += "".join(f"{n}\n" for n in notes or [])
     if comparisons is not None:
         md += "\n" + comparison_markdown(results, tasks, **comparisons)
+        summary = with_versus(summary, results, tasks, comparisons["iters"], comparisons["seed"])
     return _write_table(per_seed_and_mean(df, summary), out, out_md, md)
+
+
+def with_versus(summary: pd.DataFrame, results: list[dict], tasks: list[str], iters: int, seed: int) -> pd.DataFrame:
+    """The mean rows with their paired difference of average accuracy from PruneNet at their ratio and from dense
+    (``avg_diff_vs_prunenet``, ``avg_ci_lo_vs_…``, ``avg_ci_hi_vs_…``, ``avg_p_vs_…``; uniform rows without RFT)."""
+    from .comparisons import versus_columns
+
+    versus = versus_columns(results, tasks, "prunenet", iters, seed)
+    if versus is None or versus.empty:
+        return summary
+    versus = versus.assign(schedule="uniform", rft="none")
+    return summary.merge(versus, on=["model", "ratio", "method", "setting", "schedule", "rft"], how="left")
 
 
 @TABLES.decorator("table2")
 def table2(
-    inputs: list[str], out: str, out_md: str, tasks: list[str] | None = None, bootstrap: int = 2000, seed: int = 0
+    inputs: list[str],
+    out: str,
+    out_md: str,
+    tasks: list[str] | None = None,
+    bootstrap: int = 2000,
+    seed: int = 0,
+    notes: list[str] | None = None,
 ) -> list[Path]:
     """Paper Table 2: accuracy and perplexity, mean ± sd over seeds; paired comparisons and the KS test under it."""
-    return accuracy_table(inputs, out, out_md, tasks, {"iters": bootstrap, "seed": seed})
+    # notes: lines under the table (e.g. a method the workflow skipped on a model whose architecture it refuses)
+    return accuracy_table(inputs, out, out_md, tasks, {"iters": bootstrap, "seed": seed}, notes)
+
+
+@TABLES.decorator("table21")
+def table21(
+    inputs: list[str],
+    out: str,
+    out_md: str,
+    tasks: list[str] | None = None,
+    bootstrap: int = 2000,
+    seed: int = 0,
+    notes: list[str] | None = None,
+) -> list[Path]:
+    """Paper Table 21: PruneNet on every configured model (each model's dense row first), no RFT."""
+    return accuracy_table(inputs, out, out_md, tasks, {"iters": bootstrap, "seed": seed}, notes)
+
+
+@TABLES.decorator("table22")
+def table22(
+    inputs: list[str],
+    out: str,
+    out_md: str,
+    tasks: list[str] | None = None,
+    bootstrap: int = 2000,
+    seed: int = 0,
+    notes: list[str] | None = None,
+) -> list[Path]:
+    """Paper Table 22: SliceGPT on every configured model it can slice (the others named under it), no RFT."""
+    return accuracy_table(inputs, out, out_md, tasks, {"iters": bootstrap, "seed": seed}, notes)
 
 
 @TABLES.decorator("table1")
@@ -266,6 +333,17 @@ def table6(
     return _write_table(df, out, out_md, transfer_markdown(df, tasks))
 
 
+@TABLES.decorator("table23")
+def table23(
+    inputs: list[str], out: str, out_md: str, tasks: list[str] | None = None, bootstrap: int = 2000, seed: int = 0
+) -> list[Path]:
+    """Paper Table 23: MMLU subjects zero-shot, one column each and their average (kept out of the five-task
+    average); paired comparisons under it."""
+    if not tasks:
+        raise PruneNetError('table23 needs its MMLU subjects: --options \'{"tasks": ["mmlu_<subject>", ...]}\'')
+    return accuracy_table(inputs, out, out_md, tasks, {"iters": bootstrap, "seed": seed})
+
+
 @TABLES.decorator("pairs")
 def pairs(
     inputs: list[str], out: str, out_md: str, tasks: list[str] | None = None, bootstrap: int = 2000, seed: int = 0
@@ -279,31 +357,56 @@ def pairs(
 
 
 def _paper_table(
-    name: str, inputs: list[str], out: str, out_md: str, tasks: list[str] | None, bootstrap: int, seed: int
+    name: str,
+    inputs: list[str],
+    out: str,
+    out_md: str,
+    tasks: list[str] | None,
+    bootstrap: int,
+    seed: int,
+    notes: list[str] | None = None,
 ) -> list[Path]:
-    return accuracy_table(inputs, out, out_md, tasks or PAPER_TASKS[name], {"iters": bootstrap, "seed": seed})
+    return accuracy_table(inputs, out, out_md, tasks or PAPER_TASKS[name], {"iters": bootstrap, "seed": seed}, notes)
 
 
 @TABLES.decorator("table4")
 def table4(
-    inputs: list[str], out: str, out_md: str, tasks: list[str] | None = None, bootstrap: int = 2000, seed: int = 0
+    inputs: list[str],
+    out: str,
+    out_md: str,
+    tasks: list[str] | None = None,
+    bootstrap: int = 2000,
+    seed: int = 0,
+    notes: list[str] | None = None,
 ) -> list[Path]:
     """Paper Table 4: PruneNet against the depth pruners (ShortGPT, LaCo) and SliceGPT on PIQA and HellaSwag,
     every method on PruneNet's parameter budget; paired comparisons under it."""
-    return _paper_table("table4", inputs, out, out_md, tasks, bootstrap, seed)
+    return _paper_table("table4", inputs, out, out_md, tasks, bootstrap, seed, notes)
 
 
 @TABLES.decorator("table5")
 def table5(
-    inputs: list[str], out: str, out_md: str, tasks: list[str] | None = None, bootstrap: int = 2000, seed: int = 0
+    inputs: list[str],
+    out: str,
+    out_md: str,
+    tasks: list[str] | None = None,
+    bootstrap: int = 2000,
+    seed: int = 0,
+    notes: list[str] | None = None,
 ) -> list[Path]:
     """Paper Table 5: PruneNet against SliceGPT and the low-rank methods (SVD-LLM, ASVD) on five tasks."""
-    return _paper_table("table5", inputs, out, out_md, tasks, bootstrap, seed)
+    return _paper_table("table5", inputs, out, out_md, tasks, bootstrap, seed, notes)
 
 
 @TABLES.decorator("baselines")
 def baselines(
-    inputs: list[str], out: str, out_md: str, tasks: list[str] | None = None, bootstrap: int = 2000, seed: int = 0
+    inputs: list[str],
+    out: str,
+    out_md: str,
+    tasks: list[str] | None = None,
+    bootstrap: int = 2000,
+    seed: int = 0,
+    notes: list[str] | None = None,
 ) -> list[Path]:
     """Every method at every ratio on one parameter budget: size, accuracy, perplexity, compression time, and the
     paired difference from PruneNet — the one table a user reads to pick a method."""
@@ -328,13 +431,15 @@ def baselines(
     md["compress s"] = [_seconds(c, p) for c, p in zip(summary["compress_seconds"], summary["policy_seconds"])]
     md["peak MB"] = summary["peak_memory_mb"].map(lambda v: f"{v:.0f}" if v == v else "–")
     md["seeds"] = summary["seeds"]
-    text = md.to_markdown(index=False) + "\n\n" + _table_note(results)
+    text = md.to_markdown(index=False) + "\n\n" + _table_note(results) + "".join(f"{n}\n" for n in notes or [])
     text += (
         "Compress s: the method's own wall time on the pruning job's device (loading and saving excluded); "
         "for PruneNet + the policy's training (shown after +), which one policy serves every checkpoint at its ratio. "
         "Peak MB: the pruning process's peak memory (resident set on CPU, allocator peak on CUDA), loading included.\n"
     )
     text += "\n" + against_markdown(results, tasks, "prunenet", bootstrap, seed)
+    summary = with_versus(summary, results, tasks, bootstrap, seed)
+    cols += [c for c in summary.columns if "_vs_" in c]
     return _write_table(summary[cols], out, out_md, text)
 
 

@@ -11,20 +11,11 @@ import os
 
 import torch
 
-from ..data import check_name, load_texts, split_note, token_blocks
+from ..data import adds_bos, check_name, load_texts, split_note, token_blocks
 from ..errors import PruneNetError
 
 PACKED_DATASETS = ("wikitext2", "ptb")
 Dataset = dict[str, torch.Tensor]  # input_ids, attention_mask, labels: each [n, seq_len]
-
-
-def _adds_bos(tokenizer) -> bool:
-    """Whether the tokenizer puts BOS first by default (then every sample starts with BOS too)."""
-    bos = tokenizer.bos_token_id
-    if bos is None:
-        return False
-    ids = tokenizer("a").input_ids
-    return len(ids) > 0 and ids[0] == bos
 
 
 def _encode_record(tokenizer, text: str, seq_len: int, add_bos: bool) -> tuple[list[int], int, bool]:
@@ -47,7 +38,7 @@ def alpaca_samples(tokenizer, texts: list[str], seq_len: int, add_bos: bool | No
     Returns the samples and how many records were truncated to ``seq_len``.
     """
     if add_bos is None:
-        add_bos = _adds_bos(tokenizer)
+        add_bos = adds_bos(tokenizer)
     rows, lengths, n_trunc = [], [], 0
     for text in texts:
         ids, n, truncated = _encode_record(tokenizer, text, seq_len, add_bos)
@@ -148,7 +139,7 @@ def rft_dataset(
     unless ``allow_truncate`` (then the largest n_samples that fits is used).
     """
     _check_args(dataset, n_samples, seq_len, val_fraction)
-    add_bos = _adds_bos(tokenizer)
+    add_bos = adds_bos(tokenizer)
     offline = data_dir is not None
     split = "validation" if (dataset in PACKED_DATASETS and offline) else "train"
     texts = load_texts(dataset, split, data_dir)

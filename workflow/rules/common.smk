@@ -18,8 +18,9 @@ ROOT = Path(workflow.current_basedir).parents[1]  # the repository: workflow/rul
 sys.path.insert(0, str(ROOT))
 from prunenet import options as OPTIONS  # noqa: E402
 from prunenet.config import ConfigError, resolve  # noqa: E402
+from prunenet.embedded import EMBEDDED  # noqa: E402
 from prunenet.methods import METHODS  # noqa: E402
-from prunenet.reporting import TABLES  # noqa: E402
+from prunenet.reporting import ABLATIONS, FIGURES, TABLES  # noqa: E402
 from prunenet.reporting.tables import PAPER_TASKS  # noqa: E402
 
 SCHEMA = ROOT / "config" / "schema.yaml"
@@ -52,21 +53,38 @@ CONDA_ENV = "../../envs/prunenet.yaml"  # used with --use-conda (then also --con
 DATA_ARG = f"--data-dir {shlex.quote(str(Path(DATA_DIR).resolve()))}" if DATA_DIR else ""
 
 
+CAPTION = "../report/caption.rst"  # the report's caption of a table or figure: its rule's params.caption
+
+
+def caption(report):
+    """A table's or figure's caption in Snakemake's report: its docstring (what it shows), one paragraph, Sphinx
+    roles (``:func:`x```, which plain reStructuredText does not know) as literals."""
+    return re.sub(r":\w+:`([^`]*)`", r"``\1``", " ".join((report.__doc__ or "").split()))
+
+
 def fmt(r):
     """Ratios in paths: 0.25 -> '0.25', 0.3 -> '0.3'."""
     return f"{float(r):g}"
 
 
+SCHEDULE_KINDS = {"linear": "lin", "shuffled": "shuf"}  # schedule -> its tag in paths
+SCHEDULE_TAG = re.compile(r"(?P<kind>lin|shuf)(?P<lo>[0-9.]+)-(?P<hi>[0-9.]+)(?:-(?P<seed>[0-9]+))?")
+SCHEDULE_PATTERN = re.sub(r"\(\?P<\w+>", "(?:", SCHEDULE_TAG.pattern)  # the same, without named groups
+
+
 def schedule_tag(spec):
-    """'linear:0.1:0.5' -> 'lin0.1-0.5' (path-friendly ratio wildcard)."""
-    _, start, end = spec.split(":")
-    return f"lin{fmt(start)}-{fmt(end)}"
+    """'linear:0.1:0.5' -> 'lin0.1-0.5', 'shuffled:0:0.4:3' -> 'shuf0-0.4-3' (path-friendly ratio wildcard)."""
+    kind, lo, hi, *seed = spec.split(":")
+    return f"{SCHEDULE_KINDS[kind]}{fmt(lo)}-{fmt(hi)}" + "".join(f"-{int(x)}" for x in seed)
 
 
 def ratio_arg(tag):
     """Ratio wildcard -> the CLI's --ratio value ('lin0.1-0.5' -> 'linear:0.1:0.5')."""
-    m = re.fullmatch(r"lin([0-9.]+)-([0-9.]+)", tag)
-    return f"linear:{m.group(1)}:{m.group(2)}" if m else tag
+    m = SCHEDULE_TAG.fullmatch(tag)
+    if not m:
+        return tag
+    kind = {v: k for k, v in SCHEDULE_KINDS.items()}[m["kind"]]
+    return f"{kind}:{m['lo']}:{m['hi']}" + (f":{m['seed']}" if m["seed"] else "")
 
 
 def alternatives(names):
@@ -86,9 +104,34 @@ RFT = config["rft"] if RFT_ENABLED else {}
 TRANSFER = config["transfer"]
 SWEEP = config["sweep"]
 COMPARE = config["compare"]
-NO_SETTING = "default"  # the setting wildcard of methods without a policy
+NO_SETTING = "default"  # the setting wildcard of methods with neither a policy nor calibration data
 GPUS = 1 if config["device"].startswith("cuda") else 0  # compute rules ask an executor for one GPU on CUDA
 JOB = config["resources"]  # mem_mb and runtime (minutes) of a compute job, for cluster executors
+
+
+def model_type(model):
+    """The HF model type of a configured model where it is known before download (embedded models, local
+    checkpoints); None for hub ids and .gguf files."""
+    spec = config["models"][model]
+    if spec in EMBEDDED:
+        return EMBEDDED[spec].model_type
+    cfg = Path(spec) / "config.json"
+    return json.loads(cfg.read_text()).get("model_type") if cfg.is_file() else None
+
+
+def supported(model, method):
+    """Whether a method runs on a model: the method does not refuse its architecture (SliceGPT: Gemma 2/3)."""
+    return method == "dense" or model_type(model) not in METHODS.get(method).refuses
+
+
+def refusal_notes(methods):
+    """One line per (model, method) the workflow skips because the method refuses the model's architecture."""
+    return [
+        f"Not run: {meth} on {m} — {meth} refuses {model_type(m)} models (see README, SliceGPT)."
+        for m in MODELS
+        for meth in dict.fromkeys(methods)
+        if not supported(m, meth)
+    ]
 
 
 def compute_resources(gpu=True):
@@ -114,9 +157,11 @@ POLICY_RE = re.compile(
 POLICY_PATTERN = re.sub(r"\(\?P<\w+>", "(?:", POLICY_RE.pattern)  # the same, without named groups
 
 
-def policy_id(train_ratio):
-    """The configured policy trained at ``train_ratio`` (seed apart): e.g. 'ks-up-paper-t0.3'."""
-    return f"{POL['penalty']}-{POL['state']}-{POL['objective']}{EQ3}{ESTIMATOR}-t{fmt(train_ratio)}"
+def policy_id(train_ratio, penalty=None, state=None):
+    """The configured policy trained at ``train_ratio`` (seed apart): e.g. 'ks-up-paper-t0.3'; ``penalty`` and
+    ``state`` change the configured ones (the T18 / T19 ablations)."""
+    penalty, state = penalty or POL["penalty"], state or POL["state"]
+    return f"{penalty}-{state}-{POL['objective']}{EQ3}{ESTIMATOR}-t{fmt(train_ratio)}"
 
 
 def policy_args(policy):
@@ -132,9 +177,9 @@ def policy_args(policy):
 wildcard_constraints:
     model=r"[A-Za-z0-9._-]+",
     method=alternatives(["dense"] + METHODS.names()),
-    ratio=r"[0-9]+(\.[0-9]+)?|lin[0-9.]+-[0-9.]+",
+    ratio=rf"[0-9]+(\.[0-9]+)?|{SCHEDULE_PATTERN}",
     policy=POLICY_PATTERN,
-    setting=f"{POLICY_PATTERN}|{NO_SETTING}",
+    setting=f"{POLICY_PATTERN}|{alternatives(OPTIONS.DATASETS)}|{NO_SETTING}",
     seed=r"[0-9]+",
     dataset=alternatives(OPTIONS.DATASETS),
     samples=r"[0-9]+",
@@ -142,21 +187,34 @@ wildcard_constraints:
 
 def mean_ratio(ratio):
     """A ratio wildcard's mean ratio: '0.2' -> 0.2, 'lin0.1-0.5' -> 0.3 (what a schedule's policy trains at)."""
-    m = re.fullmatch(r"lin([0-9.]+)-([0-9.]+)", ratio)
-    return (float(m.group(1)) + float(m.group(2))) / 2 if m else float(ratio)
+    m = SCHEDULE_TAG.fullmatch(ratio)
+    return round((float(m["lo"]) + float(m["hi"])) / 2, 6) if m else float(ratio)
 
 
-def setting(method, ratio, train_ratio=None):
-    """What besides (method, ratio, seed) names a pruned model: its policy, or 'default' without one.
+def calibration(method):
+    """The calibration corpus a method reads by default (its config section's ``calib_dataset``)."""
+    return config[method]["calib_dataset"]
+
+
+def setting(method, ratio, train_ratio=None, calib=None, **policy):
+    """What besides (method, ratio, seed) names a pruned model: its policy, its calibration corpus (``calib``,
+    default: the configured one), or 'default' for methods with neither.
 
     The policy is trained at ``train_ratio``; by default (policy.train_ratio: same, the paper's
-    Tables 1/2) at the pruning ratio itself, else at the one configured ratio.
+    Tables 1/2) at the pruning ratio itself, else at the one configured ratio. A calibrated method's corpus is
+    part of its path, so SliceGPT calibrated on WikiText-2 and on Alpaca (paper Table 10) live side by side.
+    ``policy``: the policy's penalty / state where it differs from the configured one (:func:`policy_id`).
     """
-    if method == "dense" or not METHODS.get(method).needs_policy:
+    if method == "dense":
+        return NO_SETTING
+    spec = METHODS.get(method)
+    if spec.needs_calibration:
+        return calib or calibration(method)
+    if not spec.needs_policy:
         return NO_SETTING
     if train_ratio is None:
         train_ratio = mean_ratio(ratio) if POL["train_ratio"] == "same" else POL["train_ratio"]
-    return policy_id(train_ratio)
+    return policy_id(train_ratio, **policy)
 
 
 def method_seeds(method):
@@ -183,18 +241,19 @@ def policy_file(model, policy, seed):
 PREPARED_METHODS = [name for name, m in METHODS.items() if m.prepare is not None]
 
 
-def prepared_file(model, method, seed):
+def prepared_file(model, method, setting_, seed):
     """The method's ratio-independent state from ``rule prepare`` (nothing for a method without one)."""
     if method not in PREPARED_METHODS:
         return []
-    return expand(rules.prepare.output[0], model=model, method=method, seed=seed)
+    return expand(rules.prepare.output[0], model=model, method=method, setting=setting_, seed=seed)
 
 
-def method_args(method, policy=None, prepared=None):
+def method_args(method, policy=None, prepared=None, calib=None):
     """The prune command's flags for what a method needs: its policy, its prepared state, calibration, options.
 
     A method's options live under the config key of its name (e.g. ``slicegpt:``), one CLI flag each:
     the shared calibration keys as ``--calib-samples``, its own (``Method.options``) as ``--<method>-<key>``.
+    ``calib``: the calibration corpus named by the job's setting wildcard instead of the configured one.
     """
     spec = METHODS.get(method)
     args = []
@@ -208,6 +267,7 @@ def method_args(method, policy=None, prepared=None):
         args += ["--ffn-multiple", str(PRUNE["ffn_multiple"])]
     own = {o.name: o.flag(method) for o in spec.options}  # method options: --<method>-<key>
     for key, value in (config[method] if method in config else {}).items():
+        value = calib if key == "calib_dataset" and calib else value
         args += [own.get(key, f"--{key.replace('_', '-')}"), str(value)]
     return " ".join(shlex.quote(a) for a in args)
 
@@ -223,7 +283,7 @@ def variants(model, methods=None):
 
     ``methods``: a baseline comparison's methods at the configured ratios instead (uniform ratios only).
     """
-    ratios = [(m, r) for m in (methods or PRUNE["methods"]) for r in RATIOS]
+    ratios = [(m, r) for m in (methods or PRUNE["methods"]) if supported(model, m) for r in RATIOS]
     if methods is None:
         ratios += [(m, t) for m in PRUNE["methods"] if METHODS.get(m).per_layer for t in SCHEDULES]
     out = [("dense", NO_SETTING, "0", SEEDS[0])]
@@ -236,145 +296,3 @@ def eval_file(model, method, setting_, ratio, seed):
 
 def all_evals(methods=None):
     return [eval_file(m, *v) for m in MODELS for v in variants(m, methods)]
-
-
-COMPARE_TABLES = ("table4", "table5", "baselines")  # every method on PruneNet's parameter budget
-
-
-def compare_methods(table):
-    """The methods a baseline table compares (config ``compare``; baselines: null = every registered method)."""
-    return COMPARE[table] or METHODS.names()
-
-
-def table_tasks(table):
-    """The task columns of a table: the paper's for Tables 4/5 (those evaluated), else every evaluated task."""
-    if table not in PAPER_TASKS:
-        return EV["tasks"]
-    return [t for t in PAPER_TASKS[table] if t in EV["tasks"]]
-
-
-for _table in PAPER_TASKS:
-    if not table_tasks(_table):
-        raise WorkflowError(
-            f"{_table} reports {', '.join(PAPER_TASKS[_table])} but evaluate.tasks has none of them: add them"
-        )
-
-
-def transfer_evals():
-    """Table 6: each transfer policy applied at its target ratios, and the same-ratio policy at those ratios."""
-    out = []
-    for m in MODELS:
-        for item in TRANSFER:
-            for r in map(fmt, item["to"]):
-                for s in SEEDS:
-                    out.append(eval_file(m, "prunenet", setting("prunenet", r, item["from"]), r, s))
-                    out.append(eval_file(m, "prunenet", setting("prunenet", r, float(r)), r, s))
-    return [eval_file(m, "dense", NO_SETTING, "0", SEEDS[0]) for m in MODELS] + list(dict.fromkeys(out))
-
-
-SP = config["speed"]
-
-
-def speed_threads():
-    """Every core of a local run, so the measuring job runs alone; on an executor without a core total (a
-    cluster: each job gets its own node share), the compute jobs' ``threads``."""
-    try:
-        cores = workflow.cores
-    except WorkflowError:
-        return THREADS
-    return cores if isinstance(cores, int) and 0 < cores < 4096 else THREADS
-
-
-SPEED_ARGS = (
-    f"--batch-sizes {' '.join(map(str, SP['batch_sizes']))} --prompt-len {SP['prompt_len']} "
-    f"--gen-len {SP['gen_len']} --warmup {SP['warmup']} --repeats {SP['repeats']} --dtype {config['dtype']}"
-)
-
-
-def speed_methods():
-    """Table 9's methods: configured, else those of Table 2 and the baseline comparisons (as the sweep)."""
-    return config["speed"]["methods"] or sweep_methods()
-
-
-def speed_file(model, method, setting_, ratio, seed):
-    return rules.speed.output[0].format(model=model, method=method, setting=setting_, ratio=ratio, seed=seed)
-
-
-def speed_files(model):
-    """Dense and every Table 9 method at the speed ratios, first seed (speed depends on shapes, not draws)."""
-    runs = [("dense", NO_SETTING, "0")]
-    runs += [(m, setting(m, fmt(r)), fmt(r)) for m in speed_methods() for r in config["speed"]["ratios"]]
-    return [speed_file(model, m, st, r, SEEDS[0]) for m, st, r in runs]
-
-
-def rft_ratios():
-    return [fmt(r) for r in (RFT["ratios"] or PRUNE["ratios"])]
-
-
-def rft_runs():
-    """(model, method, setting, ratio, seed) fine-tuned: the first seed of each configured method and ratio."""
-    return [(m, meth, setting(meth, r), r, SEEDS[0]) for m in MODELS for meth in RFT["methods"] for r in rft_ratios()]
-
-
-def rft_evals(datasets, sizes):
-    return [
-        rules.evaluate_rft.output[0].format(model=m, method=meth, setting=st, ratio=r, seed=s, dataset=d, samples=n)
-        for m, meth, st, r, s in rft_runs()
-        for d in datasets
-        for n in sizes
-    ]
-
-
-def no_rft_evals():
-    """Dense and the pruned models RFT starts from: the 'without RFT' rows of Tables 3 and 8."""
-    return [eval_file(m, "dense", NO_SETTING, "0", SEEDS[0]) for m in MODELS] + [eval_file(*run) for run in rft_runs()]
-
-
-RFT_TABLES = {"table3": "first", "table8": "all"}  # RFT dataset(s) each RFT table compares
-
-
-def table_inputs(table):
-    """Evaluation JSONs of each table: Table 2's runs, the transfer runs (Table 6), or the RFT runs."""
-    if table == "table6":
-        return transfer_evals()
-    if table == "table9":
-        return [f for m in MODELS for f in speed_files(m)]
-    if table in COMPARE_TABLES:
-        return all_evals(compare_methods(table))
-    if table not in RFT_TABLES:
-        return all_evals()
-    datasets = RFT["datasets"][:1] if RFT_TABLES[table] == "first" else RFT["datasets"]
-    return no_rft_evals() + rft_evals(datasets, [RFT["table_size"]])
-
-
-def sweep_methods():
-    """The figure's methods: configured, else every method of Table 2 and of the baseline tables."""
-    if SWEEP["methods"]:
-        return SWEEP["methods"]
-    return list(dict.fromkeys(PRUNE["methods"] + [m for t in COMPARE_TABLES for m in compare_methods(t)]))
-
-
-def sweep_policies(model, method, seed):
-    """The per-ratio policies a policy method's sweep needs (none for other methods)."""
-    if not METHODS.get(method).needs_policy:
-        return []
-    return [policy_file(model, setting(method, fmt(r)), seed) for r in SWEEP["ratios"]]
-
-
-def sweep_files(model):
-    return [
-        rules.sweep.output[0].format(model=model, method=m, seed=s) for m in sweep_methods() for s in method_seeds(m)
-    ]
-
-
-def get_final_output():
-    """What `all` builds: Tables 1/2/4/5/6/9, the baselines table, Figure 1, the perplexity sweep and the
-    speed-up figure per model;
-    with RFT, Tables 3/8, Figures 3/4."""
-    tables = ["table2", "pairs", "table1", *COMPARE_TABLES, "table9"] + (["table6"] if TRANSFER else [])
-    tables += list(RFT_TABLES) if RFT_ENABLED else []
-    out = expand(rules.table.output.csv, table=tables) + expand(rules.fig1.output, model=MODELS)
-    out += expand(rules.ppl_vs_ratio.output, model=MODELS) + expand(rules.speedup.output, model=MODELS)
-    if RFT_ENABLED:
-        out += rules.fig3.output + rules.fig4.output
-    return out

@@ -9,6 +9,16 @@ EVAL_ARGS = " ".join(
 )
 
 
+MM = config["mmlu"]
+MMLU_ARGS = " ".join(
+    [
+        f"--tasks {' '.join('mmlu_' + s for s in MM['subjects'])} --batch-size {EV['batch_size']} --num-fewshot 0",
+        f"--dtype {config['dtype']} --device {config['device']} --seed {SEEDS[0]} {DATA_ARG} --ppl-datasets",
+        f"--limit {MM['limit']}" if MM["limit"] else "",
+    ]
+)
+
+
 rule evaluate:
     """lm-eval zero-shot tasks (local copies with data_dir, hub tasks otherwise) + perplexity -> JSON."""
     input:
@@ -27,6 +37,29 @@ rule evaluate:
     params:
         py=PY,
         args=EVAL_ARGS,
+    shell:
+        "{params.py} -m prunenet evaluate --model {input} --model-name {wildcards.model} --method {wildcards.method} "
+        "--setting {wildcards.setting} --out {output} {params.args} > {log} 2>&1"
+
+
+rule evaluate_mmlu:
+    """Paper Table 23: the configured MMLU subjects zero-shot (lm-eval mmlu_<subject> tasks) -> JSON."""
+    input:
+        lambda w: model_dir(w.model, w.method, w.ratio, w.setting, w.seed),
+    output:
+        "results/mmlu/{model}/{method}/{setting}/r{ratio}-s{seed}.json",
+    log:
+        "results/logs/evaluate_mmlu/{model}/{method}/{setting}/r{ratio}-s{seed}.log",
+    benchmark:
+        "results/benchmarks/evaluate_mmlu/{model}/{method}/{setting}/r{ratio}-s{seed}.tsv"
+    conda:
+        CONDA_ENV
+    threads: THREADS
+    resources:
+        **compute_resources(),
+    params:
+        py=PY,
+        args=MMLU_ARGS,
     shell:
         "{params.py} -m prunenet evaluate --model {input} --model-name {wildcards.model} --method {wildcards.method} "
         "--setting {wildcards.setting} --out {output} {params.args} > {log} 2>&1"

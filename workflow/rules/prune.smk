@@ -3,13 +3,14 @@ rule prepare:
     input:
         model=rules.download_model.output,
     output:
-        kept("results/prepared/{model}/{method}/s{seed}.safetensors"),
+        kept("results/prepared/{model}/{method}/{setting}/s{seed}.safetensors"),
     log:
-        "results/logs/prepare/{model}/{method}/s{seed}.log",
+        "results/logs/prepare/{model}/{method}/{setting}/s{seed}.log",
     benchmark:
-        "results/benchmarks/prepare/{model}/{method}/s{seed}.tsv"
+        "results/benchmarks/prepare/{model}/{method}/{setting}/s{seed}.tsv"
     wildcard_constraints:
         method=alternatives(PREPARED_METHODS),
+        setting=alternatives(OPTIONS.DATASETS),  # the calibration corpus
     conda:
         CONDA_ENV
     threads: THREADS
@@ -18,7 +19,7 @@ rule prepare:
     params:
         py=PY,
         device=config["device"],
-        extra=lambda w: method_args(w.method),
+        extra=lambda w: method_args(w.method, calib=w.setting),
     shell:
         "{params.py} -m prunenet prepare --model {input.model} --model-name {wildcards.model} --out {output} "
         "--method {wildcards.method} {params.extra} --seed {wildcards.seed} --device {params.device} > {log} 2>&1"
@@ -29,7 +30,7 @@ rule prune:
     input:
         model=rules.download_model.output,
         policy=lambda w: policy_file(w.model, w.setting, w.seed) if METHODS.get(w.method).needs_policy else [],
-        prepared=lambda w: prepared_file(w.model, w.method, w.seed),
+        prepared=lambda w: prepared_file(w.model, w.method, w.setting, w.seed),
     output:
         kept(directory("results/models/{model}/{method}/{setting}/r{ratio}-s{seed}")),
     log:
@@ -47,7 +48,9 @@ rule prune:
         py=PY,
         device=config["device"],
         ratio=lambda w: ratio_arg(w.ratio),
-        extra=lambda w, input: method_args(w.method, input.policy, input.prepared),
+        extra=lambda w, input: method_args(
+            w.method, input.policy, input.prepared, w.setting if w.setting in OPTIONS.DATASETS else None
+        ),
     shell:
         "{params.py} -m prunenet prune --model {input.model} --model-name {wildcards.model} --out {output} "
         "--method {wildcards.method} --ratio {params.ratio} {params.extra} "

@@ -1,9 +1,9 @@
 rule table:
-    """Any registered table (paper Tables 1-6, 8, the baselines table) from the evaluation JSONs."""
+    """Any registered table (paper Tables 1-10, 13, 16-19, 21-23, the baselines table) from the result JSONs."""
     input:
         lambda w: table_inputs(w.table),
     output:
-        csv="results/tables/{table}.csv",
+        csv=report("results/tables/{table}.csv", caption=CAPTION, category="Tables"),
         md="results/tables/{table}.md",
     log:
         "results/logs/report/{table}.log",
@@ -15,7 +15,8 @@ rule table:
         CONDA_ENV
     params:
         py=PY,
-        opts=lambda w: json.dumps({"tasks": table_tasks(w.table), "bootstrap": config["bootstrap"], "seed": SEEDS[0]}),
+        opts=lambda w: json.dumps(table_options(w.table)),
+        caption=lambda w: caption(TABLES.get(w.table)),
     shell:
         "{params.py} -m prunenet report {wildcards.table} --inputs {input} --out {output.csv} --out-md {output.md} "
         "--options {params.opts:q} > {log} 2>&1"
@@ -48,7 +49,7 @@ rule fig1:
     input:
         rules.spectra.output,
     output:
-        "results/figures/fig1_ecdf_{model}.png",
+        report("results/figures/fig1_ecdf_{model}.png", caption=CAPTION, category="Figures"),
     log:
         "results/logs/report/fig1_{model}.log",
     benchmark:
@@ -57,6 +58,7 @@ rule fig1:
         CONDA_ENV
     params:
         py=PY,
+        caption=caption(FIGURES["fig1"]),
     shell:
         "{params.py} -m prunenet report fig1 --inputs {input} --out {output} --experiment {wildcards.model} > {log} 2>&1"
 
@@ -66,7 +68,7 @@ rule fig3:
     input:
         lambda w: no_rft_evals() + rft_evals(RFT["datasets"][:1], RFT["sizes"]),
     output:
-        "results/figures/fig3_rft_size.png",
+        report("results/figures/fig3_rft_size.png", caption=CAPTION, category="Figures"),
     log:
         "results/logs/report/fig3.log",
     benchmark:
@@ -75,6 +77,7 @@ rule fig3:
         CONDA_ENV
     params:
         py=PY,
+        caption=caption(FIGURES["fig3"]),
         opts=json.dumps({"tasks": EV["tasks"]}),
     shell:
         "{params.py} -m prunenet report fig3 --inputs {input} --out {output} --options {params.opts:q} > {log} 2>&1"
@@ -96,7 +99,7 @@ rule fig4:
             for m, meth, st, r, s in rft_runs()
         ],
     output:
-        "results/figures/fig4_rft_loss.png",
+        report("results/figures/fig4_rft_loss.png", caption=CAPTION, category="Figures"),
     log:
         "results/logs/report/fig4.log",
     benchmark:
@@ -105,6 +108,7 @@ rule fig4:
         CONDA_ENV
     params:
         py=PY,
+        caption=caption(FIGURES["fig4"]),
     shell:
         "{params.py} -m prunenet report fig4 --inputs {input} --out {output} > {log} 2>&1"
 
@@ -145,7 +149,7 @@ rule ppl_vs_ratio:
     input:
         lambda w: sweep_files(w.model),
     output:
-        "results/figures/ppl_vs_ratio_{model}.png",
+        report("results/figures/ppl_vs_ratio_{model}.png", caption=CAPTION, category="Figures"),
     log:
         "results/logs/report/ppl_vs_ratio_{model}.log",
     benchmark:
@@ -154,6 +158,26 @@ rule ppl_vs_ratio:
         CONDA_ENV
     params:
         py=PY,
+        caption=caption(FIGURES["ppl_vs_ratio"]),
     shell:
         "{params.py} -m prunenet report ppl_vs_ratio --inputs {input} --out {output} --experiment {wildcards.model} "
         "> {log} 2>&1"
+
+
+rule summary:
+    """results/report.md: the headline table, every table with what in it is significant, every figure."""
+    input:
+        lambda w: final_tables() + final_figures(),
+    output:
+        report("results/report.md", caption=CAPTION, category="Report"),
+    log:
+        "results/logs/report/summary.log",
+    benchmark:
+        "results/benchmarks/report/summary.tsv"
+    conda:
+        CONDA_ENV
+    params:
+        py=PY,
+        caption="Every table and figure of this run, one line each: what it shows and what in it is significant.",
+    shell:
+        "{params.py} -m prunenet report summary --inputs {input} --out {output} > {log} 2>&1"

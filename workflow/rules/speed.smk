@@ -28,7 +28,7 @@ rule speedup:
     input:
         lambda w: speed_files(w.model),
     output:
-        "results/figures/speedup_{model}.png",
+        report("results/figures/speedup_{model}.png", caption=CAPTION, category="Figures"),
     log:
         "results/logs/report/speedup_{model}.log",
     benchmark:
@@ -37,6 +37,7 @@ rule speedup:
         CONDA_ENV
     params:
         py=PY,
+        caption=caption(FIGURES["speedup"]),
     shell:
         "{params.py} -m prunenet report speedup --inputs {input} --out {output} --experiment {wildcards.model} "
         "> {log} 2>&1"

@@ -1,0 +1,200 @@
+"""The paper's ablation tables (Tables 7, 10, 13, 16–19): named settings side by side at the same ratios.
+
+Each table compares a few *variants* (e.g. "KS" and "AD" policies, "Policy-based" and "Random" rows) on the
+same items, ratios and seeds. Which evaluation belongs to which variant is not guessed from its metadata:
+the workflow passes ``variants`` (label -> evaluation JSONs), the first label being the reference every other
+variant is compared with, item by item (paired bootstrap over items × seeds, as under Table 2). A dense
+evaluation among the inputs becomes the table's first row (label ``Dense``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from ..errors import PruneNetError
+from .tables import (
+    TABLE2_TASKS,
+    TABLES,
+    TASK_LABELS,
+    _cell,
+    _table_note,
+    _write_table,
+    accuracy_frame,
+    load_results,
+    ppl_columns,
+)
+
+DENSE = "Dense"
+
+
+@dataclass(frozen=True)
+class Ablation:
+    """One paper ablation: its title and the name of the column that holds the variant (the paper's)."""
+
+    title: str
+    column: str
+
+
+ABLATIONS = {
+    "table7": Ablation("Per-layer ratios beside uniform pruning at the same mean ratio (paper Table 7)", "Ratios"),
+    "table10": Ablation("SliceGPT by calibration corpus, beside PruneNet (paper Table 10)", "Method"),
+    "table13": Ablation("PruneNet and SliceGPT at a high compression ratio (paper Table 13)", "Method"),
+    "table16": Ablation("Learned policy vs random rows (paper Table 16)", "Selection"),
+    "table17": Ablation("Stochastic policy vs its deterministic top-k (paper Table 17)", "Policy"),
+    "table18": Ablation("Kolmogorov–Smirnov vs Anderson–Darling penalty (paper Table 18)", "Reward function"),
+    "table19": Ablation("Policy learned on FFN1 (up) vs FFN2 (down) (paper Table 19)", "Layer"),
+}
+
+
+def _labels(results: list[dict], variants: dict[str, list[str]]) -> list[str]:
+    """The variant of every result (by its path); every input in exactly one variant, dense apart."""
+    label_of: dict[str, str] = {}
+    for label, paths in variants.items():
+        for p in paths:
+            if p in label_of:
+                raise PruneNetError(f"{p} is listed under variants {label_of[p]!r} and {label!r}: give it one")
+            label_of[str(p)] = label
+    out = []
+    for r in results:
+        label = label_of.get(r["source"], DENSE if r.get("method") == "dense" else None)
+        if label is None:
+            raise PruneNetError(f"{r['source']} is in no variant: list it under one in --options variants")
+        out.append(label)
+    unknown = set(label_of) - {r["source"] for r in results}
+    if unknown:
+        raise PruneNetError(f"variant input {sorted(unknown)[0]} is not among --inputs: pass it as an input too")
+    return out
+
+
+def ablation_frame(
+    results: list[dict], variants: dict[str, list[str]], tasks: list[str], iters: int, seed: int
+) -> pd.DataFrame:
+    """Per-seed rows and one mean row per (model, ratio, variant); non-reference mean rows carry the paired
+    difference of average accuracy from the reference variant at that ratio (``avg_diff``, CI, ``avg_p``)."""
+    from .comparisons import matrices  # not at import: the workflow reads the table names without torch
+    from .paired import paired_bootstrap
+
+    df = accuracy_frame(results, tasks).reset_index(drop=True)
+    by_source = {r["source"]: r for r in results}
+    df["variant"] = _labels([by_source[s] for s in df["source"]], variants)
+    order = [DENSE, *variants]
+    df["_o"] = df["variant"].map(order.index)
+    df = df.sort_values(["model", "ratio", "_o", "seed"], kind="stable").drop(columns="_o").reset_index(drop=True)
+    metrics = [*tasks, "avg", *ppl_columns(df)]
+    keys = ["model", "ratio", "variant"]
+    g = df.groupby(keys, sort=False)
+    mean = g[metrics + ["params", "effective_sparsity"]].mean()
+    mean = mean.join(g[metrics].std(ddof=1).add_suffix("_sd")).join(g.size().rename("seeds"))
+    mean = mean.join(g["method"].first()).join(g["setting"].first()).join(g["limit"].first()).reset_index()
+    reference = next(iter(variants))
+    stats = []
+    for _, row in mean.iterrows():
+        at = df[(df["model"] == row["model"]) & (df["ratio"] == row["ratio"])]
+        if row["variant"] in (DENSE, reference) or reference not in set(at["variant"]):
+            stats.append({})
+            continue
+        runs = {v: [by_source[s] for s in at.loc[at["variant"] == v, "source"]] for v in (row["variant"], reference)}
+        a, b = matrices(runs[row["variant"]], tasks), matrices(runs[reference], tasks)
+        c = paired_bootstrap(a, b, iters, seed)
+        stats.append({"vs": reference, "avg_diff": c.diff, "avg_ci_lo": c.lo, "avg_ci_hi": c.hi, "avg_p": c.p})
+    mean = pd.concat([mean, pd.DataFrame(stats, index=mean.index)], axis=1)
+    return pd.concat([df.assign(row="seed"), mean.assign(row="mean")], ignore_index=True)
+
+
+def _schedules(results: list[dict], labels: list[str]) -> list[str]:
+    """One line per variant pruned with per-layer ratios: the ratios used, so the table says what it ran."""
+    lines = {}
+    for r, label in zip(results, labels):
+        ratios = r.get("meta", {}).get("layer_ratios")
+        if ratios and len(set(ratios)) > 1 and label not in lines:
+            spec = r["meta"].get("ratio_spec")
+            shown = ", ".join(f"{x:.3f}" for x in ratios)
+            lines[label] = f"- {label} (`{spec}`, mean {np.mean(ratios):.3f}): per-layer ratios {shown}"
+    return list(lines.values())
+
+
+def ablation_markdown(frame: pd.DataFrame, spec: Ablation, tasks: list[str], results: list[dict], iters: int) -> str:
+    mean = frame[frame["row"] == "mean"]
+    parts = [f"### {spec.title}", ""]
+    for model, m in mean.groupby("model", sort=False):
+        md = pd.DataFrame(
+            {"model": model, "Comp. ratio": m["ratio"].map(lambda r: f"{100 * r:g}%"), spec.column: m["variant"]}
+        )
+        for t in [*tasks, "avg"]:
+            md[TASK_LABELS.get(t, "Avg." if t == "avg" else t)] = [_cell(v, s) for v, s in zip(m[t], m[f"{t}_sd"])]
+        for col in ppl_columns(m):
+            md[f"PPL {col[4:]}"] = [_cell(v, s, 2) for v, s in zip(m[col], m[f"{col}_sd"])]
+        md["params (M)"] = m["params"].map(lambda v: f"{v / 1e6:.1f}")
+        md["eff. sparsity %"] = m["effective_sparsity"].map(lambda v: f"{v:.1f}")
+        md["seeds"] = m["seeds"]
+        parts += [md.to_markdown(index=False), ""]
+    parts.append(_table_note(results, recovery=False))
+    diffs = mean[mean["avg_diff"].notna()] if "avg_diff" in mean else mean.iloc[0:0]
+    if diffs.empty:
+        parts.append("No paired comparison: the reference variant has no run at these ratios.\n")
+        return "\n".join(parts)
+    parts += [
+        f"Paired differences of average accuracy from the reference ({diffs['vs'].iloc[0]}), points: A − B on the "
+        f"same items, 95 % CI from {iters} bootstrap resamples over items × seeds, two-sided p.",
+        "",
+    ]
+    lines = []
+    for _, r in diffs.iterrows():
+        verdict = "significant" if r["avg_ci_lo"] > 0 or r["avg_ci_hi"] < 0 else "not significant"
+        lines.append(
+            f"- {r['model']}, {100 * r['ratio']:g}%: {r['variant']} − {r['vs']} = {r['avg_diff']:+.1f} "
+            f"[{r['avg_ci_lo']:+.1f}, {r['avg_ci_hi']:+.1f}], p = {r['avg_p']:.3f} ({verdict})"
+        )
+    parts += lines + [""]
+    return "\n".join(parts)
+
+
+def ablation_table(
+    name: str,
+    inputs: list[str],
+    out: str,
+    out_md: str,
+    tasks: list[str] | None = None,
+    bootstrap: int = 2000,
+    seed: int = 0,
+    variants: dict[str, list[str]] | None = None,
+    notes: list[str] | None = None,
+) -> list[Path]:
+    """An ablation table: variants' mean ± sd per task, average and perplexity, paired differences under it."""
+    if not variants:
+        raise PruneNetError(f"report {name} needs --options variants: {{label: [evaluation JSONs]}}, reference first")
+    tasks = tasks or TABLE2_TASKS
+    results = load_results(inputs)
+    variants = {label: [str(p) for p in paths] for label, paths in variants.items()}
+    frame = ablation_frame(results, variants, tasks, bootstrap, seed)
+    md = ablation_markdown(frame, ABLATIONS[name], tasks, results, bootstrap)
+    schedules = _schedules(results, _labels(results, variants))
+    if schedules:
+        md += "\n" + "\n".join(schedules) + "\n"
+    md += "".join(f"\n{n}\n" for n in notes or [])
+    return _write_table(frame, out, out_md, md)
+
+
+def _register(name: str) -> None:
+    def build(
+        inputs: list[str],
+        out: str,
+        out_md: str,
+        tasks: list[str] | None = None,
+        bootstrap: int = 2000,
+        seed: int = 0,
+        variants: dict[str, list[str]] | None = None,
+        notes: list[str] | None = None,
+    ) -> list[Path]:
+        return ablation_table(name, inputs, out, out_md, tasks, bootstrap, seed, variants, notes)
+
+    build.__doc__ = ABLATIONS[name].title
+    TABLES.register(name, build)
+
+
+for _name in ABLATIONS:
+    _register(_name)
