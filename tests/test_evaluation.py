@@ -111,7 +111,7 @@ pytestmark = pytest.mark.usefixtures("one_thread")  # conftest: one OpenMP threa
 @pytest.fixture(scope="module")
 def offline(data_dir, tmp_path_factory):
     """All six offline tasks, generated once."""
-    _, top = ev.load_lm_tasks(list(ev.TASKS), str(data_dir), tmp_path_factory.mktemp("lmeval_work"))
+    _, top = ev.load_lm_tasks(list(ev.BENCHMARKS), str(data_dir), tmp_path_factory.mktemp("lmeval_work"))
     return top
 
 

@@ -68,18 +68,20 @@ def test_perplexity_follows_the_tokenizer(tiny_model, tokenizers, data_dir):
 def test_embedded_gemma3_checkpoint_reloads_with_the_same_logits(tmp_path, monkeypatch):
     """The split GGUF assembles (SHA-256 checked by its package), dequantizes to Gemma-3 (18 layers, FFN 2048),
     saves as a plain checkpoint that reloads with the same logits, and its tokenizer starts texts with BOS."""
-    from prunenet.models import load_model, materialize
+    from prunenet.models import load_model, save_checkpoint
 
     monkeypatch.setenv("PRUNENET_CACHE", str(tmp_path / "cache"))
-    model, tok = load_model("gemma3-270m", dtype="float32")
+    model, tok = load_model("gemma3-270m", dtype="float32")  # dequantizing takes ~1 min: done once here
+    assert (tmp_path / "cache" / EMBEDDED["gemma3-270m"].filename).is_file()  # assembled into the cache
     assert model.config.model_type == EMBEDDED["gemma3-270m"].model_type == "gemma3_text"
     assert (model.config.num_hidden_layers, model.config.intermediate_size) == (18, 2048)
     assert adds_bos(tok)
     ids = tok("The capital of France is", return_tensors="pt").input_ids
     with torch.no_grad():
         ref = model(ids).logits
+    n_params = sum(p.numel() for p in model.parameters())
+    out = save_checkpoint(model, tok, tmp_path / "gemma3", {"source": "gemma3-270m", "params": n_params})  # materialize
     del model
-    out = materialize("gemma3-270m", tmp_path / "gemma3")
     again, tok2 = load_model(str(out), dtype="float32")
     assert adds_bos(tok2) and torch.equal(tok2("The capital of France is", return_tensors="pt").input_ids, ids)
     with torch.no_grad():

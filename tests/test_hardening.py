@@ -61,7 +61,7 @@ CASES = [
     (
         ["report", "table2", "--inputs", "a.json", "--out", "{tmp}/t.csv", "--out-md", "{tmp}/t.md"]
         + ["--options", '{"tasks": ["piqa"], "boostrap": 100}'],
-        "unknown --options key boostrap (known: tasks, bootstrap, seed)",
+        "unknown --options key boostrap (known: tasks, bootstrap, seed, notes)",
     ),
     (["report", "fig1", "--inputs", "a.csv", "--out", "{tmp}/f.png", "--options", '{"x": 1}'], "takes none"),
     (["report", "table2", "--inputs", "{tmp}/afile", "--out", "{tmp}/t.csv", "--out-md", "{tmp}/t.md"], "not an eval"),
