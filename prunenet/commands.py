@@ -228,10 +228,12 @@ def cmd_evaluate(args) -> None:
     from . import tracking
     from .artifacts import write_json
     from .data import load_texts, split_note
-    from .evaluation import perplexity, run_lm_eval
+    from .evaluation import check_tasks, perplexity, run_lm_eval
     from .models import load_model, read_meta
     from .provenance import as_params, provenance
 
+    if args.tasks:  # unknown names, the MMLU group beside its subjects: refused before any model loads
+        check_tasks(args.tasks)
     if not args.data_dir and (args.tasks or args.ppl_datasets):
         from . import hub
 

@@ -65,6 +65,8 @@ CASES = [
     ),
     (["report", "fig1", "--inputs", "a.csv", "--out", "{tmp}/f.png", "--options", '{"x": 1}'], "takes none"),
     (["report", "table2", "--inputs", "{tmp}/afile", "--out", "{tmp}/t.csv", "--out-md", "{tmp}/t.md"], "not an eval"),
+    (["evaluate", "--model", NO_MODEL, "--out", "{tmp}/e.json", "--tasks", "boolq"], "unknown task 'boolq'"),
+    (["evaluate", "--model", NO_MODEL, "--out", "{tmp}/e.json", "--tasks", "mmlu", "mmlu_anatomy"], "not both"),
     (["prune", "--model", NO_MODEL, "--out", "/proc/prunenet-out", "--ratio", "0.2"], "/proc"),
     (["prune", "--model", NO_MODEL, "--out", "{tmp}/afile/below", "--ratio", "0.2"], "is a file"),
     (["prune", "--model", NO_MODEL, "--out", "{tmp}/ro/m", "--ratio", "0.2"], "not writable"),
