@@ -159,7 +159,12 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--gamma", type=POSITIVE, default=0.99)
     t.add_argument("--lr", type=POSITIVE, default=5e-4)
     t.add_argument("--penalty", default="ks", choices=options.PENALTIES)
-    t.add_argument("--state", default="up", choices=options.STATES)
+    t.add_argument(
+        "--state",
+        default="up",
+        choices=options.POLICY_STATES,
+        help="up (FFN1, paper), gate, down (FFN2, T19), or qkv: attention KV groups (T20, for prunenet-attention)",
+    )
     t.add_argument("--objective", default="paper", choices=options.OBJECTIVES)
     t.add_argument(
         "--eq3",

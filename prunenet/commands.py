@@ -35,11 +35,27 @@ def cmd_download(args) -> None:
     print(f"wrote {out}")
 
 
+def _train_fns(cfg, model):
+    """The states and the train / score functions of the policy's target: FFN rows, or attention KV groups."""
+    from .options import ATTENTION_STATES
+    from .training import collect_states, mean_penalty, train_policy
+
+    if cfg.state not in ATTENTION_STATES:
+        states = collect_states(model, cfg.state)
+        return states, lambda **kw: train_policy(states, cfg, **kw), lambda *a: mean_penalty(states, *a)
+    from .attention_policy import group_states, mean_group_penalty, train_attention
+
+    states, groups = group_states(model)
+    train = lambda **kw: train_attention(states, groups, cfg, **kw)  # noqa: E731
+    return states, train, lambda *a: mean_group_penalty(states, groups, *a)
+
+
 def cmd_train(args) -> None:
     from . import tracking
     from .models import load_model
+    from .options import ATTENTION_STATES
     from .policy import PolicyNetwork, save_policy
-    from .training import TrainConfig, collect_states, mean_penalty, train_policy
+    from .training import TrainConfig
 
     cfg = TrainConfig(
         ratio=args.ratio,
@@ -56,8 +72,12 @@ def cmd_train(args) -> None:
         seed=args.seed,
     )
     cfg.validate()
+    if cfg.state in ATTENTION_STATES:  # what the attention trainer refuses, before the model loads
+        from .attention_policy import check_config
+
+        check_config(cfg)
     model, _ = load_model(args.model, device=args.device, dtype="float32")
-    states = collect_states(model, cfg.state)
+    states, train, score = _train_fns(cfg, model)
     del model
     params = vars(cfg) | {"model_path": args.model}
     with tracking.run(
@@ -66,22 +86,15 @@ def cmd_train(args) -> None:
         params,
         _tags(args, "train", ratio=cfg.ratio, penalty=cfg.penalty, state=cfg.state, eq3=cfg.eq3),
     ) as run:
-        result = train_policy(states, cfg, on_episode=lambda ep, pen: run.metric("penalty", pen, step=ep))
+        result = train(on_episode=lambda ep, pen: run.metric("penalty", pen, step=ep))
         best = PolicyNetwork(states.shape[1], states.shape[2], bias=cfg.objective == "official", eq3=cfg.eq3)
         best.load_state_dict(result.best)
         evals = {
-            "eval_penalty_policy": mean_penalty(
-                states,
-                "policy",
-                cfg.ratio,
-                best.to(states.device),
-                args.eval_samples,
-                cfg.penalty,
-                cfg.spectrum,
-                cfg.seed + 1,
+            "eval_penalty_policy": score(
+                "policy", cfg.ratio, best.to(states.device), args.eval_samples, cfg.penalty, cfg.spectrum, cfg.seed + 1
             ),
-            "eval_penalty_random": mean_penalty(
-                states, "random", cfg.ratio, None, args.eval_samples, cfg.penalty, cfg.spectrum, cfg.seed + 1
+            "eval_penalty_random": score(
+                "random", cfg.ratio, None, args.eval_samples, cfg.penalty, cfg.spectrum, cfg.seed + 1
             ),
         }
         meta = {

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 PENALTIES = ("ks", "ad")  # Kolmogorov–Smirnov (paper) | Anderson–Darling (T18)
 STATES = ("up", "gate", "down")  # FFN1 (paper) | LLaMA gate (official code) | FFN2 (T19)
+ATTENTION_STATES = ("qkv",)  # self-attention's q/k/v rows, KV group by group (T20, method prunenet-attention)
+POLICY_STATES = STATES + ATTENTION_STATES  # what `prunenet train --state` takes
 OBJECTIVES = ("paper", "official")  # discounted future penalty | the authors' code: γ^l / D_l
 # Paper Eq. 3, W_imp = σ(W_proj W_up W_interᵀ): as the authors' code computes it, σ(W_up W_interᵀ W_projᵀ)
 # (row i scored by its own content) | as printed (row j scored by W_inter's row j against W_proj W_up)

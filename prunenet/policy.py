@@ -188,6 +188,26 @@ def save_policy(
     write_json(meta_path, meta)
 
 
+def check_policy_state(path, method: str, states: tuple[str, ...]) -> None:
+    """Refuse, from the file's header alone (before any model loads), a policy trained on a state ``method`` does
+    not prune: an FFN policy given to ``prunenet-attention`` or an attention (``qkv``) one to the row selectors."""
+    import json
+    from pathlib import Path
+
+    from safetensors import safe_open
+
+    if not path or not Path(path).is_file():
+        return  # load_policy names the missing file
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            state = json.loads((f.metadata() or {})["prunenet"]).get("config", {}).get("state", "up")
+    except Exception:
+        return  # load_policy names the corrupt file
+    if state not in states:
+        fix = "--method prunenet-attention" if state == "qkv" else "--method prunenet (or train with --state qkv)"
+        raise PruneNetError(f"policy {path} was trained on state {state!r}, which {method} does not prune: use {fix}")
+
+
 def load_policy(path, which: str = "best") -> tuple[PolicyNetwork, dict]:
     """Load a policy saved by :func:`save_policy` (``which`` = best | last).
 

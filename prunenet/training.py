@@ -27,7 +27,7 @@ from tqdm.auto import tqdm
 
 from .arch import get_adapter
 from .errors import PruneNetError
-from .options import BASELINES, EQ3_READINGS, OBJECTIVES, STATES
+from .options import BASELINES, EQ3_READINGS, OBJECTIVES, POLICY_STATES
 from .penalties import PENALTIES, distance, spectra
 from .policy import PolicyNetwork, draw_rows, n_keep, select_rows
 
@@ -59,8 +59,8 @@ class TrainConfig:
             raise PruneNetError(f"unknown objective {self.objective!r}: use one of {', '.join(OBJECTIVES)}")
         if self.eq3 not in EQ3_READINGS:
             raise PruneNetError(f"unknown Eq. 3 reading {self.eq3!r}: use one of {', '.join(EQ3_READINGS)}")
-        if self.state not in STATES:
-            raise PruneNetError(f"unknown policy state {self.state!r}: use one of {', '.join(STATES)}")
+        if self.state not in POLICY_STATES:
+            raise PruneNetError(f"unknown policy state {self.state!r}: use one of {', '.join(POLICY_STATES)}")
         if self.baseline not in BASELINES:
             raise PruneNetError(f"unknown baseline {self.baseline!r}: use one of {', '.join(BASELINES)}")
         if self.samples < 1:

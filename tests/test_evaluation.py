@@ -218,7 +218,7 @@ def test_run_lm_eval_tiny_all_tasks_reproducible(tiny_ckpt, data_dir, tmp_path):
     tasks = [*ev.BENCHMARKS, *subjects]
     assert set(res["tasks"]) == set(tasks)
     assert res["data_source"] == f"local:{Path(data_dir).resolve()}"
-    assert res["limit"] == 3 and res["seed"] == 0 and res["num_fewshot"] == 0 and res["lm_eval_version"]
+    assert res["limit"] == 3 and res["lm_eval_seed"] == 0 and res["num_fewshot"] == 0 and res["lm_eval_version"]
     for task, r in res["tasks"].items():
         assert r["primary_metric"] == ev.PRIMARY_METRIC[task]
         assert 0.0 <= r["primary"] <= 1.0 and 0.0 <= r["acc"] <= 1.0

@@ -36,6 +36,11 @@ CASES = [
         "eval",
     ),
     (["train", "--model", NO_MODEL, "--out", "{tmp}/p.st", "--meta-out", "{tmp}/p.json", "--device", "foo"], "device"),
+    (
+        ["train", "--model", NO_MODEL, "--out", "{tmp}/p.st", "--meta-out", "{tmp}/p.json"]
+        + ["--state", "qkv", "--objective", "official"],
+        "--objective paper",
+    ),
     (["rft", "--model", NO_MODEL, "--out", "{tmp}/r", "--log-csv", "{tmp}/r.csv", "--samples", "0"], "--samples"),
     (["prune", "--model", NO_MODEL, "--out", "{tmp}/m", "--ratio", "0.2", "--calib-samples", "0"], "--calib-samples"),
     (["report", "nosuchkind", "--inputs", "a.json", "--out", "{tmp}/t.csv"], "nosuchkind"),

@@ -76,10 +76,11 @@ def test_method_options_equal_the_schema_and_the_cli():
 def test_cli_choices_equal_the_registries():
     assert _choices("prune", "--method") == METHODS.names()
     assert _choices("prune", "--which") == list(options.WHICH)
+    assert _choices("prune", "--state") == list(options.STATES)  # without a policy: FFN rows only
     assert _choices("prune", "--calib-dataset") == list(options.DATASETS)
     for flag, values in (
         ("--penalty", options.PENALTIES),
-        ("--state", options.STATES),
+        ("--state", options.POLICY_STATES),
         ("--objective", options.OBJECTIVES),
         ("--eq3", options.EQ3_READINGS),
         ("--baseline", options.BASELINES),

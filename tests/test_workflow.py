@@ -132,9 +132,9 @@ def test_baselines_default_to_every_registered_method(tmp_path, tiny_dir, data_d
     write_config(tmp_path, tiny_dir, data_dir, compare={"baselines": None}, sweep={"ratios": [0.25]})
     res = snakemake(tmp_path, "-n", "-p", "results/tables/baselines.csv", "results/figures/ppl_vs_ratio_tiny.png")
     assert res.returncode == 0, res.stderr[-2000:]
-    for name in METHODS.names():
-        assert f"results/eval/tiny/{name}/" in res.stdout, name
-        assert f"results/sweep/tiny/{name}/s0.json" in res.stdout, name
+    for name, method in METHODS.items():  # prunenet-attention has its own budget (attention groups): Table 20 only
+        assert (f"results/eval/tiny/{name}/" in res.stdout) == method.same_budget, name
+        assert (f"results/sweep/tiny/{name}/s0.json" in res.stdout) == method.same_budget, name
     assert "--laco-threshold 0.65" in res.stdout and "--asvd-alpha 0.5" in res.stdout  # schema defaults reach the CLI
 
 
@@ -154,6 +154,8 @@ def test_end_to_end_all(tmp_path, tiny_dir, data_dir, monkeypatch):
     # seeds: 2 for the stochastic prunenet, 1 for dense, SliceGPT and ShortGPT (calibration_seeds: first)
     assert len(per_seed) == 1 + 2 * 2 + 2 * 1 + 2 * 1 + 2
     assert set(table["method"]) == {"dense", "prunenet", "slicegpt", "shortgpt"}
+    for seed, source in zip(per_seed["seed"], per_seed["source"]):  # the pruned model's seed, not lm-eval's
+        assert seed == int(re.search(r"-s(\d+)\.json$", source).group(1)), source
     short = tmp_path / "results/models/tiny/shortgpt/wikitext2/r0.5-s0"  # fewer layers, a plain HF checkpoint
     short_meta = json.loads((short / "prunenet_meta.json").read_text())
     assert short_meta["calib_samples"] == 2 and short_meta["calib_seq_len"] == 32
@@ -240,6 +242,20 @@ def test_end_to_end_all(tmp_path, tiny_dir, data_dir, monkeypatch):
         ev = json.loads(Path(tmp_path / row["source"]).read_text())
         assert set(ev["tasks"]) == set(subjects) and ev["perplexity"] == {}
         assert row["avg"] == pytest.approx(50 * sum(ev["tasks"][t]["primary"] for t in subjects), abs=1e-3)
+    t20 = pd.read_csv(tmp_path / "results/tables/table20.csv")  # attention pruning: each ratio, without and with RFT
+    attn = t20[(t20["row"] == "mean") & (t20["method"] == "prunenet-attention")]
+    assert sorted(zip(attn["ratio"], attn["rft"])) == [
+        (0.25, "none"),
+        (0.25, "wikitext2"),
+        (0.5, "none"),
+        (0.5, "wikitext2"),
+    ]
+    meta = json.loads(
+        (
+            tmp_path / "results/models/tiny/prunenet-attention/ks-qkv-paper-loo2-t0.5/r0.5-s1/prunenet_meta.json"
+        ).read_text()
+    )
+    assert sum(meta["kv_heads"]) == 3 and min(meta["kv_heads"]) >= 1  # 3 of the 6 KV groups removed, none emptied
     t18 = pd.read_csv(tmp_path / "results/tables/table18.csv")
     assert set(t18[t18["variant"] == "AD"]["setting"]) == {"ad-up-paper-loo2-t0.5"}
     alpaca = json.loads((tmp_path / "results/models/tiny/slicegpt/alpaca/r0.5-s0/prunenet_meta.json").read_text())

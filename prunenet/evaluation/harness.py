@@ -176,7 +176,8 @@ def run_lm_eval(
         "data_source": "hub" if data_dir is None else f"local:{Path(data_dir).expanduser().resolve()}",
         "limit": limit,
         "num_fewshot": num_fewshot,
-        "seed": seed,
+        # lm-eval's own seed (sampling, few-shot order); not "seed", which names the pruned model's draw in a result
+        "lm_eval_seed": seed,
     }
 
 

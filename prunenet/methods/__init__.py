@@ -17,6 +17,7 @@ from . import prunenet, slicegpt, deterministic, random_rows, shortgpt  # noqa: 
 from . import laco  # noqa: E402,F401,I001
 from . import svd_llm, asvd  # noqa: E402,F401,I001
 from . import llm_pruner, llm_surgeon  # noqa: E402,F401,I001
+from . import prunenet_attention  # noqa: E402,F401,I001
 from .compress import compress  # noqa: E402
 
 __all__ = ["METHODS", "Method", "Option", "PruneRequest", "compress"]

@@ -121,6 +121,11 @@ class Method:
     # HF model types this method refuses (torch-free, for the workflow, which then skips the pair and says so in
     # the tables); the method's own one-line refusal stays where the architecture is checked.
     refuses: tuple[str, ...] = ()
+    # The policy state this method's policy is trained on (None: the configured FFN state); the workflow names
+    # the policy file from it (prunenet-attention: "qkv").
+    policy_state: str | None = None
+    # Prunes to PruneNet's parameter budget at each ratio, so it joins the same-budget comparisons (baselines.csv).
+    same_budget: bool = True
 
     def check(self, request: PruneRequest) -> None:
         """Reject a request this method cannot serve, before any model is loaded.

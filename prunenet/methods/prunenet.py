@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from . import METHODS
 from .base import Method
-from .rows import prune_rows
+from .rows import check_ffn_policy, prune_rows
 
 METHODS.register(
     "prunenet",
@@ -13,6 +13,7 @@ METHODS.register(
         summary="FFN rows drawn from the learned policy (calibration-free)",
         run=lambda model, tok, req: prune_rows(model, tok, req, "policy"),
         needs_policy=True,
+        validate=check_ffn_policy,
         per_layer=True,
     ),
 )

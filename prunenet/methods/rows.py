@@ -14,6 +14,14 @@ if TYPE_CHECKING:
     from torch import nn
 
 
+def check_ffn_policy(request: PruneRequest) -> None:
+    """A policy trained on attention (``state: qkv``) is refused before the model loads."""
+    from ..options import STATES
+    from ..policy import check_policy_state
+
+    check_policy_state(request.policy, "an FFN row selector", STATES)
+
+
 def prune_rows(model: nn.Module, tokenizer: Any, request: PruneRequest, selector: str) -> tuple[nn.Module, dict]:
     """Slice every FFN to the rows ``selector`` keeps; the metadata says which rows and why."""
     from ..policy import load_policy

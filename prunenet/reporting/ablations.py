@@ -16,6 +16,7 @@ import numpy as np
 import pandas as pd
 
 from ..errors import PruneNetError
+from .paired import excludes_zero
 from .tables import (
     TABLE2_TASKS,
     TABLES,
@@ -105,14 +106,14 @@ def ablation_frame(
     return pd.concat([df.assign(row="seed"), mean.assign(row="mean")], ignore_index=True)
 
 
-def _schedules(results: list[dict], labels: list[str]) -> list[str]:
+def _schedules(frame: pd.DataFrame, by_source: dict[str, dict]) -> list[str]:
     """One line per variant pruned with per-layer ratios: the ratios used, so the table says what it ran."""
     lines = {}
-    for r, label in zip(results, labels):
-        ratios = r.get("meta", {}).get("layer_ratios")
+    for source, label in zip(frame["source"], frame["variant"]):
+        meta = by_source[source].get("meta", {})
+        ratios = meta.get("layer_ratios")
         if ratios and len(set(ratios)) > 1 and label not in lines:
-            spec = r["meta"].get("ratio_spec")
-            shown = ", ".join(f"{x:.3f}" for x in ratios)
+            shown, spec = ", ".join(f"{x:.3f}" for x in ratios), meta.get("ratio_spec")
             lines[label] = f"- {label} (`{spec}`, mean {np.mean(ratios):.3f}): per-layer ratios {shown}"
     return list(lines.values())
 
@@ -144,7 +145,7 @@ def ablation_markdown(frame: pd.DataFrame, spec: Ablation, tasks: list[str], res
     ]
     lines = []
     for _, r in diffs.iterrows():
-        verdict = "significant" if r["avg_ci_lo"] > 0 or r["avg_ci_hi"] < 0 else "not significant"
+        verdict = "significant" if excludes_zero(r["avg_ci_lo"], r["avg_ci_hi"]) else "not significant"
         lines.append(
             f"- {r['model']}, {100 * r['ratio']:g}%: {r['variant']} − {r['vs']} = {r['avg_diff']:+.1f} "
             f"[{r['avg_ci_lo']:+.1f}, {r['avg_ci_hi']:+.1f}], p = {r['avg_p']:.3f} ({verdict})"
@@ -172,7 +173,7 @@ def ablation_table(
     variants = {label: [str(p) for p in paths] for label, paths in variants.items()}
     frame = ablation_frame(results, variants, tasks, bootstrap, seed)
     md = ablation_markdown(frame, ABLATIONS[name], tasks, results, bootstrap)
-    schedules = _schedules(results, _labels(results, variants))
+    schedules = _schedules(frame[frame["row"] == "seed"], {r["source"]: r for r in results})
     if schedules:
         md += "\n" + "\n".join(schedules) + "\n"
     md += "".join(f"\n{n}\n" for n in notes or [])

@@ -14,6 +14,11 @@ from dataclasses import dataclass
 import numpy as np
 
 
+def excludes_zero(lo: float, hi: float) -> bool:
+    """Whether a 95 % CI [lo, hi] excludes 0: the one rule for "significant" in every table and the report."""
+    return lo > 0 or hi < 0
+
+
 @dataclass(frozen=True)
 class Comparison:
     """A − B in accuracy points (×100): point estimate, 95 % bootstrap CI, two-sided p-value."""
@@ -25,7 +30,7 @@ class Comparison:
 
     @property
     def significant(self) -> bool:
-        return self.lo > 0 or self.hi < 0
+        return excludes_zero(self.lo, self.hi)
 
 
 def item_matrix(results: list[dict], task: str, metric: str) -> tuple[list, np.ndarray]:

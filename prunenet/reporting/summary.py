@@ -16,20 +16,24 @@ import pandas as pd
 
 from ..artifacts import atomic_file
 from ..errors import PruneNetError
+from .paired import excludes_zero
 
 ALPHA = 0.05
 RESULT = "**Result:**"  # what follows it on a line is read from the linked table (the test checks every number)
 
 
+def doc_text(obj: object, literal: str = "{}") -> str:
+    """``obj``'s docstring on one line, Sphinx roles (``:func:`x```) written as ``literal`` formats their text:
+    plain here, ````x```` in Snakemake's reStructuredText captions (which know no Sphinx roles)."""
+    text = " ".join((obj.__doc__ or "").split())
+    return re.sub(r":\w+:`([^`]*)`", lambda m: literal.format(m.group(1)), text)
+
+
 def _doc(obj: object) -> str:
     """The first sentence of a report's docstring: what the table or figure shows."""
-    text = " ".join((obj.__doc__ or "").split())
+    text = doc_text(obj)
     first = re.split(r"(?<=[\w)])\. (?=[A-Z])", text)[0]  # "(incl. added …)" is no sentence end
-    return re.sub(r":\w+:`([^`]*)`", r"\1", first).rstrip(".") + "." if text else ""
-
-
-def _significant(lo: float, hi: float) -> bool:
-    return lo > 0 or hi < 0
+    return first.rstrip(".") + "." if text else ""
 
 
 def _diff(v: float, lo: float, hi: float) -> str:
@@ -45,7 +49,7 @@ def _versus(means: pd.DataFrame, reference: str) -> str:
     if rows.empty:
         return ""
     lo, hi = f"avg_ci_lo_vs_{reference}", f"avg_ci_hi_vs_{reference}"
-    sig = rows[[_significant(a, b) for a, b in zip(rows[lo], rows[hi])]]
+    sig = rows[[excludes_zero(a, b) for a, b in zip(rows[lo], rows[hi])]]
     said = [f"{r['method']} at r = {r['ratio']:g} ({_diff(r[col], r[lo], r[hi])})" for _, r in sig.iterrows()]
     name = "PruneNet" if reference == "prunenet" else reference
     if not said:
@@ -59,7 +63,7 @@ def _ablation(means: pd.DataFrame) -> str:
         return "No paired comparison (the reference variant did not run at these ratios)."
     said = [
         f"{r['variant']} − {r['vs']} at r = {r['ratio']:g}: {_diff(r['avg_diff'], r['avg_ci_lo'], r['avg_ci_hi'])}, "
-        + ("significant" if _significant(r["avg_ci_lo"], r["avg_ci_hi"]) else "not significant")
+        + ("significant" if excludes_zero(r["avg_ci_lo"], r["avg_ci_hi"]) else "not significant")
         for _, r in rows.iterrows()
     ]
     return "Average accuracy, paired: " + "; ".join(said) + "."
@@ -78,7 +82,7 @@ def _transfer(df: pd.DataFrame) -> str:
 
 def _pairs(df: pd.DataFrame) -> str:
     avg = df[df["task"] == "avg"]
-    sig = avg[[_significant(lo, hi) for lo, hi in zip(avg["ci_lo"], avg["ci_hi"])]]
+    sig = avg[[excludes_zero(lo, hi) for lo, hi in zip(avg["ci_lo"], avg["ci_hi"])]]
     said = [
         f"{r['a']} − {r['b']} at r = {r['ratio']:g} ({_diff(r['diff'], r['ci_lo'], r['ci_hi'])})"
         for _, r in sig.iterrows()

@@ -255,47 +255,51 @@ def with_versus(summary: pd.DataFrame, results: list[dict], tasks: list[str], it
     return summary.merge(versus, on=["model", "ratio", "method", "setting", "schedule", "rft"], how="left")
 
 
-@TABLES.decorator("table2")
-def table2(
-    inputs: list[str],
-    out: str,
-    out_md: str,
-    tasks: list[str] | None = None,
-    bootstrap: int = 2000,
-    seed: int = 0,
-    notes: list[str] | None = None,
-) -> list[Path]:
-    """Paper Table 2: accuracy and perplexity, mean ± sd over seeds; paired comparisons and the KS test under it."""
-    # notes: lines under the table (e.g. a method the workflow skipped on a model whose architecture it refuses)
-    return accuracy_table(inputs, out, out_md, tasks, {"iters": bootstrap, "seed": seed}, notes)
+def _compared(name: str, doc: str, default_tasks: list[str] | None = None) -> None:
+    """Register an accuracy table with paired comparisons under it (CSV mean rows: their difference from PruneNet
+    and from dense); ``default_tasks``: its paper layout's columns when the caller names none."""
+
+    def build(
+        inputs: list[str],
+        out: str,
+        out_md: str,
+        tasks: list[str] | None = None,
+        bootstrap: int = 2000,
+        seed: int = 0,
+        notes: list[str] | None = None,  # lines under the table (e.g. a method skipped on a model it refuses)
+    ) -> list[Path]:
+        tasks = tasks or default_tasks
+        return accuracy_table(inputs, out, out_md, tasks, {"iters": bootstrap, "seed": seed}, notes)
+
+    build.__name__ = build.__qualname__ = name
+    build.__doc__ = doc
+    TABLES.register(name, build)
 
 
-@TABLES.decorator("table21")
-def table21(
-    inputs: list[str],
-    out: str,
-    out_md: str,
-    tasks: list[str] | None = None,
-    bootstrap: int = 2000,
-    seed: int = 0,
-    notes: list[str] | None = None,
-) -> list[Path]:
-    """Paper Table 21: PruneNet on every configured model (each model's dense row first), no RFT."""
-    return accuracy_table(inputs, out, out_md, tasks, {"iters": bootstrap, "seed": seed}, notes)
-
-
-@TABLES.decorator("table22")
-def table22(
-    inputs: list[str],
-    out: str,
-    out_md: str,
-    tasks: list[str] | None = None,
-    bootstrap: int = 2000,
-    seed: int = 0,
-    notes: list[str] | None = None,
-) -> list[Path]:
-    """Paper Table 22: SliceGPT on every configured model it can slice (the others named under it), no RFT."""
-    return accuracy_table(inputs, out, out_md, tasks, {"iters": bootstrap, "seed": seed}, notes)
+_compared(
+    "table2",
+    "Paper Table 2: accuracy and perplexity, mean ± sd over seeds; paired comparisons and the KS test under it.",
+)
+_compared(
+    "table20",
+    "Paper Table 20: PruneNet's policy on self-attention (whole KV groups removed), without and with RFT.",
+)
+_compared("table21", "Paper Table 21: PruneNet on every configured model (each model's dense row first), no RFT.")
+_compared(
+    "table22",
+    "Paper Table 22: SliceGPT on every configured model it can slice (the others named under it), no RFT.",
+)
+_compared(
+    "table4",
+    "Paper Table 4: PruneNet against the depth pruners (ShortGPT, LaCo) and SliceGPT on PIQA and HellaSwag, every "
+    "method on PruneNet's parameter budget; paired comparisons under it.",
+    PAPER_TASKS["table4"],
+)
+_compared(
+    "table5",
+    "Paper Table 5: PruneNet against SliceGPT and the low-rank methods (SVD-LLM, ASVD) on five tasks.",
+    PAPER_TASKS["table5"],
+)
 
 
 @TABLES.decorator("table1")
@@ -354,48 +358,6 @@ def pairs(
     tasks = tasks or TABLE2_TASKS
     df = comparisons_frame(load_results(inputs), tasks, bootstrap, seed)
     return _write_table(df, out, out_md)
-
-
-def _paper_table(
-    name: str,
-    inputs: list[str],
-    out: str,
-    out_md: str,
-    tasks: list[str] | None,
-    bootstrap: int,
-    seed: int,
-    notes: list[str] | None = None,
-) -> list[Path]:
-    return accuracy_table(inputs, out, out_md, tasks or PAPER_TASKS[name], {"iters": bootstrap, "seed": seed}, notes)
-
-
-@TABLES.decorator("table4")
-def table4(
-    inputs: list[str],
-    out: str,
-    out_md: str,
-    tasks: list[str] | None = None,
-    bootstrap: int = 2000,
-    seed: int = 0,
-    notes: list[str] | None = None,
-) -> list[Path]:
-    """Paper Table 4: PruneNet against the depth pruners (ShortGPT, LaCo) and SliceGPT on PIQA and HellaSwag,
-    every method on PruneNet's parameter budget; paired comparisons under it."""
-    return _paper_table("table4", inputs, out, out_md, tasks, bootstrap, seed, notes)
-
-
-@TABLES.decorator("table5")
-def table5(
-    inputs: list[str],
-    out: str,
-    out_md: str,
-    tasks: list[str] | None = None,
-    bootstrap: int = 2000,
-    seed: int = 0,
-    notes: list[str] | None = None,
-) -> list[Path]:
-    """Paper Table 5: PruneNet against SliceGPT and the low-rank methods (SVD-LLM, ASVD) on five tasks."""
-    return _paper_table("table5", inputs, out, out_md, tasks, bootstrap, seed, notes)
 
 
 @TABLES.decorator("baselines")

@@ -21,6 +21,7 @@ from prunenet.config import ConfigError, resolve  # noqa: E402
 from prunenet.embedded import EMBEDDED  # noqa: E402
 from prunenet.methods import METHODS  # noqa: E402
 from prunenet.reporting import ABLATIONS, FIGURES, TABLES  # noqa: E402
+from prunenet.reporting.summary import doc_text  # noqa: E402
 from prunenet.reporting.tables import PAPER_TASKS  # noqa: E402
 
 SCHEMA = ROOT / "config" / "schema.yaml"
@@ -59,7 +60,7 @@ CAPTION = "../report/caption.rst"  # the report's caption of a table or figure: 
 def caption(report):
     """A table's or figure's caption in Snakemake's report: its docstring (what it shows), one paragraph, Sphinx
     roles (``:func:`x```, which plain reStructuredText does not know) as literals."""
-    return re.sub(r":\w+:`([^`]*)`", r"``\1``", " ".join((report.__doc__ or "").split()))
+    return doc_text(report, "``{}``")
 
 
 def fmt(r):
@@ -148,7 +149,7 @@ def kept(path):
 ESTIMATOR = "" if (POL["baseline"], POL["samples"]) == ("none", 1) else f"-{POL['baseline']}{POL['samples']}"
 EQ3 = "" if POL["eq3"] == OPTIONS.EQ3_READINGS[0] else f"-{POL['eq3']}"
 POLICY_RE = re.compile(
-    rf"(?P<penalty>{alternatives(OPTIONS.PENALTIES)})-(?P<state>{alternatives(OPTIONS.STATES)})"
+    rf"(?P<penalty>{alternatives(OPTIONS.PENALTIES)})-(?P<state>{alternatives(OPTIONS.POLICY_STATES)})"
     rf"-(?P<objective>{alternatives(OPTIONS.OBJECTIVES)})(?:-(?P<eq3>{alternatives(OPTIONS.EQ3_READINGS[1:])}))?"
     rf"(?:-(?P<baseline>{alternatives(OPTIONS.BASELINES)})(?P<samples>[0-9]+))?-t(?P<ratio>[0-9.]+)"
 )
@@ -214,6 +215,8 @@ def setting(method, ratio, train_ratio=None, calib=None, **policy):
         return NO_SETTING
     if train_ratio is None:
         train_ratio = mean_ratio(ratio) if POL["train_ratio"] == "same" else POL["train_ratio"]
+    if spec.policy_state:  # e.g. prunenet-attention's policy is trained on q/k/v (state qkv)
+        policy = {"state": spec.policy_state} | policy
     return policy_id(train_ratio, **policy)
 
 

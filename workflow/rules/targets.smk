@@ -9,8 +9,9 @@ NOTED_TABLES = ("table2", "table4", "table5", "baselines", "table21", "table22",
 
 
 def compare_methods(table):
-    """The methods a baseline table compares (config ``compare``; baselines: null = every registered method)."""
-    return COMPARE[table] or METHODS.names()
+    """The methods a baseline table compares (config ``compare``; baselines: null = every registered method that
+    prunes to PruneNet's parameter budget)."""
+    return COMPARE[table] or [name for name, m in METHODS.items() if m.same_budget]
 
 
 def mmlu_evals():
@@ -102,15 +103,40 @@ def ablation_variants(table):
     }
 
 
+ATTN = config["attention"]
+
+
+def attention_evals():
+    """Paper Table 20: dense, prunenet-attention at its ratios (every seed), and with RFT (first seed) if asked."""
+    ratios = [fmt(r) for r in (ATTN["ratios"] or PRUNE["ratios"])]
+    meth = "prunenet-attention"
+    out = [eval_file(m, "dense", NO_SETTING, "0", SEEDS[0]) for m in MODELS]
+    out += [eval_file(m, meth, setting(meth, r), r, s) for m in MODELS for r in ratios for s in method_seeds(meth)]
+    if not (ATTN["rft"] and RFT_ENABLED):
+        return out
+    return out + [
+        rules.evaluate_rft.output[0].format(
+            model=m,
+            method=meth,
+            setting=setting(meth, r),
+            ratio=r,
+            seed=SEEDS[0],
+            dataset=RFT["datasets"][0],
+            samples=RFT["table_size"],
+        )
+        for m in MODELS
+        for r in ratios
+    ]
+
+
 def table_methods(table):
     """The methods a table's rows come from (for its notes on skipped models)."""
     if table in ABLATIONS:
         return [meth for runs in ablation_runs(table).values() for meth, _, _ in runs]
     if table in COMPARE_TABLES:
         return compare_methods(table)
-    return {"table21": ["prunenet"], "table22": ["slicegpt"], "table23": config["mmlu"]["methods"]}.get(
-        table, PRUNE["methods"]
-    )
+    own = {"table20": ["prunenet-attention"], "table21": ["prunenet"], "table22": ["slicegpt"]}
+    return (own | {"table23": config["mmlu"]["methods"]}).get(table, PRUNE["methods"])
 
 
 def table_options(table):
@@ -201,6 +227,8 @@ def table_inputs(table):
         return [f for m in MODELS for f in speed_files(m)]
     if table == "table23":
         return mmlu_evals()
+    if table == "table20":
+        return attention_evals()
     if table in ("table21", "table22"):  # one method on every model
         return all_evals(table_methods(table))
     if table in ABLATIONS:
@@ -238,9 +266,20 @@ def sweep_files(model):
 
 
 def final_tables():
-    """The tables `all` builds: Tables 1/2/4/5/6/9, the ablations (Tables 7, 10, 13, 16-19), every model (Tables
-    21/22), MMLU (Table 23), the baselines table; with RFT, Tables 3/8."""
-    tables = ["table2", "pairs", "table1", *COMPARE_TABLES, "table9", *ABLATIONS, "table21", "table22", "table23"]
+    """The tables `all` builds: Tables 1/2/4/5/6/9, the ablations (Tables 7, 10, 13, 16-19), attention pruning
+    (Table 20), every model (Tables 21/22), MMLU (Table 23), the baselines table; with RFT, Tables 3/8."""
+    tables = [
+        "table2",
+        "pairs",
+        "table1",
+        *COMPARE_TABLES,
+        "table9",
+        *ABLATIONS,
+        "table20",
+        "table21",
+        "table22",
+        "table23",
+    ]
     tables += ["table6"] if TRANSFER else []
     tables += list(RFT_TABLES) if RFT_ENABLED else []
     return expand(rules.table.output.csv, table=tables)
