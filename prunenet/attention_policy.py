@@ -38,7 +38,7 @@ from tqdm.auto import tqdm
 from .errors import PruneNetError
 from .penalties import distance, spectra
 from .policy import PolicyNetwork, check_ratio, perturb, sample_rows
-from .training import TrainConfig, TrainResult
+from .training import TrainConfig, TrainResult, reinforce_step
 
 SELECTORS = ("policy", "random")
 
@@ -177,18 +177,7 @@ def train_attention(
             best_mean, best_ep = mean, ep
             best_state = {k: v.detach().clone() for k, v in policy.state_dict().items()}
         returns = (pen * discounts).sum(1)
-        if cfg.baseline == "loo":
-            advantage = returns - (returns.sum() - returns) / (cfg.samples - 1)
-        elif cfg.baseline == "running":
-            running = returns.mean() if running is None else running
-            advantage = returns - running
-            running = running + (returns.mean() - running) / (ep + 1)
-        else:
-            advantage = returns
-        loss = (advantage.detach() * log_probs).sum() / cfg.samples
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
+        running = reinforce_step(opt, returns, log_probs, cfg, running, ep)
         history.append(mean)
         per_layer.append(pen.mean(0).tolist())
         if on_episode:

@@ -129,6 +129,32 @@ def layer_penalties(
     return distance(penalty, dense_spectra, spectra(pruned, spectrum)).float()
 
 
+def reinforce_step(
+    opt: torch.optim.Optimizer,
+    returns: torch.Tensor,
+    log_probs: torch.Tensor,
+    cfg: TrainConfig,
+    running: torch.Tensor | None,
+    ep: int,
+) -> torch.Tensor | None:
+    """One REINFORCE update minimising ``returns`` (first axis: the ``cfg.samples`` draws) weighted by the draws'
+    ``log_probs``, less ``cfg.baseline``; returns the running mean of the returns (``baseline: running``)."""
+    if cfg.baseline == "loo":
+        advantage = returns - (returns.sum(0, keepdim=True) - returns) / (cfg.samples - 1)
+    elif cfg.baseline == "running":
+        if running is None:
+            running = returns.mean(0)  # no history yet: the first update carries no signal
+        advantage = returns - running
+        running = running + (returns.mean(0) - running) / (ep + 1)
+    else:
+        advantage = returns
+    loss = (advantage.detach() * log_probs).sum() / cfg.samples
+    opt.zero_grad()
+    loss.backward()
+    opt.step()
+    return running
+
+
 def train_policy(
     states: torch.Tensor,
     cfg: TrainConfig,
@@ -168,19 +194,7 @@ def train_policy(
             returns = torch.stack([discounted_future(p, cfg.gamma) for p in pen])  # minimise future penalty
         else:
             returns = -discounts / pen.clamp_min(1e-6)  # maximise γ^l / D_l  ==  minimise its negative
-        if cfg.baseline == "loo":
-            advantage = returns - (returns.sum(0, keepdim=True) - returns) / (cfg.samples - 1)
-        elif cfg.baseline == "running":
-            if running is None:
-                running = returns.mean(0)  # no history yet: the first update carries no signal
-            advantage = returns - running
-            running = running + (returns.mean(0) - running) / (ep + 1)
-        else:
-            advantage = returns
-        loss = (advantage.detach() * log_probs).sum() / cfg.samples
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
+        running = reinforce_step(opt, returns, log_probs, cfg, running, ep)
         history.append(mean)
         per_layer.append(pen.mean(0).tolist())
         bar.set_postfix(penalty=f"{mean:.4f}")
