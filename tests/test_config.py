@@ -63,6 +63,21 @@ def test_a_partial_configfile_is_merged_on_the_defaults(workdir):
     assert "smollm2-135m" in out  # models, seeds, methods: the defaults
 
 
+def test_the_quick_configfile_changes_only_the_evaluation_items(workdir):
+    """config/quick.yaml (README "Baselines"): Tables 4/5 evaluate 30 items per task on 4 perplexity blocks; the
+    jobs are the default's (same methods, ratios, seeds), only the evaluation's item flags differ."""
+    targets = ("results/tables/table4.csv", "results/tables/table5.csv")
+    rc, quick = dry_run(workdir, *targets, "--configfile", str(ROOT / "config/quick.yaml"))
+    assert rc == 0, quick[-2000:]
+    rc, default = dry_run(workdir, *targets)
+    assert rc == 0, default[-2000:]
+    assert jobs(quick) == jobs(default)
+    evals = [x for x in _shell_lines(quick) if "prunenet evaluate " in x]
+    assert evals and all("--limit 30 " in x and "--ppl-blocks 4" in x for x in evals)
+    unchanged = [x for x in _shell_lines(quick) if "prunenet evaluate " not in x]
+    assert sorted(unchanged) == sorted(x for x in _shell_lines(default) if "prunenet evaluate " not in x)
+
+
 def test_a_paper_configfile_replaces_the_models(workdir):
     rc, out = dry_run(workdir, "results/tables/table2.csv", "--configfile", str(ROOT / "config/paper.yaml"))
     assert rc == 0, out[-2000:]
