@@ -20,6 +20,7 @@ from prunenet import options as OPTIONS  # noqa: E402
 from prunenet.config import ConfigError, resolve  # noqa: E402
 from prunenet.embedded import EMBEDDED  # noqa: E402
 from prunenet.methods import METHODS  # noqa: E402
+from prunenet.policy_spec import PATTERN as POLICY_PATTERN, PolicySpec  # noqa: E402
 from prunenet.reporting import ABLATIONS, FIGURES, TABLES  # noqa: E402
 from prunenet.reporting.summary import doc_text  # noqa: E402
 from prunenet.reporting.tables import PAPER_TASKS  # noqa: E402
@@ -146,33 +147,10 @@ def kept(path):
     return path if config["keep_checkpoints"] else temp(path)
 
 
-ESTIMATOR = "" if (POL["baseline"], POL["samples"]) == ("none", 1) else f"-{POL['baseline']}{POL['samples']}"
-EQ3 = "" if POL["eq3"] == OPTIONS.EQ3_READINGS[0] else f"-{POL['eq3']}"
-POLICY_RE = re.compile(
-    rf"(?P<penalty>{alternatives(OPTIONS.PENALTIES)})-(?P<state>{alternatives(OPTIONS.POLICY_STATES)})"
-    rf"-(?P<objective>{alternatives(OPTIONS.OBJECTIVES)})(?:-(?P<eq3>{alternatives(OPTIONS.EQ3_READINGS[1:])}))?"
-    rf"(?:-(?P<baseline>{alternatives(OPTIONS.BASELINES)})(?P<samples>[0-9]+))?-t(?P<ratio>[0-9.]+)"
-)
-
-
-POLICY_PATTERN = re.sub(r"\(\?P<\w+>", "(?:", POLICY_RE.pattern)  # the same, without named groups
-
-
-def policy_id(train_ratio, penalty=None, state=None):
-    """The configured policy trained at ``train_ratio`` (seed apart): e.g. 'ks-up-paper-t0.3'; ``penalty`` and
-    ``state`` change the configured ones (the T18 / T19 ablations)."""
-    penalty, state = penalty or POL["penalty"], state or POL["state"]
-    return f"{penalty}-{state}-{POL['objective']}{EQ3}{ESTIMATOR}-t{fmt(train_ratio)}"
-
-
-def policy_args(policy):
-    """Policy wildcard -> the train command's settings (absent tags = the paper's: coded Eq. 3, no baseline, 1 draw)."""
-    args = POLICY_RE.fullmatch(policy).groupdict()
-    return args | {
-        "eq3": args["eq3"] or OPTIONS.EQ3_READINGS[0],
-        "baseline": args["baseline"] or "none",
-        "samples": args["samples"] or "1",
-    }
+def policy_id(train_ratio, **dims):
+    """The configured policy trained at ``train_ratio`` (seed apart), e.g. 'ks-up-paper-t0.3'; ``dims``: any
+    policy dimension that differs from the configured one (an ablation's, e.g. ``penalty="ad"``)."""
+    return PolicySpec.from_config(POL, train_ratio, **dims).id
 
 
 wildcard_constraints:
@@ -204,7 +182,7 @@ def setting(method, ratio, train_ratio=None, calib=None, **policy):
     The policy is trained at ``train_ratio``; by default (policy.train_ratio: same, the paper's
     Tables 1/2) at the pruning ratio itself, else at the one configured ratio. A calibrated method's corpus is
     part of its path, so SliceGPT calibrated on WikiText-2 and on Alpaca (paper Table 10) live side by side.
-    ``policy``: the policy's penalty / state where it differs from the configured one (:func:`policy_id`).
+    ``policy``: the policy's dimensions where they differ from the configured ones (:func:`policy_id`).
     """
     if method == "dense":
         return NO_SETTING

@@ -17,15 +17,12 @@ rule train_policy:
     params:
         py=PY,
         device=config["device"],
-        p=lambda w: policy_args(w.policy),
+        policy=lambda w: PolicySpec.parse(w.policy).train_args,
         episodes=POL["episodes"],
         gamma=POL["gamma"],
         lr=POL["lr"],
         eval_samples=POL["eval_samples"],
     shell:
         "{params.py} -m prunenet train --model {input} --model-name {wildcards.model} "
-        "--out {output.policy} --meta-out {output.meta} "
-        "--ratio {params.p[ratio]} --penalty {params.p[penalty]} --state {params.p[state]} "
-        "--objective {params.p[objective]} --eq3 {params.p[eq3]} --baseline {params.p[baseline]} "
-        "--samples {params.p[samples]} --seed {wildcards.seed} --episodes {params.episodes} --gamma {params.gamma} "
-        "--lr {params.lr} --eval-samples {params.eval_samples} --device {params.device} > {log} 2>&1"
+        "--out {output.policy} --meta-out {output.meta} {params.policy} --seed {wildcards.seed} "
+        "--episodes {params.episodes} --gamma {params.gamma} --lr {params.lr} --eval-samples {params.eval_samples} --device {params.device} > {log} 2>&1"

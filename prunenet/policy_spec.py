@@ -1,0 +1,80 @@
+"""Which policy a run uses, as one torch-free value: every dimension a policy is trained with, its id and its flags.
+
+A policy's id names its directory (``results/policies/<model>/<id>/s<seed>``) and, through a pruned model's
+setting wildcard, every checkpoint pruned with it. The workflow builds ids from the config (:meth:`from_config`),
+an ablation changes one dimension (``penalty="ad"``), and ``rule train_policy`` reads the dimensions back from
+its wildcard (:meth:`parse`) into the train command (:attr:`train_args`). A new dimension is one field here,
+its place in :data:`ID_RE` and :attr:`id`, and its flag in :attr:`train_args`.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, fields, replace
+
+from .options import BASELINES, EQ3_READINGS, OBJECTIVES, PENALTIES, POLICY_STATES, STATES
+
+
+def _alternatives(names: tuple[str, ...]) -> str:
+    return "|".join(re.escape(n) for n in names)
+
+
+# e.g. 'ks-up-paper-t0.3', 'ad-down-official-printed-loo4-t0.25': tags left out are the paper's
+# (Eq. 3 as coded, no baseline, one draw), so the paper's policies keep their short ids.
+ID_RE = re.compile(
+    rf"(?P<penalty>{_alternatives(PENALTIES)})-(?P<state>{_alternatives(POLICY_STATES)})"
+    rf"-(?P<objective>{_alternatives(OBJECTIVES)})(?:-(?P<eq3>{_alternatives(EQ3_READINGS[1:])}))?"
+    rf"(?:-(?P<baseline>{_alternatives(BASELINES)})(?P<samples>[0-9]+))?-t(?P<ratio>[0-9.]+)"
+)
+PATTERN = re.sub(r"\(\?P<\w+>", "(?:", ID_RE.pattern)  # the same without named groups: a wildcard constraint
+
+
+@dataclass(frozen=True)
+class PolicySpec:
+    """One policy's training dimensions; ``ratio``: the ratio it trains at, as written in paths ('0.3')."""
+
+    ratio: str
+    penalty: str = PENALTIES[0]
+    state: str = STATES[0]
+    objective: str = OBJECTIVES[0]
+    eq3: str = EQ3_READINGS[0]
+    baseline: str = BASELINES[0]
+    samples: int = 1
+
+    @classmethod
+    def dimensions(cls) -> list[str]:
+        """Every dimension but the ratio: what an ablation may change."""
+        return [f.name for f in fields(cls) if f.name != "ratio"]
+
+    @classmethod
+    def from_config(cls, policy: Mapping, ratio: float | str, **changes: object) -> PolicySpec:
+        """The configured policy (config section ``policy``) trained at ``ratio``, with ``changes`` (an ablation's
+        dimensions) in place of the configured ones; unknown dimensions fail here, not in a job."""
+        unknown = set(changes) - set(cls.dimensions())
+        if unknown:
+            raise ValueError(f"unknown policy dimension(s) {sorted(unknown)}: known are {cls.dimensions()}")
+        base = cls(f"{float(ratio):g}", **{k: policy[k] for k in cls.dimensions()})
+        return replace(base, **changes)
+
+    @classmethod
+    def parse(cls, policy_id: str) -> PolicySpec:
+        """A policy id (a path's wildcard) -> its dimensions; absent tags are the paper's."""
+        m = ID_RE.fullmatch(policy_id)
+        if m is None:
+            raise ValueError(f"{policy_id!r} is not a policy id (e.g. 'ks-up-paper-t0.3')")
+        given = {k: v for k, v in m.groupdict().items() if v is not None}
+        return cls(**(given | {"samples": int(given["samples"])} if "samples" in given else given))
+
+    @property
+    def id(self) -> str:
+        """The path name: dimensions at the paper's value leave their tag out (Eq. 3, baseline and draws)."""
+        eq3 = "" if self.eq3 == EQ3_READINGS[0] else f"-{self.eq3}"
+        estimator = "" if (self.baseline, self.samples) == (BASELINES[0], 1) else f"-{self.baseline}{self.samples}"
+        return f"{self.penalty}-{self.state}-{self.objective}{eq3}{estimator}-t{self.ratio}"
+
+    @property
+    def train_args(self) -> str:
+        """The ``prunenet train`` flags that train this policy."""
+        values = asdict(self)
+        return " ".join(f"--{name} {values[name]}" for name in ["ratio", *self.dimensions()])
