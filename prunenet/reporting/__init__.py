@@ -1,8 +1,9 @@
 """Reports: tables and figures built from the pipeline's outputs, by kind (``prunenet report KIND``).
 
 A new table is one function in :mod:`.tables` decorated with ``@TABLES.decorator("name")``
-(inputs: evaluation JSONs; outputs: CSV + Markdown); the workflow's ``table`` rule builds it as
-``results/tables/<name>.csv`` and ``get_final_output()`` lists what ``all`` builds.
+(inputs: evaluation JSONs; outputs: CSV + Markdown) and a :class:`~.specs.TableSpec` in
+:data:`~.targets.TABLE_SPECS` (what it reads); the workflow's ``table`` rule builds it as
+``results/tables/<name>.csv`` and ``all`` builds every table in that order.
 """
 
 from __future__ import annotations

@@ -1,9 +1,10 @@
 """The paper's ablation tables (Tables 7, 10, 13, 16–19): named settings side by side at the same ratios.
 
 Each table compares a few *variants* (e.g. "KS" and "AD" policies, "Policy-based" and "Random" rows) on the
-same items, ratios and seeds. Which evaluation belongs to which variant is not guessed from its metadata:
-the workflow passes ``variants`` (label -> evaluation JSONs), the first label being the reference every other
-variant is compared with, item by item (paired bootstrap over items × seeds, as under Table 2). A dense
+same items, ratios and seeds; its :class:`Ablation` entry declares them (the workflow runs what they name).
+Which evaluation belongs to which variant is not guessed from its metadata: the workflow passes ``variants``
+(label -> evaluation JSONs), the first label being the reference every other variant is compared with, item by
+item (paired bootstrap over items × seeds, as under Table 2). A dense
 evaluation among the inputs becomes the table's first row (label ``Dense``).
 """
 
@@ -17,6 +18,7 @@ import pandas as pd
 
 from ..errors import PruneNetError
 from .paired import excludes_zero
+from .specs import EACH_CALIB, TableSpec, Variant
 from .tables import (
     TABLE2_TASKS,
     TABLES,
@@ -34,20 +36,58 @@ DENSE = "Dense"
 
 @dataclass(frozen=True)
 class Ablation:
-    """One paper ablation: its title and the name of the column that holds the variant (the paper's)."""
+    """One paper ablation: its title, the name of the column that holds the variant (the paper's), its variants
+    (reference first) and whether a line under it names the models a variant's method refuses."""
 
     title: str
     column: str
+    variants: tuple[Variant, ...]
+    notes: bool = False
+
+    @property
+    def spec(self) -> TableSpec:
+        """What the workflow builds it from: dense and each variant's runs."""
+        return TableSpec("ablation", notes=self.notes, variants=self.variants)
 
 
 ABLATIONS = {
-    "table7": Ablation("Per-layer ratios beside uniform pruning at the same mean ratio (paper Table 7)", "Ratios"),
-    "table10": Ablation("SliceGPT by calibration corpus, beside PruneNet (paper Table 10)", "Method"),
-    "table13": Ablation("PruneNet and SliceGPT at a high compression ratio (paper Table 13)", "Method"),
-    "table16": Ablation("Learned policy vs random rows (paper Table 16)", "Selection"),
-    "table17": Ablation("Stochastic policy vs its deterministic top-k (paper Table 17)", "Policy"),
-    "table18": Ablation("Kolmogorov–Smirnov vs Anderson–Darling penalty (paper Table 18)", "Reward function"),
-    "table19": Ablation("Policy learned on FFN1 (up) vs FFN2 (down) (paper Table 19)", "Layer"),
+    "table7": Ablation(
+        "Per-layer ratios beside uniform pruning at the same mean ratio (paper Table 7)",
+        "Ratios",
+        (Variant("uniform", "prunenet", "schedule_mean"), Variant("{schedule}", "prunenet", "schedule")),
+    ),
+    "table10": Ablation(
+        "SliceGPT by calibration corpus, beside PruneNet (paper Table 10)",
+        "Method",
+        (Variant("PruneNet", "prunenet"), Variant("SliceGPT ({calib})", "slicegpt", calib=EACH_CALIB)),
+        notes=True,
+    ),
+    "table13": Ablation(
+        "PruneNet and SliceGPT at a high compression ratio (paper Table 13)",
+        "Method",
+        (Variant("PruneNet", "prunenet", "high_ratio"), Variant("SliceGPT", "slicegpt", "high_ratio")),
+        notes=True,
+    ),
+    "table16": Ablation(
+        "Learned policy vs random rows (paper Table 16)",
+        "Selection",
+        (Variant("Policy-based", "prunenet"), Variant("Random", "random")),
+    ),
+    "table17": Ablation(
+        "Stochastic policy vs its deterministic top-k (paper Table 17)",
+        "Policy",
+        (Variant("Stochastic", "prunenet"), Variant("Deterministic", "deterministic")),
+    ),
+    "table18": Ablation(
+        "Kolmogorov–Smirnov vs Anderson–Darling penalty (paper Table 18)",
+        "Reward function",
+        (Variant("KS", "prunenet", policy={"penalty": "ks"}), Variant("AD", "prunenet", policy={"penalty": "ad"})),
+    ),
+    "table19": Ablation(
+        "Policy learned on FFN1 (up) vs FFN2 (down) (paper Table 19)",
+        "Layer",
+        (Variant("FFN1", "prunenet", policy={"state": "up"}), Variant("FFN2", "prunenet", policy={"state": "down"})),
+    ),
 }
 
 

@@ -21,9 +21,10 @@ from prunenet.config import ConfigError, resolve  # noqa: E402
 from prunenet.embedded import EMBEDDED  # noqa: E402
 from prunenet.methods import METHODS  # noqa: E402
 from prunenet.policy_spec import PATTERN as POLICY_PATTERN, PolicySpec  # noqa: E402
-from prunenet.reporting import ABLATIONS, FIGURES, TABLES  # noqa: E402
+from prunenet.reporting import FIGURES, TABLES  # noqa: E402
+from prunenet.reporting.specs import EACH_CALIB  # noqa: E402
 from prunenet.reporting.summary import doc_text  # noqa: E402
-from prunenet.reporting.tables import PAPER_TASKS  # noqa: E402
+from prunenet.reporting.targets import TABLE_SPECS  # noqa: E402
 
 SCHEMA = ROOT / "config" / "schema.yaml"
 try:  # typed --config values, models replaced by an override, overrides that change nothing refused

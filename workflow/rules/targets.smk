@@ -3,24 +3,25 @@
 # Paths come from the rules (rules.X.output), settings and seeds from common.smk.
 
 
-COMPARE_TABLES = ("table4", "table5", "baselines")  # every method on PruneNet's parameter budget
-# tables whose rows can lack a (model, method) the method refuses: a line under them says so
-NOTED_TABLES = ("table2", "table4", "table5", "baselines", "table21", "table22", "table10", "table13")
+def spec(table):
+    """A table's declared spec (prunenet/reporting/targets.py): its inputs' kind, methods, tasks, notes, variants."""
+    return TABLE_SPECS[table]
 
 
 def compare_methods(table):
-    """The methods a baseline table compares (config ``compare``; baselines: null = every registered method that
+    """The methods a baseline table compares (config ``compare.<table>``; null = every registered method that
     prunes to PruneNet's parameter budget)."""
     return COMPARE[table] or [name for name, m in METHODS.items() if m.same_budget]
 
 
-def mmlu_evals():
-    """Paper Table 23: dense and each configured method at the configured ratios, every seed of the method."""
+def mmlu_evals(table):
+    """Paper Table 23: dense and each of the table's methods (mmlu.methods) at prune.ratios, every seed of the
+    method."""
     out = [
         rules.evaluate_mmlu.output[0].format(model=m, method="dense", setting=NO_SETTING, ratio="0", seed=SEEDS[0])
         for m in MODELS
     ]
-    runs = [(m, meth, r) for m in MODELS for meth in config["mmlu"]["methods"] if supported(m, meth) for r in RATIOS]
+    runs = [(m, meth, r) for m in MODELS for meth in table_methods(table) if supported(m, meth) for r in RATIOS]
     return out + [
         rules.evaluate_mmlu.output[0].format(model=m, method=meth, setting=setting(meth, r), ratio=r, seed=s)
         for m, meth, r in runs
@@ -29,20 +30,19 @@ def mmlu_evals():
 
 
 def table_tasks(table):
-    """The task columns of a table: the paper's for Tables 4/5 (those evaluated), the MMLU subjects for Table 23,
-    else every evaluated task."""
-    if table == "table23":
+    """The task columns of a table: the paper's where its spec names them (those evaluated), the MMLU subjects
+    where it names ``mmlu``, else every evaluated task."""
+    tasks = spec(table).tasks
+    if tasks == "mmlu":
         return [f"mmlu_{s}" for s in config["mmlu"]["subjects"]]
-    if table not in PAPER_TASKS:
+    if tasks is None:
         return EV["tasks"]
-    return [t for t in PAPER_TASKS[table] if t in EV["tasks"]]
+    return [t for t in tasks if t in EV["tasks"]]
 
 
-for _table in PAPER_TASKS:
-    if not table_tasks(_table):
-        raise WorkflowError(
-            f"{_table} reports {', '.join(PAPER_TASKS[_table])} but evaluate.tasks has none of them: add them"
-        )
+for _table, _spec in TABLE_SPECS.items():
+    if isinstance(_spec.tasks, tuple) and not table_tasks(_table):
+        raise WorkflowError(f"{_table} reports {', '.join(_spec.tasks)} but evaluate.tasks has none of them: add them")
 
 
 def transfer_evals():
@@ -60,33 +60,29 @@ def transfer_evals():
 ABL = config["ablations"]
 
 
+def variant_ratios(key):
+    """The ratio wildcards an ablation variant runs at (``Variant.ratios``: a key of config ``ablations``)."""
+    if key == "ratios":
+        return [fmt(r) for r in (ABL["ratios"] or PRUNE["ratios"])]
+    if key == "high_ratio":
+        return [fmt(ABL["high_ratio"])]
+    tag = schedule_tag(ABL["schedule"])
+    return [tag] if key == "schedule" else [fmt(mean_ratio(tag))]
+
+
 def ablation_runs(table):
-    """label -> [(method, setting, ratio)] of one ablation table (paper T7, T10, T13, T16-T19), reference first.
+    """label -> [(method, setting, ratio)] of one ablation table from its spec's variants, reference first.
 
-    Each variant runs at the same ratios (T7: the schedule and uniform pruning at its mean ratio) and with its
-    method's seeds; the table compares every variant with the first, item by item.
+    Each variant runs at its ratios (the same for every variant but the schedule's, which is compared at its mean
+    ratio) with its method's seeds; a variant over ``each`` corpus is one variant per ablations.calib_datasets.
     """
-    ratios = [fmt(r) for r in (ABL["ratios"] or PRUNE["ratios"])]
-
-    def at(method, rs, **kw):
-        return [(method, setting(method, r, **kw), r) for r in rs]
-
-    if table == "table7":
-        tag = schedule_tag(ABL["schedule"])
-        return {"uniform": at("prunenet", [fmt(mean_ratio(tag))]), ABL["schedule"]: at("prunenet", [tag])}
-    if table == "table10":
-        out = {"PruneNet": at("prunenet", ratios)}
-        return out | {f"SliceGPT ({c})": at("slicegpt", ratios, calib=c) for c in ABL["calib_datasets"]}
-    if table == "table13":
-        high = [fmt(ABL["high_ratio"])]
-        return {"PruneNet": at("prunenet", high), "SliceGPT": at("slicegpt", high)}
-    pairs = {
-        "table16": {"Policy-based": at("prunenet", ratios), "Random": at("random", ratios)},
-        "table17": {"Stochastic": at("prunenet", ratios), "Deterministic": at("deterministic", ratios)},
-        "table18": {"KS": at("prunenet", ratios, penalty="ks"), "AD": at("prunenet", ratios, penalty="ad")},
-        "table19": {"FFN1": at("prunenet", ratios, state="up"), "FFN2": at("prunenet", ratios, state="down")},
-    }
-    return pairs[table]
+    out = {}
+    for v in spec(table).variants:
+        for calib in ABL["calib_datasets"] if v.calib == EACH_CALIB else [v.calib]:
+            label = v.label.format(calib=calib, schedule=ABL["schedule"])
+            rs = variant_ratios(v.ratios)
+            out[label] = [(v.method, setting(v.method, r, calib=calib, **v.policy), r) for r in rs]
+    return out
 
 
 def ablation_variants(table):
@@ -106,10 +102,11 @@ def ablation_variants(table):
 ATTN = config["attention"]
 
 
-def attention_evals():
-    """Paper Table 20: dense, prunenet-attention at its ratios (every seed), and with RFT (first seed) if asked."""
+def attention_evals(table):
+    """Paper Table 20: dense, the table's attention method at attention.ratios (every seed), and with RFT (first
+    seed) if asked."""
     ratios = [fmt(r) for r in (ATTN["ratios"] or PRUNE["ratios"])]
-    meth = "prunenet-attention"
+    (meth,) = table_methods(table)
     out = [eval_file(m, "dense", NO_SETTING, "0", SEEDS[0]) for m in MODELS]
     out += [eval_file(m, meth, setting(meth, r), r, s) for m in MODELS for r in ratios for s in method_seeds(meth)]
     if not (ATTN["rft"] and RFT_ENABLED):
@@ -131,19 +128,21 @@ def attention_evals():
 
 def table_methods(table):
     """The methods a table's rows come from (for its notes on skipped models)."""
-    if table in ABLATIONS:
+    methods = spec(table).methods
+    if spec(table).variants:
         return [meth for runs in ablation_runs(table).values() for meth, _, _ in runs]
-    if table in COMPARE_TABLES:
+    if methods == "compare":
         return compare_methods(table)
-    own = {"table20": ["prunenet-attention"], "table21": ["prunenet"], "table22": ["slicegpt"]}
-    return (own | {"table23": config["mmlu"]["methods"]}).get(table, PRUNE["methods"])
+    if methods == "mmlu":
+        return config["mmlu"]["methods"]
+    return PRUNE["methods"] if methods is None else list(methods)
 
 
 def table_options(table):
     """The ``--options`` of a table's report command: tasks, bootstrap, and an ablation's variants."""
     opts = {"tasks": table_tasks(table), "bootstrap": config["bootstrap"], "seed": SEEDS[0]}
-    opts |= {"variants": ablation_variants(table)} if table in ABLATIONS else {}
-    notes = refusal_notes(table_methods(table)) if table in NOTED_TABLES else []
+    opts |= {"variants": ablation_variants(table)} if spec(table).variants else {}
+    notes = refusal_notes(table_methods(table)) if spec(table).notes else []
     return opts | ({"notes": notes} if notes else {})
 
 
@@ -216,37 +215,46 @@ def no_rft_evals():
     return [eval_file(m, "dense", NO_SETTING, "0", SEEDS[0]) for m in MODELS] + [eval_file(*run) for run in rft_runs()]
 
 
-RFT_TABLES = {"table3": "first", "table8": "all"}  # RFT dataset(s) each RFT table compares
+def run_evals(table):
+    """Dense and a table's methods at prune.ratios (unnamed methods: Table 2's runs, schedules included)."""
+    return all_evals(None if spec(table).methods is None else table_methods(table))
+
+
+def ablation_evals(table):
+    """Dense and every variant's runs of an ablation table."""
+    dense = [eval_file(m, "dense", NO_SETTING, "0", SEEDS[0]) for m in MODELS]
+    return dense + [f for files in ablation_variants(table).values() for f in files]
+
+
+def rft_table_evals(table):
+    """The runs RFT starts from and their fine-tuned evaluations on the first or every RFT dataset."""
+    datasets = RFT["datasets"][:1] if spec(table).rft == "first" else RFT["datasets"]
+    return no_rft_evals() + rft_evals(datasets, [RFT["table_size"]])
+
+
+INPUTS = {  # a spec's inputs kind -> (table -> its evaluation JSONs)
+    "runs": run_evals,
+    "ablation": ablation_evals,
+    "transfer": lambda table: transfer_evals(),
+    "speed": lambda table: [f for m in MODELS for f in speed_files(m)],
+    "mmlu": mmlu_evals,
+    "attention": attention_evals,
+    "rft": rft_table_evals,
+}
+BUILT = {"transfer": bool(TRANSFER), "rft": RFT_ENABLED}  # kinds `all` builds only when configured
 
 
 def table_inputs(table):
-    """Evaluation JSONs of each table: Table 2's runs, the transfer runs (Table 6), or the RFT runs."""
-    if table == "table6":
-        return transfer_evals()
-    if table == "table9":
-        return [f for m in MODELS for f in speed_files(m)]
-    if table == "table23":
-        return mmlu_evals()
-    if table == "table20":
-        return attention_evals()
-    if table in ("table21", "table22"):  # one method on every model
-        return all_evals(table_methods(table))
-    if table in ABLATIONS:
-        dense = [eval_file(m, "dense", NO_SETTING, "0", SEEDS[0]) for m in MODELS]
-        return dense + [f for files in ablation_variants(table).values() for f in files]
-    if table in COMPARE_TABLES:
-        return all_evals(compare_methods(table))
-    if table not in RFT_TABLES:
-        return all_evals()
-    datasets = RFT["datasets"][:1] if RFT_TABLES[table] == "first" else RFT["datasets"]
-    return no_rft_evals() + rft_evals(datasets, [RFT["table_size"]])
+    """Evaluation JSONs (or speed measurements) of a table, by its spec's kind of inputs."""
+    return INPUTS[spec(table).inputs](table)
 
 
 def sweep_methods():
     """The figure's methods: configured, else every method of Table 2 and of the baseline tables."""
     if SWEEP["methods"]:
         return SWEEP["methods"]
-    return list(dict.fromkeys(PRUNE["methods"] + [m for t in COMPARE_TABLES for m in compare_methods(t)]))
+    compared = [m for t, sp in TABLE_SPECS.items() if sp.methods == "compare" for m in compare_methods(t)]
+    return list(dict.fromkeys(PRUNE["methods"] + compared))
 
 
 def sweep_policies(model, method, seed):
@@ -266,22 +274,9 @@ def sweep_files(model):
 
 
 def final_tables():
-    """The tables `all` builds: Tables 1/2/4/5/6/9, the ablations (Tables 7, 10, 13, 16-19), attention pruning
-    (Table 20), every model (Tables 21/22), MMLU (Table 23), the baselines table; with RFT, Tables 3/8."""
-    tables = [
-        "table2",
-        "pairs",
-        "table1",
-        *COMPARE_TABLES,
-        "table9",
-        *ABLATIONS,
-        "table20",
-        "table21",
-        "table22",
-        "table23",
-    ]
-    tables += ["table6"] if TRANSFER else []
-    tables += list(RFT_TABLES) if RFT_ENABLED else []
+    """The tables `all` builds: every registered table in its spec order; the transfer table with transfer
+    policies configured, the RFT tables with an rft section."""
+    tables = [t for t, sp in TABLE_SPECS.items() if BUILT.get(sp.inputs, True)]
     return expand(rules.table.output.csv, table=tables)
 
 
