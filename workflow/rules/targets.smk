@@ -128,9 +128,9 @@ def attention_evals(table):
 
 def table_methods(table):
     """The methods a table's rows come from (for its notes on skipped models)."""
-    methods = spec(table).methods
     if spec(table).variants:
         return [meth for runs in ablation_runs(table).values() for meth, _, _ in runs]
+    methods = spec(table).methods
     if methods == "compare":
         return compare_methods(table)
     if methods == "mmlu":
