@@ -14,7 +14,7 @@ The KS penalty is computed from the Gram spectrum (the same distance as the SVD 
 The last line is the headline.
 
 Cost on 2 CPU cores: 6 trainings (~25 s each) and 10 perplexity runs (~20 s each at 16×512 tokens),
-about 8 min on idle cores (estimated from those timings); the run reported in the README took 26.5 min
+about 8 min on idle cores (estimated from those timings); the run reported in docs/results.md took 26.5 min
 while other jobs shared the cores. ``--seeds 2 --ppl-blocks 8`` roughly halves it.
 """
 

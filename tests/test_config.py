@@ -1,7 +1,7 @@
 """Overriding the workflow's configuration, cluster profiles and the conda env, checked on Snakemake dry runs.
 
 The defaults here are the repository's own ``config/config.yaml`` (its data_dir pointed at the test data), so every
-override form the README documents is tried against what a user has.
+override form docs/workflow.md documents is tried against what a user has.
 """
 
 from __future__ import annotations
@@ -64,8 +64,8 @@ def test_a_partial_configfile_is_merged_on_the_defaults(workdir):
 
 
 def test_the_quick_configfile_changes_only_the_evaluation_items(workdir):
-    """config/quick.yaml (README "Baselines"): Tables 4/5 evaluate 30 items per task on 4 perplexity blocks; the
-    jobs are the default's (same methods, ratios, seeds), only the evaluation's item flags differ."""
+    """config/quick.yaml (docs/results.md "Baselines"): Tables 4/5 evaluate 30 items per task on 4 perplexity
+    blocks; the jobs are the default's (same methods, ratios, seeds), only the evaluation's item flags differ."""
     targets = ("results/tables/table4.csv", "results/tables/table5.csv")
     rc, quick = dry_run(workdir, *targets, "--configfile", str(ROOT / "config/quick.yaml"))
     assert rc == 0, quick[-2000:]

@@ -393,7 +393,7 @@ def test_smollm2_whitening_theorem_on_a_real_projection(smollm2, data_dir):
 def test_smollm2_methods_meet_the_budget(smollm2, data_dir, one_thread, name):
     """Each method at r = 0.2 on the default calibration, one thread: within 1 pp of PruneNet's budget (and far
     closer), the parameter formula holds. Its time is printed, not asserted: the workflow records every method's
-    compression seconds (``baselines.csv``, README "Baselines")."""
+    compression seconds (``baselines.csv``, docs/results.md "Baselines")."""
     dense, tok = smollm2
     n = count_params(dense)
     req = PruneRequest(ratio=0.2, data_dir=str(data_dir))

@@ -319,7 +319,8 @@ def test_end_to_end_all(tmp_path, tiny_dir, data_dir, monkeypatch):
 
 
 def test_a_killed_rule_reruns_to_a_clean_finish(tmp_path, tiny_dir, data_dir, monkeypatch):
-    """kill -9 of Snakemake and its running train_policy job; then the README's recovery: --unlock, rerun."""
+    """kill -9 of Snakemake and its running train_policy job; then the recovery docs/workflow.md describes: --unlock,
+    rerun."""
     import signal
     import time
 

@@ -130,7 +130,7 @@ def supported(model, method):
 def refusal_notes(methods):
     """One line per (model, method) the workflow skips because the method refuses the model's architecture."""
     return [
-        f"Not run: {meth} on {m} — {meth} refuses {model_type(m)} models (see README, SliceGPT)."
+        f"Not run: {meth} on {m} — {meth} refuses {model_type(m)} models (see docs/methods.md, SliceGPT)."
         for m in MODELS
         for meth in dict.fromkeys(methods)
         if not supported(m, meth)
