@@ -11,6 +11,7 @@ import sys
 
 from . import commands
 from .errors import PruneNetError
+from .ratios import RatioSpec
 
 
 class Parser(argparse.ArgumentParser):
@@ -58,22 +59,12 @@ def _device(text: str) -> str:
     return text
 
 
-def _ratios(text: str) -> float | list[float] | str:
-    """``0.3``, a per-layer list ``0.1,0.2,...`` or a schedule ``linear:0.1:0.5`` / ``shuffled:0:0.4[:SEED]``."""
-    if ":" in text:
-        from .errors import PruneNetError
-        from .slicing import layer_ratios
-
-        try:
-            layer_ratios(text, 2)  # the schedule's syntax, before any model loads
-        except PruneNetError as exc:
-            raise argparse.ArgumentTypeError(str(exc)) from None
-        return text
+def _ratio(text: str) -> RatioSpec:
+    """``--ratio``, parsed once into the value every later step reads (syntax checked before any model loads)."""
     try:
-        values = [float(x) for x in text.split(",")]
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a ratio or comma-separated ratios: {text!r}") from None
-    return values[0] if len(values) == 1 else values
+        return RatioSpec.parse(text)
+    except PruneNetError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def ppl_args(sp) -> None:
@@ -198,7 +189,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     pr.add_argument(
         "--ratio",
-        type=_ratios,
+        type=_ratio,
         required=True,
         help="0.3, a per-layer list 0.1,0.2,... or a schedule: linear:0.1:0.5 (first:last), shuffled:0:0.4[:SEED]",
     )
