@@ -50,7 +50,7 @@ def transfer_evals():
     out = []
     for m in MODELS:
         for item in TRANSFER:
-            for r in map(fmt, item["to"]):
+            for r in map(ratio_tag, item["to"]):
                 for s in SEEDS:
                     out.append(eval_file(m, "prunenet", setting("prunenet", r, item["from"]), r, s))
                     out.append(eval_file(m, "prunenet", setting("prunenet", r, float(r)), r, s))
@@ -66,19 +66,19 @@ def ablation_runs(table):
     Each variant runs at the same ratios (T7: the schedule and uniform pruning at its mean ratio) and with its
     method's seeds; the table compares every variant with the first, item by item.
     """
-    ratios = [fmt(r) for r in (ABL["ratios"] or PRUNE["ratios"])]
+    ratios = [ratio_tag(r) for r in (ABL["ratios"] or PRUNE["ratios"])]
 
     def at(method, rs, **kw):
         return [(method, setting(method, r, **kw), r) for r in rs]
 
     if table == "table7":
-        tag = schedule_tag(ABL["schedule"])
-        return {"uniform": at("prunenet", [fmt(mean_ratio(tag))]), ABL["schedule"]: at("prunenet", [tag])}
+        schedule = RatioSpec.of(ABL["schedule"])
+        return {"uniform": at("prunenet", [ratio_tag(schedule.mean)]), ABL["schedule"]: at("prunenet", [schedule.tag])}
     if table == "table10":
         out = {"PruneNet": at("prunenet", ratios)}
         return out | {f"SliceGPT ({c})": at("slicegpt", ratios, calib=c) for c in ABL["calib_datasets"]}
     if table == "table13":
-        high = [fmt(ABL["high_ratio"])]
+        high = [ratio_tag(ABL["high_ratio"])]
         return {"PruneNet": at("prunenet", high), "SliceGPT": at("slicegpt", high)}
     pairs = {
         "table16": {"Policy-based": at("prunenet", ratios), "Random": at("random", ratios)},
@@ -108,7 +108,7 @@ ATTN = config["attention"]
 
 def attention_evals():
     """Paper Table 20: dense, prunenet-attention at its ratios (every seed), and with RFT (first seed) if asked."""
-    ratios = [fmt(r) for r in (ATTN["ratios"] or PRUNE["ratios"])]
+    ratios = [ratio_tag(r) for r in (ATTN["ratios"] or PRUNE["ratios"])]
     meth = "prunenet-attention"
     out = [eval_file(m, "dense", NO_SETTING, "0", SEEDS[0]) for m in MODELS]
     out += [eval_file(m, meth, setting(meth, r), r, s) for m in MODELS for r in ratios for s in method_seeds(meth)]
@@ -179,7 +179,7 @@ def speed_files(model):
     """Dense and every Table 9 method at the speed ratios, first seed (speed depends on shapes, not draws)."""
     runs = [("dense", NO_SETTING, "0")]
     runs += [
-        (m, setting(m, fmt(r)), fmt(r))
+        (m, setting(m, ratio_tag(r)), ratio_tag(r))
         for m in speed_methods()
         if supported(model, m)
         for r in config["speed"]["ratios"]
@@ -188,7 +188,7 @@ def speed_files(model):
 
 
 def rft_ratios():
-    return [fmt(r) for r in (RFT["ratios"] or PRUNE["ratios"])]
+    return [ratio_tag(r) for r in (RFT["ratios"] or PRUNE["ratios"])]
 
 
 def rft_runs():
@@ -253,7 +253,7 @@ def sweep_policies(model, method, seed):
     """The per-ratio policies a policy method's sweep needs (none for other methods)."""
     if not METHODS.get(method).needs_policy:
         return []
-    return [policy_file(model, setting(method, fmt(r)), seed) for r in SWEEP["ratios"]]
+    return [policy_file(model, setting(method, ratio_tag(r)), seed) for r in SWEEP["ratios"]]
 
 
 def sweep_files(model):
