@@ -96,8 +96,10 @@ def method_options(sp, policy_help: str | None = None, policy: bool = True) -> N
             pol.add_argument("--policy", help=policy_help)
         else:
             pol.add_argument("--policies", nargs="*", default=[], help="one policy file per ratio (policy methods)")
-        pol.add_argument("--which", default="best", choices=options.WHICH)
-        pol.add_argument("--state", default="up", choices=options.STATES, help="only used without a policy")
+        pol.add_argument("--which", default=options.DEFAULT_WHICH, choices=options.WHICH)
+        pol.add_argument(
+            "--state", default=options.DEFAULT_STATE, choices=options.STATES, help="only used without a policy"
+        )
     cal = sp.add_argument_group(f"calibration ({users('needs_calibration')})")
     cal.add_argument("--calib-dataset", default="wikitext2", choices=TEXT_DATASETS)
     cal.add_argument("--calib-samples", type=POSITIVE_INT, default=CALIB_SAMPLES)
@@ -152,7 +154,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--penalty", default="ks", choices=options.PENALTIES)
     t.add_argument(
         "--state",
-        default="up",
+        default=options.DEFAULT_STATE,
         choices=options.POLICY_STATES,
         help="up (FFN1, paper), gate, down (FFN2, T19), or qkv: attention KV groups (T20, for prunenet-attention)",
     )
@@ -285,7 +287,7 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--inputs", nargs="+", required=True, help="checkpoint directories")
     sp.add_argument("--out", required=True, help="CSV file")
     sp.add_argument("--layers", type=int, nargs="+", help="layer indices, negative from the end (default: 0 -1)")
-    sp.add_argument("--state", default="up", choices=options.STATES)
+    sp.add_argument("--state", default=options.DEFAULT_STATE, choices=options.STATES)
     sp.add_argument("--experiment", default="reports")
     sp.set_defaults(func=commands.cmd_spectra)
 

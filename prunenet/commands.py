@@ -126,6 +126,7 @@ def cmd_train(args) -> None:
 
 
 def _prune_request(args, **override):
+    from . import options
     from .methods import METHODS, PruneRequest
 
     method = METHODS.get(args.method)
@@ -134,8 +135,8 @@ def _prune_request(args, **override):
         seed=args.seed,
         device=args.device,
         policy=override.get("policy", getattr(args, "policy", None)),
-        which=getattr(args, "which", "best"),
-        state=getattr(args, "state", "up"),
+        which=getattr(args, "which", options.DEFAULT_WHICH),
+        state=getattr(args, "state", options.DEFAULT_STATE),
         calib_dataset=args.calib_dataset,
         calib_samples=args.calib_samples,
         calib_seq_len=args.calib_seq_len,

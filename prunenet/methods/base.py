@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from ..errors import PruneNetError
+from ..options import DEFAULT_STATE, DEFAULT_WHICH
 from ..ratios import RatioSpec
 
 if TYPE_CHECKING:
@@ -35,8 +36,8 @@ class PruneRequest:
     seed: int = 0
     device: str = "cpu"
     policy: str | None = None  # policy file (methods that need one)
-    which: str = "best"  # best | last episode's policy
-    state: str = "up"  # state matrix of selectors without a policy file
+    which: str = DEFAULT_WHICH  # best | last episode's policy
+    state: str = DEFAULT_STATE  # state matrix of selectors without a policy file
     calib_dataset: str = "wikitext2"
     calib_samples: int = 32
     calib_seq_len: int = 256
