@@ -149,6 +149,11 @@ class RatioSpec:
         generator = torch.Generator().manual_seed(self.seed or 0)
         return [spaced[i] for i in torch.randperm(num_layers, generator=generator).tolist()]
 
+    def bounds(self) -> list[float]:
+        """Every ratio some layer gets, known without the model (range checks before it loads): the list itself,
+        else the ratios of a 2-layer model (the one ratio, a schedule's two ends)."""
+        return self.per_layer(len(self.values) if self.kind == PER_LAYER else 2)
+
     def __float__(self) -> float:
         """The one ratio of a uniform spec (methods that take a single ratio)."""
         if not self.is_uniform:

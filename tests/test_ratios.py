@@ -45,6 +45,8 @@ def test_per_layer_ratios_of_each_kind():
     assert sorted(shuffled) == pytest.approx([0, 0.1, 0.2, 0.3, 0.4]) and shuffled == RatioSpec.from_tag(
         "shuf0-0.4-7"
     ).per_layer(5)
+    assert RatioSpec.parse("0.1,0.2,0.4").bounds() == [0.1, 0.2, 0.4]
+    assert sorted(RatioSpec.parse("shuffled:0.1:0.9:5").bounds()) == [0.1, 0.9]
     with pytest.raises(PruneNetError, match="has 2 entries but the model has 3 layers"):
         RatioSpec.parse("0.1,0.2").per_layer(3)
 

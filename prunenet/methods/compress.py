@@ -16,7 +16,7 @@ def check(name: str, request: PruneRequest, source: str | Path | None = None) ->
     from .prepared import check_prepared
 
     method = METHODS.get(name)
-    for r in request.ratio.per_layer(len(request.ratio.values) if request.ratio.kind == "per_layer" else 2):
+    for r in request.ratio.bounds():
         check_ratio(r)
     method.check(request)
     if isinstance(request.prepared, (str, Path)) and source is not None:
