@@ -11,6 +11,7 @@ import sys
 
 from . import commands
 from .errors import PruneNetError
+from .ratios import RatioSpec
 
 
 class Parser(argparse.ArgumentParser):
@@ -58,22 +59,12 @@ def _device(text: str) -> str:
     return text
 
 
-def _ratios(text: str) -> float | list[float] | str:
-    """``0.3``, a per-layer list ``0.1,0.2,...`` or a schedule ``linear:0.1:0.5`` / ``shuffled:0:0.4[:SEED]``."""
-    if ":" in text:
-        from .errors import PruneNetError
-        from .slicing import layer_ratios
-
-        try:
-            layer_ratios(text, 2)  # the schedule's syntax, before any model loads
-        except PruneNetError as exc:
-            raise argparse.ArgumentTypeError(str(exc)) from None
-        return text
+def _ratio(text: str) -> RatioSpec:
+    """``--ratio``, parsed once into the value every later step reads (syntax checked before any model loads)."""
     try:
-        values = [float(x) for x in text.split(",")]
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a ratio or comma-separated ratios: {text!r}") from None
-    return values[0] if len(values) == 1 else values
+        return RatioSpec.parse(text)
+    except PruneNetError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def ppl_args(sp) -> None:
@@ -105,8 +96,10 @@ def method_options(sp, policy_help: str | None = None, policy: bool = True) -> N
             pol.add_argument("--policy", help=policy_help)
         else:
             pol.add_argument("--policies", nargs="*", default=[], help="one policy file per ratio (policy methods)")
-        pol.add_argument("--which", default="best", choices=options.WHICH)
-        pol.add_argument("--state", default="up", choices=options.STATES, help="only used without a policy")
+        pol.add_argument("--which", default=options.DEFAULT_WHICH, choices=options.WHICH)
+        pol.add_argument(
+            "--state", default=options.DEFAULT_STATE, choices=options.STATES, help="only used without a policy"
+        )
     cal = sp.add_argument_group(f"calibration ({users('needs_calibration')})")
     cal.add_argument("--calib-dataset", default="wikitext2", choices=TEXT_DATASETS)
     cal.add_argument("--calib-samples", type=POSITIVE_INT, default=CALIB_SAMPLES)
@@ -161,7 +154,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--penalty", default="ks", choices=options.PENALTIES)
     t.add_argument(
         "--state",
-        default="up",
+        default=options.DEFAULT_STATE,
         choices=options.POLICY_STATES,
         help="up (FFN1, paper), gate, down (FFN2, T19), or qkv: attention KV groups (T20, for prunenet-attention)",
     )
@@ -198,7 +191,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     pr.add_argument(
         "--ratio",
-        type=_ratios,
+        type=_ratio,
         required=True,
         help="0.3, a per-layer list 0.1,0.2,... or a schedule: linear:0.1:0.5 (first:last), shuffled:0:0.4[:SEED]",
     )
@@ -294,7 +287,7 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--inputs", nargs="+", required=True, help="checkpoint directories")
     sp.add_argument("--out", required=True, help="CSV file")
     sp.add_argument("--layers", type=int, nargs="+", help="layer indices, negative from the end (default: 0 -1)")
-    sp.add_argument("--state", default="up", choices=options.STATES)
+    sp.add_argument("--state", default=options.DEFAULT_STATE, choices=options.STATES)
     sp.add_argument("--experiment", default="reports")
     sp.set_defaults(func=commands.cmd_spectra)
 

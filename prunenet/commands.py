@@ -126,6 +126,7 @@ def cmd_train(args) -> None:
 
 
 def _prune_request(args, **override):
+    from . import options
     from .methods import METHODS, PruneRequest
 
     method = METHODS.get(args.method)
@@ -134,8 +135,8 @@ def _prune_request(args, **override):
         seed=args.seed,
         device=args.device,
         policy=override.get("policy", getattr(args, "policy", None)),
-        which=getattr(args, "which", "best"),
-        state=getattr(args, "state", "up"),
+        which=getattr(args, "which", options.DEFAULT_WHICH),
+        state=getattr(args, "state", options.DEFAULT_STATE),
         calib_dataset=args.calib_dataset,
         calib_samples=args.calib_samples,
         calib_seq_len=args.calib_seq_len,
@@ -245,8 +246,8 @@ def cmd_evaluate(args) -> None:
     from .models import load_model, read_meta
     from .provenance import as_params, provenance
 
-    if args.tasks:  # unknown names, the MMLU group beside its subjects: refused before any model loads
-        check_tasks(args.tasks)
+    # unknown names, the MMLU group beside its subjects: refused before any model loads, checked here only
+    tasks = check_tasks(args.tasks) if args.tasks else None
     if not args.data_dir and (args.tasks or args.ppl_datasets):
         from . import hub
 
@@ -255,10 +256,10 @@ def cmd_evaluate(args) -> None:
     out = _result_header(args, meta)
     t0 = time.perf_counter()
     model, tok = load_model(args.model, device=args.device, dtype=args.dtype)  # once, for both measurements
-    if args.tasks:
+    if tasks:
         out |= run_lm_eval(
             (model, tok),
-            args.tasks,
+            tasks,
             args.data_dir,
             args.limit,
             device=args.device,

@@ -25,7 +25,7 @@ import torch
 from torch import nn
 
 from .errors import PruneNetError
-from .options import EQ3_READINGS, WHICH
+from .options import DEFAULT_WHICH, EQ3_READINGS, WHICH
 
 SELECTORS = ("policy", "deterministic", "random")
 
@@ -208,7 +208,7 @@ def check_policy_state(path, method: str, states: tuple[str, ...]) -> None:
         raise PruneNetError(f"policy {path} was trained on state {state!r}, which {method} does not prune: use {fix}")
 
 
-def load_policy(path, which: str = "best") -> tuple[PolicyNetwork, dict]:
+def load_policy(path, which: str = DEFAULT_WHICH) -> tuple[PolicyNetwork, dict]:
     """Load a policy saved by :func:`save_policy` (``which`` = best | last).
 
     The network is rebuilt in the Eq. 3 reading the file records; files written before the

@@ -16,61 +16,29 @@ from .arch import get_adapter
 from .checkpoints import per_layer_ffn
 from .errors import PruneNetError
 from .policy import PolicyNetwork, n_keep, select_rows
-
-
-def layer_ratios(ratio: float | Sequence[float] | str, num_layers: int) -> list[float]:
-    """One ratio for all layers, a per-layer list, or a schedule (paper T7).
-
-    ``linear:0.1:0.5`` prunes the first layer by 10 % and the last by 50 %, linearly in between.
-    ``shuffled:0:0.4[:SEED]`` spreads the same evenly spaced ratios (0 … 0.4) over the layers in an order
-    drawn from SEED (default 0): every layer gets a different ratio within the range, the mean is exactly
-    the range's middle (paper T7: "between 0 % and 40 %, average 20 %"), and the draw is reproducible.
-    """
-    if isinstance(ratio, str):
-        kind, _, rest = ratio.partition(":")
-        parts = rest.split(":")
-        try:
-            if len(parts) not in {"linear": (2,), "shuffled": (2, 3)}.get(kind, ()):
-                raise ValueError(kind)
-            start, end, seed = float(parts[0]), float(parts[1]), int(parts[2]) if len(parts) == 3 else 0
-        except ValueError:
-            raise PruneNetError(
-                f"unknown ratio schedule {ratio!r}: use linear:START:END or shuffled:LOW:HIGH[:SEED], "
-                "e.g. linear:0.1:0.5"
-            ) from None
-        step = (end - start) / max(num_layers - 1, 1)
-        spaced = [round(start + i * step, 6) for i in range(num_layers)]
-        if kind == "linear":
-            return spaced
-        order = torch.randperm(num_layers, generator=torch.Generator().manual_seed(seed)).tolist()
-        return [spaced[i] for i in order]
-    if isinstance(ratio, (int, float)):
-        return [float(ratio)] * num_layers
-    ratios = [float(r) for r in ratio]
-    if len(ratios) != num_layers:
-        raise PruneNetError(f"per-layer ratio list has {len(ratios)} entries but the model has {num_layers} layers")
-    return ratios
+from .ratios import RatioSpec
 
 
 @torch.no_grad()
 def plan_rows(
     model: nn.Module,
     selector: str,
-    ratio: float | Sequence[float] | str,
+    ratio: RatioSpec | float | Sequence[float] | str,
     policy: PolicyNetwork | None = None,
     state: str = "up",
     seed: int = 0,
     multiple: int = 1,
 ) -> list[torch.Tensor]:
     """Rows to keep in every layer for a selector at a (uniform or per-layer) ratio, the count of each layer
-    rounded to ``multiple`` (:func:`prunenet.policy.n_keep`).
+    rounded to ``multiple`` (:func:`prunenet.policy.n_keep`). ``ratio``: a :class:`~prunenet.ratios.RatioSpec`
+    or what :meth:`RatioSpec.of` reads (a number, a per-layer list, CLI text).
 
     A policy trained at one ratio is applied at any other ("you only prune once", T6):
     its importances do not depend on the ratio; only k does.
     """
     adapter = get_adapter(model)
     layers = adapter.layers()
-    ratios = layer_ratios(ratio, len(layers))
+    ratios = RatioSpec.of(ratio).per_layer(len(layers))
     gen = torch.Generator().manual_seed(seed)
     rows = []
     for layer, r in zip(layers, ratios):

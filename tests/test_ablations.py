@@ -12,12 +12,16 @@ import pandas as pd
 import pytest
 
 from prunenet.errors import PruneNetError
+from prunenet.ratios import RatioSpec
 from prunenet.reporting import TABLES
 from prunenet.reporting.paired import item_matrix, paired_bootstrap
-from prunenet.slicing import layer_ratios
 
 TASKS = ["piqa", "arc_easy"]
 METRIC = {"piqa": "acc_norm", "arc_easy": "acc_norm"}
+
+
+def layer_ratios(text: str, num_layers: int) -> list[float]:
+    return RatioSpec.parse(text).per_layer(num_layers)
 
 
 def _write(path: Path, method, setting, ratio, seed, rng, p_correct, layer_ratios_=None) -> str:

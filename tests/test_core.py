@@ -191,11 +191,11 @@ def test_per_layer_ratio_list_checked_and_reloads(tiny_model, tokenizer, tmp_pat
 
 
 def test_linear_schedule_of_per_layer_ratios(tiny_model):
-    from prunenet.slicing import layer_ratios
+    from prunenet.ratios import RatioSpec
 
-    assert layer_ratios("linear:0.1:0.5", 5) == pytest.approx([0.1, 0.2, 0.3, 0.4, 0.5])
+    assert RatioSpec.parse("linear:0.1:0.5").per_layer(5) == pytest.approx([0.1, 0.2, 0.3, 0.4, 0.5])
     with pytest.raises(PruneNetError, match="unknown ratio schedule"):
-        layer_ratios("cosine:0.1:0.5", 5)
+        RatioSpec.parse("cosine:0.1:0.5")
     model = tiny_model("llama")
     sizes = prune_ffn(model, plan_rows(model, "random", "linear:0.0:0.5", seed=0))
     assert sizes == [96, 72, 48]

@@ -243,6 +243,16 @@ def test_the_mmlu_group_and_its_subjects_are_not_run_together(tiny_ckpt, data_di
         ev.run_lm_eval(tiny_ckpt, ["mmlu", "mmlu_anatomy"], str(data_dir), limit=1)
 
 
+def test_task_names_are_checked_once_and_travel_as_the_checked_value():
+    tasks = ev.check_tasks(["piqa", "arc_easy", "piqa"])
+    assert isinstance(tasks, ev.Tasks) and list(tasks) == ["piqa", "arc_easy"]  # in order, each once
+    assert ev.check_tasks(tasks) is tasks  # the loaders downstream do not check again
+    assert str(tasks) == str(["piqa", "arc_easy"]) and json.dumps(tasks) == '["piqa", "arc_easy"]'
+    for bad, words in ((["boolq"], "unknown task"), (["mmlu", "mmlu_anatomy"], "not both"), ([], "no tasks")):
+        with pytest.raises(PruneNetError, match=words):
+            ev.check_tasks(bad)
+
+
 def test_unknown_task(tiny_ckpt, data_dir):
     with pytest.raises(PruneNetError, match="unknown task 'boolq'.*piqa, winogrande"):
         ev.run_lm_eval(tiny_ckpt, ["piqa", "boolq"], str(data_dir), limit=1)

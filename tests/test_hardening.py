@@ -43,6 +43,14 @@ CASES = [
     ),
     (["rft", "--model", NO_MODEL, "--out", "{tmp}/r", "--log-csv", "{tmp}/r.csv", "--samples", "0"], "--samples"),
     (["prune", "--model", NO_MODEL, "--out", "{tmp}/m", "--ratio", "0.2", "--calib-samples", "0"], "--calib-samples"),
+    (["prune", "--model", NO_MODEL, "--out", "{tmp}/m", "--ratio", "0.2,x"], "not a ratio or comma-separated"),
+    (["prune", "--model", NO_MODEL, "--out", "{tmp}/m", "--ratio", "cosine:0:1"], "unknown ratio schedule"),
+    (["prune", "--model", NO_MODEL, "--out", "{tmp}/m", "--ratio", "1.5"], "outside [0, 1)"),
+    (["prune", "--model", NO_MODEL, "--out", "{tmp}/m", "--ratio", "linear:0.1:1.2"], "ratio 1.2 is outside"),
+    (
+        ["prune", "--model", NO_MODEL, "--out", "{tmp}/m", "--method", "slicegpt", "--ratio", "linear:0.1:0.5"],
+        "takes a single --ratio",
+    ),
     (["report", "nosuchkind", "--inputs", "a.json", "--out", "{tmp}/t.csv"], "nosuchkind"),
     (
         ["report", "table2", "--inputs", "a.json", "--out", "{tmp}/t.csv", "--out-md", "{tmp}/t.md", "--options", "{x"],

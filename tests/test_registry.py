@@ -90,6 +90,37 @@ def test_cli_choices_equal_the_registries():
     assert _choices("report", "kind") == list(REPORTS)
 
 
+def _defaults(command: str) -> dict:
+    sub = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction))
+    return {a.dest: a.default for a in sub.choices[command]._actions}
+
+
+def test_every_default_is_the_schemas():
+    """The schema states each default once; the CLI, PruneRequest and TrainConfig are checked equal to it."""
+    import dataclasses
+
+    from prunenet.training import TrainConfig
+
+    policy = {k: v["default"] for k, v in SCHEMA["properties"]["policy"]["properties"].items() if "default" in v}
+    train, prune = _defaults("train"), _defaults("prune")
+    trained = {f.name: f.default for f in dataclasses.fields(TrainConfig)}
+    for key in ("episodes", "gamma", "lr", "penalty", "state", "objective", "eq3", "baseline", "samples"):
+        assert train[key] == trained[key] == policy[key], key
+    assert train["eval_samples"] == policy["eval_samples"]
+    assert (options.DEFAULT_STATE, options.DEFAULT_WHICH) == (policy["state"], policy["which"])
+    request = PruneRequest(ratio=0.3)
+    for key in ("which", "state"):
+        assert prune[key] == getattr(request, key) == policy[key] == _defaults("sweep")[key], key
+    assert _defaults("spectra")["state"] == policy["state"]
+    calibration = SCHEMA["properties"]["slicegpt"]["properties"]  # the shared calibration keys' defaults
+    for key in ("calib_dataset", "calib_samples", "calib_seq_len"):
+        assert prune[key] == getattr(request, key) == calibration[key]["default"], key
+    ffn_multiple = SCHEMA["properties"]["prune"]["properties"]["ffn_multiple"]["default"]
+    assert prune["ffn_multiple"] == request.ffn_multiple == ffn_multiple
+    for key in ("damping", "round_to"):  # SliceGPT's, given on the command line only
+        assert prune[key] == getattr(request, key), key
+
+
 def test_registries_import_without_torch():
     """The workflow reads the method registry while it builds the DAG: that must stay cheap."""
     code = (

@@ -37,6 +37,7 @@ from .tasks import (
     MMLU_SUBJECTS,
     PRIMARY_METRIC,
     TASKS,
+    Tasks,
     check_tasks,
     lm_eval_tasks_dir,
 )
@@ -49,6 +50,7 @@ __all__ = [
     "BENCHMARKS",
     "MMLU_SUBJECTS",
     "TASKS",
+    "Tasks",
     "arc_to_hub",
     "check_tasks",
     "hellaswag_to_hub",

@@ -96,8 +96,23 @@ BUILTIN_YAML: dict[str, tuple[str, str]] = {
 MMLU_CATEGORIES = ("stem", "other", "social_sciences", "humanities")
 
 
-def check_tasks(tasks: Iterable[str]) -> list[str]:
-    """Validate task names early, before any model or data is loaded."""
+class Tasks(tuple):
+    """Task names that passed :func:`check_tasks`: known, no MMLU group beside its subjects, each once.
+
+    Why a type: the names are checked where they enter (the CLI, a library call) and the checked value is what
+    travels on, so the loaders below do not check them again. Prints as a list (run parameters, messages).
+    """
+
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return repr(list(self))
+
+
+def check_tasks(tasks: Iterable[str]) -> Tasks:
+    """Validate task names early, before any model or data is loaded; checked :class:`Tasks` pass as they are."""
+    if isinstance(tasks, Tasks):
+        return tasks
     tasks = list(tasks)
     if not tasks:
         raise PruneNetError(f"no tasks given: choose from {', '.join(TASKS)}")
@@ -109,7 +124,7 @@ def check_tasks(tasks: Iterable[str]) -> list[str]:
             )
     if "mmlu" in tasks and any(t.startswith("mmlu_") for t in tasks):
         raise PruneNetError("give the mmlu group or mmlu_<subject> tasks, not both: lm-eval runs a subject only once")
-    return list(dict.fromkeys(tasks))
+    return Tasks(dict.fromkeys(tasks))
 
 
 def lm_eval_tasks_dir() -> Path:

@@ -13,24 +13,31 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from ..errors import PruneNetError
+from ..options import DEFAULT_STATE, DEFAULT_WHICH
+from ..ratios import RatioSpec
 
 if TYPE_CHECKING:
     import torch
     from torch import nn
 
-Ratio = float | list[float] | str  # one ratio, one per layer, or a schedule "linear:A:B"
+# One ratio, one per layer, or a schedule "linear:A:B": the request holds it as a RatioSpec (None: ``prepare``).
+Ratio = RatioSpec | float | list[float] | str | None
 
 
 @dataclass(frozen=True)
 class PruneRequest:
-    """Everything a user can ask of ``prunenet prune``; each method reads the fields it needs."""
+    """Everything a user can ask of ``prunenet prune``; each method reads the fields it needs.
+
+    ``ratio`` may be given as a number, list or text (tests, scripts); it is held as a :class:`RatioSpec`, so
+    methods read one parsed value.
+    """
 
     ratio: Ratio
     seed: int = 0
     device: str = "cpu"
     policy: str | None = None  # policy file (methods that need one)
-    which: str = "best"  # best | last episode's policy
-    state: str = "up"  # state matrix of selectors without a policy file
+    which: str = DEFAULT_WHICH  # best | last episode's policy
+    state: str = DEFAULT_STATE  # state matrix of selectors without a policy file
     calib_dataset: str = "wikitext2"
     calib_samples: int = 32
     calib_seq_len: int = 256
@@ -43,6 +50,10 @@ class PruneRequest:
     # The method's ratio-independent state (:attr:`Method.prepare`): a file from ``prunenet prepare``, the
     # tensors themselves (a sweep prepares once in memory), or None to compute it in ``run``.
     prepared: str | Mapping[str, torch.Tensor] | None = None
+
+    def __post_init__(self) -> None:
+        if self.ratio is not None:
+            object.__setattr__(self, "ratio", RatioSpec.of(self.ratio))
 
     def option(self, name: str, method: Method) -> Any:
         """The value of ``method``'s option ``name`` in this request (its default when not given)."""
@@ -132,7 +143,7 @@ class Method:
 
         ``request.ratio`` None: a ``prepare`` request, which has no ratio.
         """
-        ratio_ok = request.ratio is None or isinstance(request.ratio, (int, float))
+        ratio_ok = request.ratio is None or request.ratio.is_uniform
         if not self.per_layer and not ratio_ok:
             raise PruneNetError(f"method {self.name!r} takes a single --ratio, not per-layer ratios or a schedule")
         if request.prepared is not None and self.prepare is None:

@@ -13,12 +13,10 @@ def check(name: str, request: PruneRequest, source: str | Path | None = None) ->
     """Validate a request before any model loads: the method, every layer's ratio, its own needs, and that a
     prepared file (``request.prepared``) was computed from this ``source`` model and request."""
     from ..policy import check_ratio
-    from ..slicing import layer_ratios
     from .prepared import check_prepared
 
     method = METHODS.get(name)
-    probe_layers = len(request.ratio) if isinstance(request.ratio, list) else 2
-    for r in layer_ratios(request.ratio, probe_layers):
+    for r in request.ratio.bounds():
         check_ratio(r)
     method.check(request)
     if isinstance(request.prepared, (str, Path)) and source is not None:
@@ -35,14 +33,13 @@ def compress(
     """
     from ..arch import get_adapter
     from ..models import load_model, save_checkpoint
-    from ..slicing import layer_ratios
     from ..stats import model_stats, peak_memory_mb
 
     check(name, request, model_path)
     method = METHODS.get(name)
     model, tok = load_model(model_path, device="cpu" if method.offload else request.device, dtype="float32")
     dense = model_stats(model, seq_len=flops_seq_len)
-    ratios = layer_ratios(request.ratio, len(get_adapter(model).layers()))
+    ratios = request.ratio.per_layer(len(get_adapter(model).layers()))
     t0 = time.perf_counter()
     model, own = method.run(model, tok, request)
     seconds = time.perf_counter() - t0

@@ -25,7 +25,7 @@ def check_ffn_policy(request: PruneRequest) -> None:
 def prune_rows(model: nn.Module, tokenizer: Any, request: PruneRequest, selector: str) -> tuple[nn.Module, dict]:
     """Slice every FFN to the rows ``selector`` keeps; the metadata says which rows and why."""
     from ..policy import load_policy
-    from ..slicing import layer_ratios, plan_rows, prune_ffn
+    from ..slicing import plan_rows, prune_ffn
 
     policy, policy_meta = (None, {})
     if selector != "random":
@@ -36,8 +36,8 @@ def prune_rows(model: nn.Module, tokenizer: Any, request: PruneRequest, selector
     rows = plan_rows(model, selector, request.ratio, policy, state=state, seed=request.seed, multiple=multiple)
     sizes = prune_ffn(model, rows)
     meta = {
-        "ratio_spec": request.ratio,
-        "layer_ratios": layer_ratios(request.ratio, len(sizes)),
+        "ratio_spec": request.ratio.record,
+        "layer_ratios": request.ratio.per_layer(len(sizes)),
         "policy": request.policy,
         "which": request.which,
         "state": state,

@@ -21,6 +21,7 @@ from prunenet.config import ConfigError, resolve  # noqa: E402
 from prunenet.embedded import EMBEDDED  # noqa: E402
 from prunenet.methods import METHODS  # noqa: E402
 from prunenet.policy_spec import PATTERN as POLICY_PATTERN, PolicySpec  # noqa: E402
+from prunenet.ratios import TAG_PATTERN, RatioSpec  # noqa: E402
 from prunenet.reporting import FIGURES, TABLES  # noqa: E402
 from prunenet.reporting.specs import EACH_CALIB  # noqa: E402
 from prunenet.reporting.summary import doc_text  # noqa: E402
@@ -65,29 +66,10 @@ def caption(report):
     return doc_text(report, "``{}``")
 
 
-def fmt(r):
-    """Ratios in paths: 0.25 -> '0.25', 0.3 -> '0.3'."""
-    return f"{float(r):g}"
-
-
-SCHEDULE_KINDS = {"linear": "lin", "shuffled": "shuf"}  # schedule -> its tag in paths
-SCHEDULE_TAG = re.compile(r"(?P<kind>lin|shuf)(?P<lo>[0-9.]+)-(?P<hi>[0-9.]+)(?:-(?P<seed>[0-9]+))?")
-SCHEDULE_PATTERN = re.sub(r"\(\?P<\w+>", "(?:", SCHEDULE_TAG.pattern)  # the same, without named groups
-
-
-def schedule_tag(spec):
-    """'linear:0.1:0.5' -> 'lin0.1-0.5', 'shuffled:0:0.4:3' -> 'shuf0-0.4-3' (path-friendly ratio wildcard)."""
-    kind, lo, hi, *seed = spec.split(":")
-    return f"{SCHEDULE_KINDS[kind]}{fmt(lo)}-{fmt(hi)}" + "".join(f"-{int(x)}" for x in seed)
-
-
-def ratio_arg(tag):
-    """Ratio wildcard -> the CLI's --ratio value ('lin0.1-0.5' -> 'linear:0.1:0.5')."""
-    m = SCHEDULE_TAG.fullmatch(tag)
-    if not m:
-        return tag
-    kind = {v: k for k, v in SCHEDULE_KINDS.items()}[m["kind"]]
-    return f"{kind}:{m['lo']}:{m['hi']}" + (f":{m['seed']}" if m["seed"] else "")
+def ratio_tag(value):
+    """A configured ratio's path wildcard: 0.3 -> '0.3', 'linear:0.1:0.5' -> 'lin0.1-0.5' (:mod:`prunenet.ratios`
+    parses it; a job's wildcard goes back with ``RatioSpec.from_tag``)."""
+    return RatioSpec.of(value).tag
 
 
 def alternatives(names):
@@ -98,8 +80,8 @@ MODELS = list(config["models"])
 SEEDS = [int(s) for s in config["seeds"]]
 THREADS = config["threads"]  # per compute job; Snakemake exports it as OMP_NUM_THREADS, torch follows
 PRUNE = config["prune"]
-RATIOS = [fmt(r) for r in PRUNE["ratios"]]
-SCHEDULES = [schedule_tag(s) for s in PRUNE["schedules"]]
+RATIOS = [ratio_tag(r) for r in PRUNE["ratios"]]
+SCHEDULES = [ratio_tag(s) for s in PRUNE["schedules"]]
 POL = config["policy"]
 EV = config["evaluate"]
 RFT_ENABLED = "rft" in config  # no rft section (or rft: null): no RFT targets
@@ -157,18 +139,12 @@ def policy_id(train_ratio, **dims):
 wildcard_constraints:
     model=r"[A-Za-z0-9._-]+",
     method=alternatives(["dense"] + METHODS.names()),
-    ratio=rf"[0-9]+(\.[0-9]+)?|{SCHEDULE_PATTERN}",
+    ratio=TAG_PATTERN,
     policy=POLICY_PATTERN,
     setting=f"{POLICY_PATTERN}|{alternatives(OPTIONS.DATASETS)}|{NO_SETTING}",
     seed=r"[0-9]+",
     dataset=alternatives(OPTIONS.DATASETS),
     samples=r"[0-9]+",
-
-
-def mean_ratio(ratio):
-    """A ratio wildcard's mean ratio: '0.2' -> 0.2, 'lin0.1-0.5' -> 0.3 (what a schedule's policy trains at)."""
-    m = SCHEDULE_TAG.fullmatch(ratio)
-    return round((float(m["lo"]) + float(m["hi"])) / 2, 6) if m else float(ratio)
 
 
 def calibration(method):
@@ -193,7 +169,7 @@ def setting(method, ratio, train_ratio=None, calib=None, **policy):
     if not spec.needs_policy:
         return NO_SETTING
     if train_ratio is None:
-        train_ratio = mean_ratio(ratio) if POL["train_ratio"] == "same" else POL["train_ratio"]
+        train_ratio = RatioSpec.from_tag(ratio).mean if POL["train_ratio"] == "same" else POL["train_ratio"]
     if spec.policy_state:  # e.g. prunenet-attention's policy is trained on q/k/v (state qkv)
         policy = {"state": spec.policy_state} | policy
     return policy_id(train_ratio, **policy)

@@ -47,7 +47,7 @@ rule prune:
     params:
         py=PY,
         device=config["device"],
-        ratio=lambda w: ratio_arg(w.ratio),
+        ratio=lambda w: RatioSpec.from_tag(w.ratio).cli,
         extra=lambda w, input: method_args(
             w.method, input.policy, input.prepared, w.setting if w.setting in OPTIONS.DATASETS else None
         ),

@@ -133,7 +133,7 @@ rule sweep:
         **compute_resources(),
     params:
         py=PY,
-        ratios=" ".join(fmt(r) for r in SWEEP["ratios"]),
+        ratios=" ".join(ratio_tag(r) for r in SWEEP["ratios"]),
         extra=lambda w: method_args(w.method),
         ppl=f"--ppl-dataset {SWEEP['ppl_dataset']} --ppl-seq-len {EV['ppl_seq_len']} --ppl-blocks {EV['ppl_blocks']}",
         data=lambda w: "" if METHODS.get(w.method).needs_calibration else DATA_ARG,  # else in method_args

@@ -50,7 +50,7 @@ def transfer_evals():
     out = []
     for m in MODELS:
         for item in TRANSFER:
-            for r in map(fmt, item["to"]):
+            for r in map(ratio_tag, item["to"]):
                 for s in SEEDS:
                     out.append(eval_file(m, "prunenet", setting("prunenet", r, item["from"]), r, s))
                     out.append(eval_file(m, "prunenet", setting("prunenet", r, float(r)), r, s))
@@ -63,11 +63,11 @@ ABL = config["ablations"]
 def variant_ratios(key):
     """The ratio wildcards an ablation variant runs at (``Variant.ratios``: a key of config ``ablations``)."""
     if key == "ratios":
-        return [fmt(r) for r in (ABL["ratios"] or PRUNE["ratios"])]
+        return [ratio_tag(r) for r in (ABL["ratios"] or PRUNE["ratios"])]
     if key == "high_ratio":
-        return [fmt(ABL["high_ratio"])]
-    tag = schedule_tag(ABL["schedule"])
-    return [tag] if key == "schedule" else [fmt(mean_ratio(tag))]
+        return [ratio_tag(ABL["high_ratio"])]
+    schedule = RatioSpec.of(ABL["schedule"])
+    return [schedule.tag] if key == "schedule" else [ratio_tag(schedule.mean)]
 
 
 def ablation_runs(table):
@@ -105,7 +105,7 @@ ATTN = config["attention"]
 def attention_evals(table):
     """Paper Table 20: dense, the table's attention method at attention.ratios (every seed), and with RFT (first
     seed) if asked."""
-    ratios = [fmt(r) for r in (ATTN["ratios"] or PRUNE["ratios"])]
+    ratios = [ratio_tag(r) for r in (ATTN["ratios"] or PRUNE["ratios"])]
     (meth,) = table_methods(table)
     out = [eval_file(m, "dense", NO_SETTING, "0", SEEDS[0]) for m in MODELS]
     out += [eval_file(m, meth, setting(meth, r), r, s) for m in MODELS for r in ratios for s in method_seeds(meth)]
@@ -178,7 +178,7 @@ def speed_files(model):
     """Dense and every Table 9 method at the speed ratios, first seed (speed depends on shapes, not draws)."""
     runs = [("dense", NO_SETTING, "0")]
     runs += [
-        (m, setting(m, fmt(r)), fmt(r))
+        (m, setting(m, ratio_tag(r)), ratio_tag(r))
         for m in speed_methods()
         if supported(model, m)
         for r in config["speed"]["ratios"]
@@ -187,7 +187,7 @@ def speed_files(model):
 
 
 def rft_ratios():
-    return [fmt(r) for r in (RFT["ratios"] or PRUNE["ratios"])]
+    return [ratio_tag(r) for r in (RFT["ratios"] or PRUNE["ratios"])]
 
 
 def rft_runs():
@@ -261,7 +261,7 @@ def sweep_policies(model, method, seed):
     """The per-ratio policies a policy method's sweep needs (none for other methods)."""
     if not METHODS.get(method).needs_policy:
         return []
-    return [policy_file(model, setting(method, fmt(r)), seed) for r in SWEEP["ratios"]]
+    return [policy_file(model, setting(method, ratio_tag(r)), seed) for r in SWEEP["ratios"]]
 
 
 def sweep_files(model):
