@@ -9,7 +9,6 @@ parameters PruneNet removes at ``--ratio`` (:func:`prunenet.depth.ffn_rows_budge
 from __future__ import annotations
 
 import math
-import time
 from typing import TYPE_CHECKING, Any
 
 from ..errors import PruneNetError
@@ -67,7 +66,6 @@ def run(model: nn.Module, tokenizer: Any, request: PruneRequest) -> tuple[nn.Mod
     from ..lowrank.budget import check_budget
     from ..stats import count_params
 
-    t0 = time.perf_counter()
     ratios, alpha, n, seq = _sizes(request)
     state = ASVD.state(model, tokenizer, request)
     dense = count_params(model)
@@ -90,7 +88,6 @@ def run(model: nn.Module, tokenizer: Any, request: PruneRequest) -> tuple[nn.Mod
         "sens_seq_len": seq,
         **request.calibration_meta(),
         "stage_seconds": res.seconds,
-        "compress_seconds": time.perf_counter() - t0,
     }
     return model, meta
 

@@ -8,7 +8,6 @@ removes at ``--ratio`` (:func:`prunenet.depth.ffn_rows_budget`); the checkpoint 
 
 from __future__ import annotations
 
-import time
 from typing import TYPE_CHECKING, Any
 
 from . import METHODS
@@ -25,7 +24,6 @@ def run(model: nn.Module, tokenizer: Any, request: PruneRequest) -> tuple[nn.Mod
     from ..lowrank.svd_llm import compress_svd_llm
     from ..stats import count_params
 
-    t0 = time.perf_counter()
     dense = count_params(model)
     budget = ffn_rows_budget(model, float(request.ratio), request.ffn_multiple)
     update = request.option("update", SVD_LLM)
@@ -42,7 +40,6 @@ def run(model: nn.Module, tokenizer: Any, request: PruneRequest) -> tuple[nn.Mod
         "truncated_energy": {p: round(v, 6) for p, v in res.loss_share.items()},
         "whitening_damping": res.damped,
         **request.calibration_meta(),
-        "compress_seconds": time.perf_counter() - t0,
     }
     return model, meta
 
