@@ -154,7 +154,7 @@ def cmd_sweep(args) -> None:
     from .data import load_texts, split_note
     from .evaluation.sweep import ppl_sweep, sweep_requests
     from .methods import METHODS
-    from .methods.compress import check
+    from .methods.pipeline import check
     from .models import load_model
 
     needs_policy = METHODS.get(args.method).needs_policy
@@ -190,15 +190,15 @@ def cmd_sweep(args) -> None:
 def cmd_prune(args) -> None:
     from . import tracking
     from .methods import compress
-    from .methods.compress import check
+    from .methods.pipeline import check
 
     request = _prune_request(args)
-    check(args.method, request, args.model)  # every argument and the prepared file, before any model loads
+    checked = check(args.method, request, args.model)  # every argument and the prepared file, before any model loads
     tags = _tags(args, "prune", method=args.method, ratio=args.ratio)
     with tracking.run(
         tags["model"], f"prune {args.method} r={args.ratio}", vars(request) | {"source": args.model}, tags
     ) as run:
-        meta, seconds = compress(args.model, args.out, args.method, request, args.flops_seq_len)
+        meta, seconds = compress(args.model, args.out, args.method, checked, args.flops_seq_len)
         run.metrics(meta["stats"] | {"compress_seconds": seconds, "peak_memory_mb": meta["peak_memory_mb"]})
     stats = meta["stats"]
     print(f"wrote {args.out}: {stats['params']:,} params (effective sparsity {stats['effective_sparsity']:.3f})")

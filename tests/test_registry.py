@@ -17,7 +17,7 @@ from prunenet.arch import ARCHITECTURES, get_adapter, supported_model_types
 from prunenet.cli import build_parser
 from prunenet.errors import PruneNetError
 from prunenet.methods import METHODS, PruneRequest
-from prunenet.methods.compress import check
+from prunenet.methods.pipeline import check
 from prunenet.reporting import REPORTS
 
 ROOT = Path(__file__).resolve().parents[1]
