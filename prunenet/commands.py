@@ -37,7 +37,7 @@ def cmd_download(args) -> None:
 
 def _train_fns(cfg, model):
     """The states and the train / score functions of the policy's target: FFN rows, or attention KV groups."""
-    from .options import ATTENTION_STATES
+    from .choices import ATTENTION_STATES
     from .training import collect_states, mean_penalty, train_policy
 
     if cfg.state not in ATTENTION_STATES:
@@ -52,8 +52,8 @@ def _train_fns(cfg, model):
 
 def cmd_train(args) -> None:
     from . import tracking
+    from .choices import ATTENTION_STATES
     from .models import load_model
-    from .options import ATTENTION_STATES
     from .policy import PolicyNetwork, save_policy
     from .training import TrainConfig
 

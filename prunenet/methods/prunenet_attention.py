@@ -18,7 +18,7 @@ if TYPE_CHECKING:
 
 def validate(request: PruneRequest) -> None:
     """An FFN policy is refused before the model loads."""
-    from ..options import ATTENTION_STATES
+    from ..choices import ATTENTION_STATES
     from ..policy import check_policy_state
 
     check_policy_state(request.policy, PRUNENET_ATTENTION.name, ATTENTION_STATES)

@@ -16,7 +16,7 @@ min_version("9.0")
 # what each method needs, the policy's option values. The schema's enums are tested equal to them.
 ROOT = Path(workflow.current_basedir).parents[1]  # the repository: workflow/rules/ is two levels down
 sys.path.insert(0, str(ROOT))
-from prunenet import options as OPTIONS  # noqa: E402
+from prunenet import choices as CHOICES  # noqa: E402
 from prunenet.config import ConfigError, resolve  # noqa: E402
 from prunenet.embedded import EMBEDDED  # noqa: E402
 from prunenet.methods import METHODS  # noqa: E402
@@ -147,11 +147,11 @@ def kept(path):
 
 
 ESTIMATOR = "" if (POL["baseline"], POL["samples"]) == ("none", 1) else f"-{POL['baseline']}{POL['samples']}"
-EQ3 = "" if POL["eq3"] == OPTIONS.EQ3_READINGS[0] else f"-{POL['eq3']}"
+EQ3 = "" if POL["eq3"] == CHOICES.EQ3_READINGS[0] else f"-{POL['eq3']}"
 POLICY_RE = re.compile(
-    rf"(?P<penalty>{alternatives(OPTIONS.PENALTIES)})-(?P<state>{alternatives(OPTIONS.POLICY_STATES)})"
-    rf"-(?P<objective>{alternatives(OPTIONS.OBJECTIVES)})(?:-(?P<eq3>{alternatives(OPTIONS.EQ3_READINGS[1:])}))?"
-    rf"(?:-(?P<baseline>{alternatives(OPTIONS.BASELINES)})(?P<samples>[0-9]+))?-t(?P<ratio>[0-9.]+)"
+    rf"(?P<penalty>{alternatives(CHOICES.PENALTIES)})-(?P<state>{alternatives(CHOICES.POLICY_STATES)})"
+    rf"-(?P<objective>{alternatives(CHOICES.OBJECTIVES)})(?:-(?P<eq3>{alternatives(CHOICES.EQ3_READINGS[1:])}))?"
+    rf"(?:-(?P<baseline>{alternatives(CHOICES.BASELINES)})(?P<samples>[0-9]+))?-t(?P<ratio>[0-9.]+)"
 )
 
 
@@ -169,7 +169,7 @@ def policy_args(policy):
     """Policy wildcard -> the train command's settings (absent tags = the paper's: coded Eq. 3, no baseline, 1 draw)."""
     args = POLICY_RE.fullmatch(policy).groupdict()
     return args | {
-        "eq3": args["eq3"] or OPTIONS.EQ3_READINGS[0],
+        "eq3": args["eq3"] or CHOICES.EQ3_READINGS[0],
         "baseline": args["baseline"] or "none",
         "samples": args["samples"] or "1",
     }
@@ -180,9 +180,9 @@ wildcard_constraints:
     method=alternatives(["dense"] + METHODS.names()),
     ratio=rf"[0-9]+(\.[0-9]+)?|{SCHEDULE_PATTERN}",
     policy=POLICY_PATTERN,
-    setting=f"{POLICY_PATTERN}|{alternatives(OPTIONS.DATASETS)}|{NO_SETTING}",
+    setting=f"{POLICY_PATTERN}|{alternatives(CHOICES.DATASETS)}|{NO_SETTING}",
     seed=r"[0-9]+",
-    dataset=alternatives(OPTIONS.DATASETS),
+    dataset=alternatives(CHOICES.DATASETS),
     samples=r"[0-9]+",
 
 
