@@ -27,10 +27,10 @@ import time
 
 import torch
 
+from prunenet.choices import EQ3_READINGS
 from prunenet.data import load_texts
 from prunenet.evaluation import perplexity
 from prunenet.models import load_model
-from prunenet.options import EQ3_READINGS
 from prunenet.penalties import spectra
 from prunenet.policy import PolicyNetwork, n_keep, select_rows
 from prunenet.slicing import plan_rows, prune_ffn

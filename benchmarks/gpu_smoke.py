@@ -250,6 +250,7 @@ class Family:
 
     def compress(self, name: str, method) -> str:
         from prunenet.methods import PruneRequest, compress
+        from prunenet.methods.pipeline import check
 
         request = PruneRequest(
             ratio=RATIO,
@@ -260,6 +261,7 @@ class Family:
             calib_seq_len=SEQ_LEN,
         )
         out = self.dir / name
+        request = check(name, request, self.dense)  # a refusal (an unsupported family) is a skip
         meta, seconds = compress(str(self.dense), str(out), name, request, flops_seq_len=SEQ_LEN)
         self.ckpts[name] = out
         stats = meta["stats"]
@@ -390,7 +392,7 @@ class Family:
     def sweep_one(self, name: str) -> str:
         from prunenet.evaluation.sweep import ppl_sweep, sweep_requests
         from prunenet.methods import METHODS, PruneRequest
-        from prunenet.methods.compress import check
+        from prunenet.methods.pipeline import check
         from prunenet.models import load_model
 
         method = METHODS.get(name)

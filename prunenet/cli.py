@@ -83,7 +83,7 @@ def method_options(sp, policy_help: str | None = None, policy: bool = True) -> N
     """What a method may need, grouped by need (shared by ``prune``, ``sweep`` and ``prepare``): the policy
     file(s), which episode's policy, and the calibration settings. ``policy_help``: add ``--policy`` (prune);
     without it ``--policies`` takes one file per ratio (sweep); ``policy=False``: no policy flags (prepare)."""
-    from . import options
+    from . import choices
     from .data import CALIB_SAMPLES, CALIB_SEQ_LEN, TEXT_DATASETS
     from .methods import METHODS
 
@@ -96,9 +96,9 @@ def method_options(sp, policy_help: str | None = None, policy: bool = True) -> N
             pol.add_argument("--policy", help=policy_help)
         else:
             pol.add_argument("--policies", nargs="*", default=[], help="one policy file per ratio (policy methods)")
-        pol.add_argument("--which", default=options.DEFAULT_WHICH, choices=options.WHICH)
+        pol.add_argument("--which", default=choices.DEFAULT_WHICH, choices=choices.WHICH)
         pol.add_argument(
-            "--state", default=options.DEFAULT_STATE, choices=options.STATES, help="only used without a policy"
+            "--state", default=choices.DEFAULT_STATE, choices=choices.STATES, help="only used without a policy"
         )
     cal = sp.add_argument_group(f"calibration ({users('needs_calibration')})")
     cal.add_argument("--calib-dataset", default="wikitext2", choices=TEXT_DATASETS)
@@ -123,7 +123,7 @@ def method_options(sp, policy_help: str | None = None, policy: bool = True) -> N
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from . import options, reporting
+    from . import choices, reporting
     from .methods import METHODS
 
     p = Parser(prog="prunenet", description=__doc__.splitlines()[0])
@@ -151,30 +151,30 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--episodes", type=POSITIVE_INT, default=20)
     t.add_argument("--gamma", type=POSITIVE, default=0.99)
     t.add_argument("--lr", type=POSITIVE, default=5e-4)
-    t.add_argument("--penalty", default="ks", choices=options.PENALTIES)
+    t.add_argument("--penalty", default="ks", choices=choices.PENALTIES)
     t.add_argument(
         "--state",
-        default=options.DEFAULT_STATE,
-        choices=options.POLICY_STATES,
+        default=choices.DEFAULT_STATE,
+        choices=choices.POLICY_STATES,
         help="up (FFN1, paper), gate, down (FFN2, T19), or qkv: attention KV groups (T20, for prunenet-attention)",
     )
-    t.add_argument("--objective", default="paper", choices=options.OBJECTIVES)
+    t.add_argument("--objective", default="paper", choices=choices.OBJECTIVES)
     t.add_argument(
         "--eq3",
         default="coded",
-        choices=options.EQ3_READINGS,
+        choices=choices.EQ3_READINGS,
         help="reading of paper Eq. 3: coded (authors' code: row i scored by its own content) or "
         "printed (σ(W_proj W_up W_interᵀ) literally: row j scored by W_inter's row j)",
     )
     t.add_argument(
         "--baseline",
         default="none",
-        choices=options.BASELINES,
+        choices=choices.BASELINES,
         help="variance reduction (paper: none): running mean of the return per layer, "
         "or leave-one-out over --samples draws",
     )
     t.add_argument("--samples", type=POSITIVE_INT, default=1, help="row sets drawn per layer and episode (paper: 1)")
-    t.add_argument("--spectrum", default="svd", choices=options.SPECTRA)
+    t.add_argument("--spectrum", default="svd", choices=choices.SPECTRA)
     t.add_argument(
         "--eval-samples", type=POSITIVE_INT, default=20, help="draws used to compare the policy with random rows"
     )
@@ -287,7 +287,7 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--inputs", nargs="+", required=True, help="checkpoint directories")
     sp.add_argument("--out", required=True, help="CSV file")
     sp.add_argument("--layers", type=int, nargs="+", help="layer indices, negative from the end (default: 0 -1)")
-    sp.add_argument("--state", default=options.DEFAULT_STATE, choices=options.STATES)
+    sp.add_argument("--state", default=choices.DEFAULT_STATE, choices=choices.STATES)
     sp.add_argument("--experiment", default="reports")
     sp.set_defaults(func=commands.cmd_spectra)
 

@@ -37,7 +37,7 @@ def cmd_download(args) -> None:
 
 def _train_fns(cfg, model):
     """The states and the train / score functions of the policy's target: FFN rows, or attention KV groups."""
-    from .options import ATTENTION_STATES
+    from .choices import ATTENTION_STATES
     from .training import collect_states, mean_penalty, train_policy
 
     if cfg.state not in ATTENTION_STATES:
@@ -52,8 +52,8 @@ def _train_fns(cfg, model):
 
 def cmd_train(args) -> None:
     from . import tracking
+    from .choices import ATTENTION_STATES
     from .models import load_model
-    from .options import ATTENTION_STATES
     from .policy import PolicyNetwork, save_policy
     from .training import TrainConfig
 
@@ -126,7 +126,7 @@ def cmd_train(args) -> None:
 
 
 def _prune_request(args, **override):
-    from . import options
+    from . import choices
     from .methods import METHODS, PruneRequest
 
     method = METHODS.get(args.method)
@@ -135,8 +135,8 @@ def _prune_request(args, **override):
         seed=args.seed,
         device=args.device,
         policy=override.get("policy", getattr(args, "policy", None)),
-        which=getattr(args, "which", options.DEFAULT_WHICH),
-        state=getattr(args, "state", options.DEFAULT_STATE),
+        which=getattr(args, "which", choices.DEFAULT_WHICH),
+        state=getattr(args, "state", choices.DEFAULT_STATE),
         calib_dataset=args.calib_dataset,
         calib_samples=args.calib_samples,
         calib_seq_len=args.calib_seq_len,
@@ -155,7 +155,7 @@ def cmd_sweep(args) -> None:
     from .data import load_texts, split_note
     from .evaluation.sweep import ppl_sweep, sweep_requests
     from .methods import METHODS
-    from .methods.compress import check
+    from .methods.pipeline import check
     from .models import load_model
 
     needs_policy = METHODS.get(args.method).needs_policy
@@ -191,15 +191,15 @@ def cmd_sweep(args) -> None:
 def cmd_prune(args) -> None:
     from . import tracking
     from .methods import compress
-    from .methods.compress import check
+    from .methods.pipeline import check
 
     request = _prune_request(args)
-    check(args.method, request, args.model)  # every argument and the prepared file, before any model loads
+    checked = check(args.method, request, args.model)  # every argument and the prepared file, before any model loads
     tags = _tags(args, "prune", method=args.method, ratio=args.ratio)
     with tracking.run(
         tags["model"], f"prune {args.method} r={args.ratio}", vars(request) | {"source": args.model}, tags
     ) as run:
-        meta, seconds = compress(args.model, args.out, args.method, request, args.flops_seq_len)
+        meta, seconds = compress(args.model, args.out, args.method, checked, args.flops_seq_len)
         run.metrics(meta["stats"] | {"compress_seconds": seconds, "peak_memory_mb": meta["peak_memory_mb"]})
     stats = meta["stats"]
     print(f"wrote {args.out}: {stats['params']:,} params (effective sparsity {stats['effective_sparsity']:.3f})")

@@ -14,8 +14,8 @@ from pathlib import Path
 
 import torch
 
+from .choices import DATASETS as TEXT_DATASETS
 from .errors import PruneNetError
-from .options import DATASETS as TEXT_DATASETS
 
 # Stanford Alpaca's own prompt templates (with and without an input field).
 ALPACA_TEMPLATE = (

@@ -11,8 +11,8 @@ checkpoint: the remaining layers are renumbered (the KV cache is indexed by ``la
 every per-layer config list is cut the same way, so ``AutoModelForCausalLM.from_pretrained``
 loads the result as it is.
 
-Fair budgets: :func:`ffn_rows_budget` is the parameter count PruneNet removes at a ratio, and
-:func:`layers_for_budget` picks the number of layers whose removal comes nearest to it.
+Fair budgets: :func:`prunenet.budget.ffn_rows_budget` is the parameter count PruneNet removes at a ratio,
+and :func:`layers_for_budget` picks the number of layers whose removal comes nearest to it.
 """
 
 from __future__ import annotations
@@ -66,25 +66,6 @@ def block_influence(model: nn.Module, blocks: torch.Tensor, batch_size: int = 8)
         for h in handles:
             h.remove()
     return 1.0 - sums / tokens
-
-
-def ffn_rows_budget(model: nn.Module, ratio: float, multiple: int = 1) -> int:
-    """Parameters that removing ``round(ratio · n)`` FFN rows of every layer (PruneNet at ``ratio``) deletes,
-    with the kept count rounded to ``multiple`` as PruneNet then slices.
-
-    A row is one row of the up (and gate) projection with its bias, and one column of the down projection.
-    """
-    from .policy import n_keep
-
-    adapter = get_adapter(model)
-    total = 0
-    for layer in adapter.layers():
-        up, gate, down = adapter.ffn(layer)
-        per_row = up.in_features + (up.bias is not None) + down.out_features
-        if gate is not None:
-            per_row += gate.in_features + (gate.bias is not None)
-        total += (up.out_features - n_keep(up.out_features, ratio, multiple)) * per_row
-    return total
 
 
 def layers_for_budget(scores: torch.Tensor, layer_params: Sequence[int], budget: int) -> list[int]:

@@ -13,8 +13,8 @@ import warnings
 import numpy as np
 import torch
 
+from .choices import PENALTIES, SPECTRA
 from .errors import PruneNetError
-from .options import PENALTIES, SPECTRA
 
 
 def ks_distance(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:

@@ -2,7 +2,7 @@
 
 One policy is shared by all layers. Its parameters are ``W_inter`` (n×d) and ``W_proj``
 (1×n). Paper Eq. 3 prints ``W' = W_up W_interᵀ`` (n×n), ``W_imp = σ(W_proj W')``, which admits
-two readings (option ``eq3``, values in :data:`prunenet.options.EQ3_READINGS`):
+two readings (option ``eq3``, values in :data:`prunenet.choices.EQ3_READINGS`):
 
 - ``coded`` (default; what the authors' public code computes, ``sigmoid(proj_intermediate(W) @
   row_sparsities)``): ``W_imp = σ(W' W_projᵀ)``, so row i's importance is
@@ -24,8 +24,8 @@ import math
 import torch
 from torch import nn
 
+from .choices import DEFAULT_WHICH, EQ3_READINGS, WHICH
 from .errors import PruneNetError
-from .options import DEFAULT_WHICH, EQ3_READINGS, WHICH
 
 SELECTORS = ("policy", "deterministic", "random")
 

@@ -13,7 +13,7 @@ import re
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, fields, replace
 
-from .options import BASELINES, EQ3_READINGS, OBJECTIVES, PENALTIES, POLICY_STATES, STATES
+from .choices import BASELINES, EQ3_READINGS, OBJECTIVES, PENALTIES, POLICY_STATES, STATES
 
 
 def _alternatives(names: tuple[str, ...]) -> str:

@@ -26,8 +26,8 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from .arch import get_adapter
+from .choices import BASELINES, EQ3_READINGS, OBJECTIVES, POLICY_STATES
 from .errors import PruneNetError
-from .options import BASELINES, EQ3_READINGS, OBJECTIVES, POLICY_STATES
 from .penalties import PENALTIES, distance, spectra
 from .policy import PolicyNetwork, draw_rows, n_keep, select_rows
 

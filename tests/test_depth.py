@@ -10,10 +10,12 @@ from torch import nn
 from transformers import AutoModelForCausalLM, Gemma3TextConfig, Qwen3Config
 
 from prunenet.arch import get_adapter
+from prunenet.budget import ffn_rows_budget
 from prunenet.checkpoints import hf, read_meta
-from prunenet.depth import block_influence, ffn_rows_budget, layers_for_budget, remove_layers
+from prunenet.depth import block_influence, layers_for_budget, remove_layers
 from prunenet.errors import PruneNetError
 from prunenet.methods import METHODS, PruneRequest, compress
+from prunenet.methods.pipeline import apply
 from prunenet.models import save_checkpoint
 from prunenet.stats import count_params
 
@@ -166,7 +168,7 @@ def test_shortgpt_method_saves_a_plain_checkpoint(tiny_model, tokenizer, data_di
 def test_shortgpt_is_deterministic_for_a_seed(tiny_model, tokenizer, data_dir):
     model = tiny_model("llama")
     req = PruneRequest(ratio=0.3, data_dir=str(data_dir), calib_samples=3, calib_seq_len=24, seed=2)
-    metas = [METHODS.get("shortgpt").run(copy.deepcopy(model), tokenizer, req)[1] for _ in range(2)]
+    metas = [apply(METHODS.get("shortgpt"), copy.deepcopy(model), tokenizer, req)[1] for _ in range(2)]
     assert metas[0]["block_influence"] == metas[1]["block_influence"]
     assert metas[0]["removed_layers"] == metas[1]["removed_layers"]
 

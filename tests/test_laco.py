@@ -13,8 +13,8 @@ from torch import nn
 from transformers import AutoModelForCausalLM, Gemma3TextConfig, Qwen3Config
 
 from prunenet.arch import get_adapter
+from prunenet.budget import ffn_rows_budget
 from prunenet.checkpoints import read_meta
-from prunenet.depth import ffn_rows_budget
 from prunenet.errors import PruneNetError
 from prunenet.layer_collapse import Walk, _search, apply_collapse, layer_collapse, max_removable
 from prunenet.layer_merge import (
@@ -26,6 +26,7 @@ from prunenet.layer_merge import (
     representation_similarity,
 )
 from prunenet.methods import METHODS, PruneRequest, compress
+from prunenet.methods.pipeline import apply
 from prunenet.models import save_checkpoint
 from prunenet.stats import count_params
 
@@ -135,7 +136,7 @@ def test_ratio_below_one_layer_returns_the_dense_model(tokenizer, data_dir):
     per_layer = count_params(get_adapter(model).layers()[0])
     assert ffn_rows_budget(model, 0.01) < per_layer / 2
     req = PruneRequest(ratio=0.01, data_dir=str(data_dir), calib_samples=2, calib_seq_len=16)
-    pruned, meta = LACO.run(copy.deepcopy(model), tokenizer, req)
+    pruned, meta = apply(LACO, copy.deepcopy(model), tokenizer, req)
     ids = _ids(len(tokenizer))
     with torch.no_grad():
         assert torch.equal(pruned(ids).logits, model(ids).logits)
@@ -196,7 +197,7 @@ def test_recorded_similarities_are_those_of_the_merged_models(tokenizer, data_di
         calib_seq_len=16,
         options={"merge": 2, "threshold": 0.0},
     )
-    pruned, meta = LACO.run(copy.deepcopy(model), tokenizer, req)
+    pruned, meta = apply(LACO, copy.deepcopy(model), tokenizer, req)
     blocks = req.calibration(tokenizer)
     assert len(meta["merges"]) == 3  # merges of 2 layers remove one each
     replay = copy.deepcopy(model)
@@ -272,7 +273,7 @@ def test_removed_layers_are_the_nearest_whole_layer_count(tokenizer, data_dir, f
     k = _nearest_count(per_layer, 10, budget)
     assert k == {"llama": {0.1: 1, 0.3: 2, 0.5: 3}, "opt": {0.1: 0, 0.3: 1, 0.5: 2}}[family][ratio]
     req = PruneRequest(ratio=ratio, data_dir=str(data_dir), calib_samples=3, calib_seq_len=16, seed=1)
-    pruned, meta = LACO.run(copy.deepcopy(model), tokenizer, req)
+    pruned, meta = apply(LACO, copy.deepcopy(model), tokenizer, req)
     assert meta["layers_removed"] == len(meta["removed_layers"]) == k
     assert pruned.config.num_hidden_layers == len(get_adapter(pruned).layers()) == 10 - k
     assert meta["params_removed"] == count_params(model) - count_params(pruned) == k * per_layer
@@ -293,7 +294,7 @@ def test_threshold_relaxes_until_the_budget_is_met(tokenizer, data_dir):
         calib_seq_len=16,
         options={"threshold": 1.0, "threshold_step": 0.05},
     )
-    _, meta = LACO.run(copy.deepcopy(model), tokenizer, req)
+    _, meta = apply(LACO, copy.deepcopy(model), tokenizer, req)
     s = _direct_similarity(model, rdsc_merge(copy.deepcopy(model), 5, 3), req.calibration(tokenizer))
     passes = next(k for k in range(100) if round(1.0 - 0.05 * k, 10) < s) + 1
     assert meta["merges"] == [{"base": 5, "layers": [5, 6, 7, 8], "similarity": pytest.approx(s, abs=1e-5)}]
@@ -310,17 +311,17 @@ def test_range_too_small_is_refused(tokenizer, data_dir):
     )
     assert max_removable(10, 3, Walk(merge=2, lowest=5)) == 2
     with pytest.raises(PruneNetError, match="at most 2 of the 3 layers.*lower laco.lowest"):
-        LACO.run(copy.deepcopy(model), tokenizer, req)
+        apply(LACO, copy.deepcopy(model), tokenizer, req)
     with pytest.raises(PruneNetError, match="laco.merge must be at least 2"):
-        LACO.run(copy.deepcopy(model), tokenizer, PruneRequest(ratio=0.5, options={"merge": 1}))
+        apply(LACO, copy.deepcopy(model), tokenizer, PruneRequest(ratio=0.5, options={"merge": 1}))
     with pytest.raises(PruneNetError, match="no merge of [0-9]+ layers fits"):
-        LACO.run(_model("llama", len(tokenizer), layers=3), tokenizer, PruneRequest(ratio=0.5))
+        apply(LACO, _model("llama", len(tokenizer), layers=3), tokenizer, PruneRequest(ratio=0.5))
 
 
 def test_laco_is_deterministic_for_a_seed(tokenizer, data_dir):
     model = _model("llama", len(tokenizer), layers=10)
     req = PruneRequest(ratio=0.3, data_dir=str(data_dir), calib_samples=3, calib_seq_len=16, seed=2)
-    metas = [LACO.run(copy.deepcopy(model), tokenizer, req)[1] for _ in range(2)]
+    metas = [apply(LACO, copy.deepcopy(model), tokenizer, req)[1] for _ in range(2)]
     for key in ("merges", "final_pass", "threshold_used", "threshold_passes"):
         assert metas[0][key] == metas[1][key]
 
@@ -337,7 +338,7 @@ def test_laco_saves_a_plain_checkpoint(tokenizer, data_dir, tmp_path, family):
     save_checkpoint(model, tokenizer, src)
     req = PruneRequest(ratio=0.5, data_dir=str(data_dir), calib_samples=3, calib_seq_len=16, seed=1)
     meta, _ = compress(str(src), tmp_path / "laco", "laco", req)
-    expected, own = LACO.run(copy.deepcopy(model), tokenizer, req)
+    expected, own = apply(LACO, copy.deepcopy(model), tokenizer, req)
     assert own["merges"] == meta["merges"] and meta["layers_removed"] >= 1
     reloaded = AutoModelForCausalLM.from_pretrained(str(tmp_path / "laco"), dtype=torch.float32).eval()
     kept = [i for i in range(8) if i not in meta["removed_layers"]]
@@ -367,7 +368,7 @@ def test_smollm2_laco_at_0_2(smollm2, data_dir, one_thread):
     per_layer = count_params(get_adapter(dense).layers()[0])
     k = _nearest_count(per_layer, 30, ffn_rows_budget(dense, 0.2))
     assert k == 4
-    pruned, meta = LACO.run(copy.deepcopy(dense), tok, req)
+    pruned, meta = apply(LACO, copy.deepcopy(dense), tok, req)
     assert meta["layers_removed"] == k and pruned.config.num_hidden_layers == 30 - k
     assert meta["params_removed"] == k * per_layer
     assert meta["merges"] and all(m["similarity"] > meta["threshold_used"] for m in meta["merges"])

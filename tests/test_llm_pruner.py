@@ -10,10 +10,11 @@ import pytest
 import torch
 
 from prunenet.arch import get_adapter
+from prunenet.budget import ffn_rows_budget
 from prunenet.checkpoints import format_for, per_layer_ffn
-from prunenet.depth import ffn_rows_budget
 from prunenet.errors import PruneNetError
 from prunenet.methods import METHODS, PruneRequest
+from prunenet.methods.pipeline import apply
 from prunenet.models import load_model, save_checkpoint
 from prunenet.slicing import prune_ffn
 from prunenet.stats import count_params
@@ -213,7 +214,7 @@ def test_method_meets_the_budget_and_reloads(tiny_model, tokenizer, data_dir, tm
     model = tiny_model(family)
     dense = count_params(model)
     request = _request(data_dir, 0.4, structures=structures)
-    pruned, meta = METHODS.get("llm-pruner").run(copy.deepcopy(model), tokenizer, request)
+    pruned, meta = apply(METHODS.get("llm-pruner"), copy.deepcopy(model), tokenizer, request)
     assert meta["params_removed"] == dense - count_params(pruned)
     assert meta["param_budget"] == ffn_rows_budget(model, 0.4)
     assert abs(meta["params_removed"] - meta["param_budget"]) <= 0.01 * dense
@@ -233,7 +234,7 @@ def test_method_meets_the_budget_and_reloads(tiny_model, tokenizer, data_dir, tm
 def test_heads_are_pruned_when_the_budget_calls_for_them(tiny_model, tokenizer, data_dir):
     """Tiny LLaMA at 0.6: the rule removes one of the two KV groups in each pruned layer; the first stays whole."""
     model = tiny_model("llama")
-    pruned, meta = METHODS.get("llm-pruner").run(copy.deepcopy(model), tokenizer, _request(data_dir, 0.6))
+    pruned, meta = apply(METHODS.get("llm-pruner"), copy.deepcopy(model), tokenizer, _request(data_dir, 0.6))
     assert meta["kv_groups_removed_per_layer"] == 1 and meta["kv_heads"] == [2, 1, 1]
     adapter = get_adapter(pruned)
     assert [adapter.attention(lay).num_heads for lay in adapter.layers()] == [4, 2, 2]
@@ -241,7 +242,7 @@ def test_heads_are_pruned_when_the_budget_calls_for_them(tiny_model, tokenizer, 
 
 def test_nothing_removed_is_the_identity(tiny_model, tokenizer, data_dir):
     model = tiny_model("llama")
-    pruned, meta = METHODS.get("llm-pruner").run(copy.deepcopy(model), tokenizer, _request(data_dir, 0.0001))
+    pruned, meta = apply(METHODS.get("llm-pruner"), copy.deepcopy(model), tokenizer, _request(data_dir, 0.0001))
     assert meta["params_removed"] == 0 and meta["channels_removed_per_layer"] == 0
     ids = _ids(model.config.vocab_size)
     with torch.no_grad():
@@ -252,7 +253,7 @@ def test_layer_range_is_checked(tiny_model, tokenizer, data_dir):
     with pytest.raises(PruneNetError, match="first"):
         METHODS.get("llm-pruner").check(_request(data_dir, first=-1))
     with pytest.raises(PruneNetError, match="leave no layer"):
-        METHODS.get("llm-pruner").run(tiny_model("llama"), tokenizer, _request(data_dir, first=2, last=1))
+        apply(METHODS.get("llm-pruner"), tiny_model("llama"), tokenizer, _request(data_dir, first=2, last=1))
 
 
 def test_recovery_fine_tuning_keeps_the_pruned_heads(tiny_model, tokenizer, data_dir, tmp_path):
@@ -260,7 +261,7 @@ def test_recovery_fine_tuning_keeps_the_pruned_heads(tiny_model, tokenizer, data
     shapes and reloads to the logits of the merged model it saved."""
     from prunenet.rft import finetune
 
-    pruned, meta = METHODS.get("llm-pruner").run(tiny_model("llama"), tokenizer, _request(data_dir, 0.6))
+    pruned, meta = apply(METHODS.get("llm-pruner"), tiny_model("llama"), tokenizer, _request(data_dir, 0.6))
     src = save_checkpoint(pruned, tokenizer, tmp_path / "pruned", meta)
     finetune(str(src), str(tmp_path / "rft"), "ptb", 12, str(data_dir), seq_len=32, batch_size=4, max_steps=2)
     tuned, _ = load_model(str(tmp_path / "rft"), dtype="float32")

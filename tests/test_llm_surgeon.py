@@ -9,9 +9,10 @@ import pytest
 import torch
 
 from prunenet.arch import get_adapter
-from prunenet.depth import ffn_rows_budget
+from prunenet.budget import ffn_rows_budget
 from prunenet.errors import PruneNetError
 from prunenet.methods import METHODS, PruneRequest
+from prunenet.methods.pipeline import apply
 from prunenet.models import load_model, save_checkpoint
 from prunenet.stats import count_params
 from prunenet.structured.surgeon import column_blocks_cost, estimate, remove_columns, single_column_cost
@@ -113,8 +114,11 @@ def _request(data_dir, ratio, **options) -> PruneRequest:
 def test_method_meets_the_budget_and_reloads(tiny_model, tokenizer, data_dir, tmp_path, family, structures):
     model = tiny_model(family)
     dense = count_params(model)
-    pruned, meta = METHODS.get("llm-surgeon").run(
-        copy.deepcopy(model), tokenizer, _request(data_dir, 0.5, shots=3, structures=structures)
+    pruned, meta = apply(
+        METHODS.get("llm-surgeon"),
+        copy.deepcopy(model),
+        tokenizer,
+        _request(data_dir, 0.5, shots=3, structures=structures),
     )
     assert len(meta["shots"]) == 3 and [s["target"] for s in meta["shots"]] == sorted(
         s["target"] for s in meta["shots"]
@@ -133,7 +137,7 @@ def test_method_meets_the_budget_and_reloads(tiny_model, tokenizer, data_dir, tm
 
 def test_nothing_removed_is_the_identity(tiny_model, tokenizer, data_dir):
     model = tiny_model("llama")
-    pruned, meta = METHODS.get("llm-surgeon").run(copy.deepcopy(model), tokenizer, _request(data_dir, 0.0001))
+    pruned, meta = apply(METHODS.get("llm-surgeon"), copy.deepcopy(model), tokenizer, _request(data_dir, 0.0001))
     assert meta["params_removed"] == 0
     ids = torch.randint(0, model.config.vocab_size, (2, 10), generator=_gen(8))
     with torch.no_grad():

@@ -12,9 +12,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from prunenet.arch import get_adapter
+from prunenet.budget import ffn_rows_budget
 from prunenet.checkpoints import format_for, low_rank, read_meta
 from prunenet.data import calibration_blocks
-from prunenet.depth import ffn_rows_budget
 from prunenet.errors import PruneNetError
 from prunenet.lowrank.activations import block_inputs, capture, recording, run_block
 from prunenet.lowrank.asvd import compress_asvd, prepare_asvd
@@ -25,6 +25,7 @@ from prunenet.lowrank.search import CandidateLinear, select, tail_losses
 from prunenet.lowrank.svd_llm import compress_svd_llm
 from prunenet.methods import METHODS, PruneRequest, compress
 from prunenet.methods.asvd import parse_ratios
+from prunenet.methods.pipeline import apply
 from prunenet.models import load_model, save_checkpoint
 from prunenet.stats import count_params, flops_per_token
 
@@ -306,7 +307,7 @@ def _request(data_dir, ratio: float, **options) -> PruneRequest:
 def test_method_meets_the_budget_and_the_parameter_formula(tiny_model, tokenizer, data_dir, name, family, ratio):
     model = tiny_model(family)
     dense = count_params(model)
-    compressed, meta = METHODS.get(name).run(copy.deepcopy(model), tokenizer, _request(data_dir, ratio))
+    compressed, meta = apply(METHODS.get(name), copy.deepcopy(model), tokenizer, _request(data_dir, ratio))
     params = count_params(compressed)
     assert params == _expected_params(model, meta["ranks"])
     assert meta["params_removed"] == dense - params and meta["param_budget"] == ffn_rows_budget(model, ratio)
@@ -323,7 +324,7 @@ def test_method_meets_the_budget_and_the_parameter_formula(tiny_model, tokenizer
 @pytest.mark.parametrize("family", ["llama", "opt"])
 def test_saved_checkpoint_reloads_the_in_memory_model(tiny_model, tokenizer, data_dir, tmp_path, name, family):
     model = tiny_model(family)
-    compressed, meta = METHODS.get(name).run(copy.deepcopy(model), tokenizer, _request(data_dir, 0.3))
+    compressed, meta = apply(METHODS.get(name), copy.deepcopy(model), tokenizer, _request(data_dir, 0.3))
     save_checkpoint(compressed, tokenizer, tmp_path / "m", meta)
     reloaded, _ = load_model(str(tmp_path / "m"), dtype="float32")
     assert format_for(reloaded.config) is low_rank
@@ -398,7 +399,7 @@ def test_smollm2_methods_meet_the_budget(smollm2, data_dir, one_thread, name):
     n = count_params(dense)
     req = PruneRequest(ratio=0.2, data_dir=str(data_dir))
     t0 = time.perf_counter()
-    model, meta = METHODS.get(name).run(copy.deepcopy(dense), tok, req)
+    model, meta = apply(METHODS.get(name), copy.deepcopy(dense), tok, req)
     seconds = time.perf_counter() - t0
     print(f"{name} SmolLM2 r=0.2: {seconds:.1f} s, removed {meta['params_removed']} vs budget {meta['param_budget']}")
     assert count_params(model) == _expected_params(dense, meta["ranks"])

@@ -17,10 +17,10 @@ import pytest
 import torch
 from conftest import planted_states
 
+from prunenet.choices import EQ3_READINGS
 from prunenet.cli import build_parser
 from prunenet.cli import main as cli_main
 from prunenet.errors import PruneNetError
-from prunenet.options import EQ3_READINGS
 from prunenet.penalties import spectra
 from prunenet.policy import PolicyNetwork, load_policy, n_keep, sample_rows, save_policy, select_rows
 from prunenet.training import TrainConfig, layer_penalties, train_policy

@@ -17,8 +17,8 @@ from prunenet.cli import main
 from prunenet.errors import PruneNetError
 from prunenet.evaluation.sweep import ppl_sweep
 from prunenet.methods import METHODS, PruneRequest, compress
-from prunenet.methods.compress import check
-from prunenet.methods.prepared import check_prepared, fingerprint, read_seconds, save_prepared
+from prunenet.methods.pipeline import apply, check
+from prunenet.methods.prepared import check_prepared, fingerprint, save_prepared
 from prunenet.models import load_model, save_checkpoint
 
 PREPARED = [name for name, m in METHODS.items() if m.prepare is not None]
@@ -48,7 +48,7 @@ def test_pruning_from_a_prepared_file_is_bit_identical(tmp_path, tiny_model, tok
     _prepare(src, tmp_path / "state.safetensors", name, replace(base, ratio=None))
     for ratio in (0.2, 0.4):
         own, _ = compress(str(src), tmp_path / f"own{ratio}", name, replace(base, ratio=ratio))
-        req = replace(base, ratio=ratio, prepared=str(tmp_path / "state.safetensors"))
+        req = check(name, replace(base, ratio=ratio, prepared=str(tmp_path / "state.safetensors")), src)
         reused, _ = compress(str(src), tmp_path / f"reused{ratio}", name, req)
         a, _ = load_model(str(tmp_path / f"own{ratio}"), dtype="float32")
         b, _ = load_model(str(tmp_path / f"reused{ratio}"), dtype="float32")
@@ -79,7 +79,7 @@ def test_a_sweep_prepares_once_and_gives_the_same_points(tmp_path, tiny_model, t
         object.__setattr__(method, "prepare", prepare)
     assert len(calls) == 1
     for point in points:
-        pruned, _ = method.run(copy.deepcopy(model), tok, replace(base, ratio=point["ratio"]))
+        pruned, _ = apply(method, copy.deepcopy(model), tok, replace(base, ratio=point["ratio"]))
         assert sum(p.numel() for p in pruned.parameters()) == point["params"]
 
 
@@ -89,8 +89,7 @@ def test_a_prepared_file_for_another_request_is_refused(tmp_path, tiny_model, to
     method, base = METHODS.get("asvd"), _request(data_dir, options={"sens_seq_len": 8})
     path = tmp_path / "state.safetensors"
     _prepare(src, path, "asvd", base)
-    check_prepared(path, method, base, src)  # the same request: accepted
-    assert read_seconds(path) == 12.5
+    assert check_prepared(path, method, base, src).seconds == 12.5  # the same request: accepted, read once
     for other, what in [
         (replace(base, seed=2), "seed"),
         (replace(base, calib_samples=8), "calib_samples"),

@@ -12,12 +12,12 @@ import torch
 import yaml
 from transformers import AutoModelForCausalLM, GPT2Config, Qwen3Config
 
-from prunenet import options
+from prunenet import choices
 from prunenet.arch import ARCHITECTURES, get_adapter, supported_model_types
 from prunenet.cli import build_parser
 from prunenet.errors import PruneNetError
 from prunenet.methods import METHODS, PruneRequest
-from prunenet.methods.compress import check
+from prunenet.methods.pipeline import check
 from prunenet.reporting import REPORTS
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -32,19 +32,19 @@ def _choices(command: str, flag: str) -> list[str]:
 
 def test_schema_enums_equal_the_registries():
     assert SCHEMA["$defs"]["method"]["enum"] == METHODS.names()
-    assert SCHEMA["$defs"]["dataset"]["enum"] == list(options.DATASETS)
+    assert SCHEMA["$defs"]["dataset"]["enum"] == list(choices.DATASETS)
     from prunenet.evaluation.tasks import BENCHMARKS, MMLU_SUBJECTS
 
     assert SCHEMA["$defs"]["mmlu_subject"]["enum"] == list(MMLU_SUBJECTS)
     assert SCHEMA["properties"]["evaluate"]["properties"]["tasks"]["items"]["enum"] == list(BENCHMARKS)
     policy = SCHEMA["properties"]["policy"]["properties"]
     for key, values in (
-        ("penalty", options.PENALTIES),
-        ("state", options.STATES),
-        ("objective", options.OBJECTIVES),
-        ("eq3", options.EQ3_READINGS),
-        ("baseline", options.BASELINES),
-        ("which", options.WHICH),
+        ("penalty", choices.PENALTIES),
+        ("state", choices.STATES),
+        ("objective", choices.OBJECTIVES),
+        ("eq3", choices.EQ3_READINGS),
+        ("baseline", choices.BASELINES),
+        ("which", choices.WHICH),
     ):
         assert policy[key]["enum"] == list(values), key
     calib = SCHEMA["properties"]["slicegpt"]["properties"]
@@ -75,16 +75,16 @@ def test_method_options_equal_the_schema_and_the_cli():
 
 def test_cli_choices_equal_the_registries():
     assert _choices("prune", "--method") == METHODS.names()
-    assert _choices("prune", "--which") == list(options.WHICH)
-    assert _choices("prune", "--state") == list(options.STATES)  # without a policy: FFN rows only
-    assert _choices("prune", "--calib-dataset") == list(options.DATASETS)
+    assert _choices("prune", "--which") == list(choices.WHICH)
+    assert _choices("prune", "--state") == list(choices.STATES)  # without a policy: FFN rows only
+    assert _choices("prune", "--calib-dataset") == list(choices.DATASETS)
     for flag, values in (
-        ("--penalty", options.PENALTIES),
-        ("--state", options.POLICY_STATES),
-        ("--objective", options.OBJECTIVES),
-        ("--eq3", options.EQ3_READINGS),
-        ("--baseline", options.BASELINES),
-        ("--spectrum", options.SPECTRA),
+        ("--penalty", choices.PENALTIES),
+        ("--state", choices.POLICY_STATES),
+        ("--objective", choices.OBJECTIVES),
+        ("--eq3", choices.EQ3_READINGS),
+        ("--baseline", choices.BASELINES),
+        ("--spectrum", choices.SPECTRA),
     ):
         assert _choices("train", flag) == list(values), flag
     assert _choices("report", "kind") == list(REPORTS)
@@ -107,7 +107,7 @@ def test_every_default_is_the_schemas():
     for key in ("episodes", "gamma", "lr", "penalty", "state", "objective", "eq3", "baseline", "samples"):
         assert train[key] == trained[key] == policy[key], key
     assert train["eval_samples"] == policy["eval_samples"]
-    assert (options.DEFAULT_STATE, options.DEFAULT_WHICH) == (policy["state"], policy["which"])
+    assert (choices.DEFAULT_STATE, choices.DEFAULT_WHICH) == (policy["state"], policy["which"])
     request = PruneRequest(ratio=0.3)
     for key in ("which", "state"):
         assert prune[key] == getattr(request, key) == policy[key] == _defaults("sweep")[key], key
@@ -124,7 +124,7 @@ def test_every_default_is_the_schemas():
 def test_registries_import_without_torch():
     """The workflow reads the method registry while it builds the DAG: that must stay cheap."""
     code = (
-        "import sys, prunenet.methods, prunenet.options, prunenet.reporting; "
+        "import sys, prunenet.methods, prunenet.choices, prunenet.reporting; "
         "assert 'torch' not in sys.modules, 'torch imported'"
     )
     subprocess.run([sys.executable, "-c", code], check=True, cwd=ROOT)

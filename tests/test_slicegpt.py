@@ -344,7 +344,7 @@ def test_smollm2_slicegpt(smollm2, data_dir):
 def test_parameter_budget_width(family_model, family, tokenizer):
     """budget=params: the counted structure equals the closed form, the chosen width is the nearest to PruneNet's
     parameter count, and the sliced model really has the counted size."""
-    from prunenet.depth import ffn_rows_budget
+    from prunenet.budget import ffn_rows_budget
     from prunenet.methods import METHODS, PruneRequest
     from prunenet.slicegpt.budget import sliced_params, width_for_params
 

@@ -14,7 +14,7 @@ from conftest import tiny_config
 from transformers import AutoModelForCausalLM
 
 from prunenet import speed as speed_mod
-from prunenet.depth import ffn_rows_budget
+from prunenet.budget import ffn_rows_budget
 from prunenet.policy import n_keep
 from prunenet.slicing import plan_rows, prune_ffn
 from prunenet.speed import SpeedSettings, generate_once, measure, spread

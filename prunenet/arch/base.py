@@ -16,8 +16,8 @@ from typing import ClassVar
 import torch
 from torch import nn
 
+from ..choices import STATES
 from ..errors import PruneNetError
-from ..options import STATES
 
 
 @dataclass(frozen=True)

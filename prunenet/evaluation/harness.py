@@ -93,7 +93,7 @@ def load_lm_tasks(
 
 
 def _evaluate(
-    model_path: str | tuple,
+    checkpoint: str | tuple[Any, Any],
     tasks: list[str],
     data_dir: str | None,
     limit: int | None,
@@ -114,7 +114,7 @@ def _evaluate(
 
     seed_everything(seed)
     tm, top = load_lm_tasks(tasks, data_dir, work_dir)
-    model, tok = model_path if isinstance(model_path, tuple) else load_model(model_path, device=device, dtype=dtype)
+    model, tok = checkpoint if isinstance(checkpoint, tuple) else load_model(checkpoint, device=device, dtype=dtype)
     lm_class = get_model(cached_lm.NAME if lm == "cached" else "hf")
     return simple_evaluate(
         model=lm_class(pretrained=model, tokenizer=tok, batch_size=batch_size, device=device),
@@ -132,7 +132,7 @@ def _evaluate(
 
 
 def run_lm_eval(
-    model_path: str | tuple,
+    checkpoint: str | tuple[Any, Any],
     tasks: list[str],
     data_dir: str | None,
     limit: int | None,
@@ -146,8 +146,8 @@ def run_lm_eval(
 ) -> dict:
     """Zero/few-shot accuracy of a checkpoint on ``tasks`` with lm-eval (see :mod:`prunenet.evaluation`).
 
-    ``model_path`` is a checkpoint loaded by :func:`prunenet.models.load_model`, or an already
-    loaded ``(model, tokenizer)`` pair; either way lm-eval gets the model as an object, so pruned
+    ``checkpoint`` is a checkpoint directory (loaded by :func:`prunenet.models.load_model`) or an
+    already loaded ``(model, tokenizer)`` pair; either way lm-eval gets the model as an object, so pruned
     checkpoints with per-layer FFN sizes work. ``lm`` picks the lm-eval model class: ``"cached"``
     (:class:`.cached_lm.CachedHFLM`, each shared context encoded once) or ``"stock"`` (lm-eval's
     ``HFLM``); both give the same log-likelihoods. Each task's entry has ``items``: per-item
@@ -164,7 +164,7 @@ def run_lm_eval(
         work_dir = tmp.name
     try:
         out = _evaluate(
-            model_path, tasks, data_dir, limit, device, dtype, batch_size, seed, num_fewshot, work_dir, lm=lm
+            checkpoint, tasks, data_dir, limit, device, dtype, batch_size, seed, num_fewshot, work_dir, lm=lm
         )
     finally:
         if tmp is not None:

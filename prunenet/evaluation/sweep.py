@@ -1,7 +1,7 @@
 """Perplexity against compression ratio for one method and seed: the cheap sweep behind ``ppl_vs_ratio``.
 
 Each point prunes a fresh copy of the dense model in memory with exactly what ``prunenet prune``
-would run (the method's ``run`` on the same request), so a point equals the perplexity of the
+would run (:func:`prunenet.methods.pipeline.apply` on the same request), so a point equals the perplexity of the
 checkpoint ``prune`` would have written, without writing one per ratio; a method's ratio-independent
 stage runs once for all points.
 """
@@ -17,6 +17,7 @@ from torch import nn
 
 from ..methods import METHODS
 from ..methods.base import PruneRequest
+from ..methods.pipeline import apply
 from ..stats import model_stats
 from .ppl import perplexity
 
@@ -43,7 +44,7 @@ def ppl_sweep(
     points = []
     for request in requests:
         t0 = time.perf_counter()
-        pruned, _ = spec.run(copy.deepcopy(model), tokenizer, request)
+        pruned, _ = apply(spec, copy.deepcopy(model), tokenizer, request)
         stats = model_stats(pruned, dense_params)
         ppl = perplexity(pruned, tokenizer, texts, seq_len, max_blocks, batch_size, desc=f"ppl r={request.ratio}")
         points.append(

@@ -1,7 +1,7 @@
 """Ranks from parameter ratios, and the ratio that removes PruneNet's parameter budget.
 
 The project compares methods at equal size: each removes (as nearly as its unit allows) the parameters
-PruneNet removes at the same ratio, :func:`prunenet.depth.ffn_rows_budget`. A rank-``k`` factorisation of an
+PruneNet removes at the same ratio, :func:`prunenet.budget.ffn_rows_budget`. A rank-``k`` factorisation of an
 ``out × in`` weight stores ``k·(out + in)``; it is used only where that is smaller than ``out·in``, else the
 matrix stays dense (its bias is kept either way, so it never enters the count).
 

@@ -64,11 +64,6 @@ class LowRankLinear(nn.Module):
         return f"in_features={self.in_features}, out_features={self.out_features}, rank={self.rank}"
 
 
-def factored_params(out_features: int, in_features: int, rank: int) -> int:
-    """Weights a rank-``rank`` factorisation stores (the bias, kept once, is not counted)."""
-    return int(rank) * (int(out_features) + int(in_features))
-
-
 def block_linears(model: nn.Module, layer: nn.Module) -> list[nn.Module]:
     """One decoder block's projections in a fixed order: q, k, v, o, then gate (if any), up, down."""
     adapter = get_adapter(model)

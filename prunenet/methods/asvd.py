@@ -2,18 +2,17 @@
 
 The algorithm lives in :mod:`prunenet.lowrank.asvd`. The sensitivity-based truncation rank search picks
 each projection's parameter ratio from ``ratios`` with the threshold whose total removal is nearest the
-parameters PruneNet removes at ``--ratio`` (:func:`prunenet.depth.ffn_rows_budget`); the checkpoint is
+parameters PruneNet removes at ``--ratio`` (:func:`prunenet.budget.ffn_rows_budget`); the checkpoint is
 :mod:`prunenet.checkpoints.low_rank`.
 """
 
 from __future__ import annotations
 
 import math
-import time
 from typing import TYPE_CHECKING, Any
 
 from ..errors import PruneNetError
-from . import METHODS
+from . import register
 from .base import Method, Option, PruneRequest
 
 if TYPE_CHECKING:
@@ -60,18 +59,15 @@ def prepare(model: nn.Module, tokenizer: Any, request: PruneRequest) -> dict:
     return prepare_asvd(model, calib, calib[:n, :seq], ratios, alpha=alpha)
 
 
-def run(model: nn.Module, tokenizer: Any, request: PruneRequest) -> tuple[nn.Module, dict]:
+def run(model: nn.Module, tokenizer: Any, request: PruneRequest, budget: int) -> tuple[nn.Module, dict]:
     from ..checkpoints.low_rank import mark
-    from ..depth import ffn_rows_budget
     from ..lowrank.asvd import compress_asvd
     from ..lowrank.budget import check_budget
     from ..stats import count_params
 
-    t0 = time.perf_counter()
     ratios, alpha, n, seq = _sizes(request)
     state = ASVD.state(model, tokenizer, request)
     dense = count_params(model)
-    budget = ffn_rows_budget(model, float(request.ratio), request.ffn_multiple)
     model, res = compress_asvd(model, state, budget, ratios)
     removed = dense - count_params(model)
     check_budget(removed, budget, dense, "asvd")
@@ -88,15 +84,12 @@ def run(model: nn.Module, tokenizer: Any, request: PruneRequest) -> tuple[nn.Mod
         "threshold_ppl": math.exp(res.threshold) if math.isfinite(res.threshold) else None,
         "sens_samples": n,
         "sens_seq_len": seq,
-        **request.calibration_meta(),
         "stage_seconds": res.seconds,
-        "compress_seconds": time.perf_counter() - t0,
     }
     return model, meta
 
 
-ASVD = METHODS.register(
-    "asvd",
+ASVD = register(
     Method(
         name="asvd",
         summary="activation-aware SVD, per-matrix ranks from a sensitivity search (needs calibration)",
@@ -104,6 +97,7 @@ ASVD = METHODS.register(
         prepare=prepare,
         validate=validate,
         needs_calibration=True,
+        budget=True,
         checkpoint="prunenet.checkpoints.low_rank",
         stochastic=False,
         options=(

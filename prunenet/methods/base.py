@@ -12,13 +12,15 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from ..choices import DEFAULT_STATE, DEFAULT_WHICH
 from ..errors import PruneNetError
-from ..options import DEFAULT_STATE, DEFAULT_WHICH
 from ..ratios import RatioSpec
 
 if TYPE_CHECKING:
     import torch
     from torch import nn
+
+    from .prepared import Prepared
 
 # One ratio, one per layer, or a schedule "linear:A:B": the request holds it as a RatioSpec (None: ``prepare``).
 Ratio = RatioSpec | float | list[float] | str | None
@@ -47,9 +49,10 @@ class PruneRequest:
     data_dir: str | None = None
     # The running method's own options (:attr:`Method.options`), by option name; absent = its default.
     options: dict[str, Any] = field(default_factory=dict)
-    # The method's ratio-independent state (:attr:`Method.prepare`): a file from ``prunenet prepare``, the
-    # tensors themselves (a sweep prepares once in memory), or None to compute it in ``run``.
-    prepared: str | Mapping[str, torch.Tensor] | None = None
+    # The method's ratio-independent state (:attr:`Method.prepare`): a file from ``prunenet prepare`` (its path
+    # as given; :func:`prunenet.methods.pipeline.check` reads it into a :class:`Prepared`), the tensors themselves
+    # (a sweep prepares once in memory), or None to compute it in ``run``.
+    prepared: str | Prepared | Mapping[str, torch.Tensor] | None = None
 
     def __post_init__(self) -> None:
         if self.ratio is not None:
@@ -96,7 +99,8 @@ class Option:
         return f"{method}_{self.name}".replace("-", "_")
 
 
-RunFn = Callable[["nn.Module", Any, PruneRequest], "tuple[nn.Module, dict]"]
+# ``run(model, tokenizer, request)``; a method with ``budget=True`` takes PruneNet's parameter budget as a 4th argument.
+RunFn = Callable[..., "tuple[nn.Module, dict]"]
 PrepareFn = Callable[["nn.Module", Any, PruneRequest], "dict[str, torch.Tensor]"]
 
 
@@ -105,16 +109,21 @@ class Method:
     """One registered compression method.
 
     ``run(model, tokenizer, request)`` compresses the loaded dense model (in place or not) and
-    returns it with the method's own metadata; :func:`prunenet.methods.compress` adds what
-    every method reports (ratio, seed, sizes, FLOPs) and saves it in the ``checkpoint`` format
-    (the module that writes and reads it, see :mod:`prunenet.checkpoints`).
+    returns it with the method's own metadata; :func:`prunenet.methods.pipeline.apply` hands it
+    what it declares it needs (the parameter budget) and adds the calibration record, and
+    :func:`prunenet.methods.pipeline.compress` adds what every method reports (ratio, seed, sizes,
+    FLOPs) and saves it in the ``checkpoint`` format (the module that writes and reads it, see
+    :mod:`prunenet.checkpoints`).
     """
 
     name: str
     summary: str
     run: RunFn
     needs_policy: bool = False
-    needs_calibration: bool = False
+    needs_calibration: bool = False  # draws calibration windows; its checkpoint records which (calibration_meta)
+    # Prunes to PruneNet's parameter budget at the ratio (:func:`prunenet.budget.ffn_rows_budget`): ``run`` takes
+    # it as a 4th argument, computed once per prune by :func:`prunenet.methods.pipeline.apply`.
+    budget: bool = False
     per_layer: bool = False  # accepts a ratio per layer / a schedule (paper T7)
     checkpoint: str = "prunenet.checkpoints.per_layer_ffn"
     offload: bool = False  # loads the model on CPU and moves one layer at a time to the device
@@ -165,7 +174,5 @@ class Method:
         if isinstance(request.prepared, Mapping):
             return request.prepared
         if request.prepared is not None:
-            from .prepared import load_prepared
-
-            return load_prepared(request.prepared)
+            return request.prepared.tensors  # a Prepared: pipeline.check read the file
         return self.prepare(model, tokenizer, request)

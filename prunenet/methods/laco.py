@@ -4,7 +4,7 @@ Algorithm 1 of the paper (:func:`prunenet.layer_collapse.layer_collapse`) walks 
 merging C layers into one wherever the merged model's last-layer representation of a few calibration
 windows stays cosine-similar to the dense model's (s > T). As for ShortGPT, the number of layers to remove
 is the whole-layer count whose parameters come nearest to what PruneNet removes at the same ratio
-(:func:`prunenet.depth.ffn_rows_budget`, :func:`prunenet.depth.layers_for_budget`); the walk stops as soon as
+(:func:`prunenet.budget.ffn_rows_budget`, :func:`prunenet.depth.layers_for_budget`); the walk stops as soon as
 that many are gone (the last merge combines fewer than C layers if fewer remain), and a walk that ends short
 is repeated from the dense model at T − step (the paper tunes T per target ratio) until one reaches it. The
 result is a plain ``from_pretrained`` checkpoint with fewer layers.
@@ -27,7 +27,7 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from ..errors import PruneNetError
-from . import METHODS
+from . import register
 from .base import Method, Option, PruneRequest
 
 if TYPE_CHECKING:
@@ -47,28 +47,25 @@ def validate(request: PruneRequest) -> None:
     """The walk's settings and the threshold step, checked before any model loads (the range needs the depth)."""
     from ..layer_collapse import Walk
 
-    method = METHODS.get("laco")
-    opt = {o.name: request.option(o.name, method) for o in method.options}
+    opt = {o.name: request.option(o.name, LACO) for o in OPTIONS}
     walk = Walk(merge=opt["merge"], lowest=opt["lowest"], keep_last=opt["keep_last"], interval=opt["interval"])
     walk.check_settings()
     if opt["threshold_step"] <= 0:
         raise PruneNetError(f"laco.threshold_step must be positive, got {opt['threshold_step']}")
 
 
-def run(model: nn.Module, tokenizer: Any, request: PruneRequest) -> tuple[nn.Module, dict]:
+def run(model: nn.Module, tokenizer: Any, request: PruneRequest, budget: int) -> tuple[nn.Module, dict]:
     import torch
 
     from ..arch import get_adapter
-    from ..depth import ffn_rows_budget, layers_for_budget
+    from ..depth import layers_for_budget
     from ..layer_collapse import Walk, apply_collapse, check_collapse, layer_collapse
     from ..stats import count_params
 
-    method = METHODS.get("laco")
-    opt = {o.name: request.option(o.name, method) for o in method.options}
+    opt = {o.name: request.option(o.name, LACO) for o in OPTIONS}
     t0 = time.perf_counter()
     dense_params = count_params(model)
     layer_params = [count_params(layer) for layer in get_adapter(model).layers()]
-    budget = ffn_rows_budget(model, float(request.ratio), request.ffn_multiple)
     # equal scores: only the count is taken from the budget rule; which layers go is the walk's to decide
     n_remove = len(layers_for_budget(torch.zeros(len(layer_params)), layer_params, budget))
     # a group never spans more than the mergeable range (a shallow model: C layers may not fit at all)
@@ -92,20 +89,19 @@ def run(model: nn.Module, tokenizer: Any, request: PruneRequest) -> tuple[nn.Mod
         "merge_used": merge,
         "param_budget": budget,
         "params_removed": dense_params - count_params(model),
-        **request.calibration_meta(),
         "score_seconds": time.perf_counter() - t0,
     }
     return model, meta
 
 
-METHODS.register(
-    "laco",
+LACO = register(
     Method(
         name="laco",
         summary="merge runs of decoder layers into one by RDSC (LaCo layer collapse; needs calibration)",
         run=run,
         validate=validate,
         needs_calibration=True,
+        budget=True,
         checkpoint="prunenet.checkpoints.hf",
         stochastic=False,
         options=OPTIONS,

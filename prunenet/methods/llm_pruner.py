@@ -23,7 +23,7 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from ..errors import PruneNetError
-from . import METHODS
+from . import register
 from .base import Method, Option, PruneRequest
 
 if TYPE_CHECKING:
@@ -37,11 +37,10 @@ def validate(request: PruneRequest) -> None:
         raise PruneNetError(f"llm-pruner.first and llm-pruner.last must be >= 0, got {first}, {last}")
 
 
-def run(model: nn.Module, tokenizer: Any, request: PruneRequest) -> tuple[nn.Module, dict]:
+def run(model: nn.Module, tokenizer: Any, request: PruneRequest, budget: int) -> tuple[nn.Module, dict]:
     import torch
 
     from ..arch import get_adapter
-    from ..depth import ffn_rows_budget
     from ..slicing import prune_ffn
     from ..stats import count_params
     from ..structured.budget import group_params, plan, settle
@@ -59,7 +58,6 @@ def run(model: nn.Module, tokenizer: Any, request: PruneRequest) -> tuple[nn.Mod
         )
     heads = opt["structures"] == "ffn+attention"
     dense = count_params(model)
-    budget = ffn_rows_budget(model, float(request.ratio), request.ffn_multiple)
     ffn = {i: ffn_members(model, layers[i]) for i in pruned}
     attn = {i: attention_members(model, layers[i]) for i in pruned} if heads else {}
     probe = pruned[0]
@@ -96,20 +94,19 @@ def run(model: nn.Module, tokenizer: Any, request: PruneRequest) -> tuple[nn.Mod
         "channels_removed_per_layer": p.channels,
         "removed_kv_groups": groups_removed,
         "llm_pruner_options": opt,
-        **request.calibration_meta(),
         "stage_seconds": {"gradients": t1 - t0, "pruning": time.perf_counter() - t1},
     }
     return model, meta
 
 
-LLM_PRUNER = METHODS.register(
-    "llm-pruner",
+LLM_PRUNER = register(
     Method(
         name="llm-pruner",
         summary="FFN channels and attention KV groups scored by Taylor terms (needs calibration and gradients)",
         run=run,
         validate=validate,
         needs_calibration=True,
+        budget=True,
         stochastic=False,
         options=(
             Option(

@@ -25,7 +25,7 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from ..errors import PruneNetError
-from . import METHODS
+from . import register
 from .base import Method, Option, PruneRequest
 
 if TYPE_CHECKING:
@@ -123,9 +123,8 @@ def _operate(model: nn.Module, chosen: dict, inverses: dict) -> list[int]:
     return prune_ffn(model, rows)
 
 
-def run(model: nn.Module, tokenizer: Any, request: PruneRequest) -> tuple[nn.Module, dict]:
+def run(model: nn.Module, tokenizer: Any, request: PruneRequest, budget: int) -> tuple[nn.Module, dict]:
     from ..arch import get_adapter
-    from ..depth import ffn_rows_budget
     from ..stats import count_params
     from ..structured.budget import settle
     from ..structured.surgeon import estimate
@@ -135,7 +134,6 @@ def run(model: nn.Module, tokenizer: Any, request: PruneRequest) -> tuple[nn.Mod
     t0 = time.perf_counter()
     adapter = get_adapter(model)
     dense = count_params(model)
-    budget = ffn_rows_budget(model, float(request.ratio), request.ffn_multiple)
     blocks = request.calibration(tokenizer)
     shots, removed = [], 0
     for s in range(1, opt["shots"] + 1):
@@ -161,13 +159,11 @@ def run(model: nn.Module, tokenizer: Any, request: PruneRequest) -> tuple[nn.Mod
     meta = settle(model, dense, budget, "llm-surgeon") | {
         "shots": shots,
         "llm_surgeon_options": opt,
-        **request.calibration_meta(),
     }
     return model, meta
 
 
-LLM_SURGEON = METHODS.register(
-    "llm-surgeon",
+LLM_SURGEON = register(
     Method(
         name="llm-surgeon",
         summary="LLM Surgeon: FFN channels and KV groups by K-FAC OBS cost, weights updated, multi-shot "
@@ -175,6 +171,7 @@ LLM_SURGEON = METHODS.register(
         run=run,
         validate=validate,
         needs_calibration=True,
+        budget=True,
         stochastic=False,
         options=(
             Option("shots", int, 5, "shots: curvature re-estimated and 1/shots of the budget removed in each"),

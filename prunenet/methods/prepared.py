@@ -4,7 +4,7 @@ Why: some methods spend most of their time on work the ratio does not change (AS
 sensitivity search, ShortGPT's Block Influence), and the workflow prunes every model at several ratios. The
 file is plain safetensors; its metadata (:data:`KEY`) records what the state was computed from: method,
 source model, seed, calibration and the method's options. ``prune`` refuses a file whose record differs from
-its own request (:func:`check_prepared`, metadata only, before any model loads), so a reused state always
+its own request (:func:`check_prepared`, before any model loads), so a reused state always
 equals the one ``run`` would have computed, and the pruned checkpoint is byte-identical either way.
 """
 
@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -52,8 +53,22 @@ def save_prepared(
         save_file({k: v.contiguous().cpu() for k, v in tensors.items()}, str(tmp), metadata=metadata)
 
 
-def _metadata(path: str | Path) -> dict[str, str]:
-    """A prepared file's metadata; one-line errors for a missing or foreign file."""
+@dataclass(frozen=True)
+class Prepared:
+    """A prepared file, read once: what its state was computed from, the stage's wall time, and the state.
+
+    Why one object: ``prune --prepared`` checks the record, reuses the tensors and reports the seconds; reading
+    the file once (:func:`check_prepared`) and passing this on keeps them from disagreeing.
+    """
+
+    path: str
+    record: dict[str, Any]
+    seconds: float  # what ``prunenet prepare`` spent computing the state (counted in Table 9)
+    tensors: dict[str, torch.Tensor]
+
+
+def read_prepared(path: str | Path) -> Prepared:
+    """The whole prepared file (tensors on CPU); one-line errors for a missing or foreign file."""
     from safetensors import safe_open
 
     if not Path(path).is_file():
@@ -61,34 +76,20 @@ def _metadata(path: str | Path) -> dict[str, str]:
     try:
         with safe_open(str(path), framework="pt") as f:
             meta = f.metadata() or {}
+            tensors = {k: f.get_tensor(k) for k in f.keys()} if KEY in meta else {}
     except Exception as err:  # safetensors raises its own error types for a non-safetensors file
         raise PruneNetError(f"--prepared {path}: not a safetensors file ({err})") from None
     if KEY not in meta:
         raise PruneNetError(f"--prepared {path}: not written by `prunenet prepare`")
-    return meta
+    return Prepared(str(path), json.loads(meta[KEY]), float(meta.get(SECONDS, "nan")), tensors)
 
 
-def read_record(path: str | Path) -> dict[str, Any]:
-    """What a prepared file was computed from (see :func:`fingerprint`)."""
-    return json.loads(_metadata(path)[KEY])
-
-
-def read_seconds(path: str | Path) -> float:
-    """The wall time ``prunenet prepare`` spent computing the file's state."""
-    return float(_metadata(path).get(SECONDS, "nan"))
-
-
-def check_prepared(path: str | Path, method: Method, request: PruneRequest, source: str | Path) -> None:
-    """Refuse a prepared file computed from anything other than what this request would compute it from."""
-    have, want = read_record(path), fingerprint(method, request, source)
+def check_prepared(path: str | Path, method: Method, request: PruneRequest, source: str | Path) -> Prepared:
+    """The prepared file, refused if computed from anything other than what this request would compute it from."""
+    prepared = read_prepared(path)
+    have, want = prepared.record, fingerprint(method, request, source)
     diff = sorted(k for k in have.keys() | want.keys() if have.get(k) != want.get(k))
     if diff:
         shown = ", ".join(f"{k}: file {have.get(k)!r} vs request {want.get(k)!r}" for k in diff)
         raise PruneNetError(f"--prepared {path} was computed for another request ({shown}): rerun `prunenet prepare`")
-
-
-def load_prepared(path: str | Path) -> dict[str, torch.Tensor]:
-    """The tensors of a prepared file (on CPU)."""
-    from safetensors.torch import load_file
-
-    return load_file(str(path))
+    return prepared

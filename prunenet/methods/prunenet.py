@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-from . import METHODS
+from . import register
 from .base import Method
 from .rows import check_ffn_policy, prune_rows
 
-METHODS.register(
-    "prunenet",
+register(
     Method(
         name="prunenet",
         summary="FFN rows drawn from the learned policy (calibration-free)",

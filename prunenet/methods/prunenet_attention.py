@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from . import METHODS
+from . import register
 from .base import Method, PruneRequest
 
 if TYPE_CHECKING:
@@ -18,10 +18,10 @@ if TYPE_CHECKING:
 
 def validate(request: PruneRequest) -> None:
     """An FFN policy is refused before the model loads."""
-    from ..options import ATTENTION_STATES
+    from ..choices import ATTENTION_STATES
     from ..policy import check_policy_state
 
-    check_policy_state(request.policy, "prunenet-attention", ATTENTION_STATES)
+    check_policy_state(request.policy, PRUNENET_ATTENTION.name, ATTENTION_STATES)
 
 
 def run(model: nn.Module, tokenizer: Any, request: PruneRequest) -> tuple[nn.Module, dict]:
@@ -41,8 +41,7 @@ def run(model: nn.Module, tokenizer: Any, request: PruneRequest) -> tuple[nn.Mod
     }
 
 
-METHODS.register(
-    "prunenet-attention",
+PRUNENET_ATTENTION = register(
     Method(
         name="prunenet-attention",
         summary="whole attention KV groups drawn from a policy trained on q/k/v (calibration-free; paper T20)",

@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-from . import METHODS
+from . import register
 from .base import Method
 from .rows import prune_rows
 
-METHODS.register(
-    "random",
+register(
     Method(
         name="random",
         summary="uniformly random FFN rows (ablation)",

@@ -16,7 +16,7 @@ if TYPE_CHECKING:
 
 def check_ffn_policy(request: PruneRequest) -> None:
     """A policy trained on attention (``state: qkv``) is refused before the model loads."""
-    from ..options import STATES
+    from ..choices import STATES
     from ..policy import check_policy_state
 
     check_policy_state(request.policy, "an FFN row selector", STATES)

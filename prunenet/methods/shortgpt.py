@@ -2,7 +2,7 @@
 
 Block Influence is measured on calibration windows (:func:`prunenet.depth.block_influence`); the
 number of layers removed is the one whose parameters come nearest to what PruneNet removes at the
-same ratio (:func:`prunenet.depth.ffn_rows_budget`, :func:`prunenet.depth.layers_for_budget`), so
+same ratio (:func:`prunenet.budget.ffn_rows_budget`, :func:`prunenet.depth.layers_for_budget`), so
 rows of a table compare models of (nearly) the same size: a layer is the unit, so the match is as
 close as one layer's parameters allow (SmolLM2: 2.6 % of the model), and every checkpoint reports
 its real parameter count and effective sparsity. The result is a plain ``from_pretrained``
@@ -14,7 +14,7 @@ from __future__ import annotations
 import time
 from typing import TYPE_CHECKING, Any
 
-from . import METHODS
+from . import register
 from .base import Method, PruneRequest
 
 if TYPE_CHECKING:
@@ -28,15 +28,14 @@ def prepare(model: nn.Module, tokenizer: Any, request: PruneRequest) -> dict:
     return {"block_influence": block_influence(model, request.calibration(tokenizer))}
 
 
-def run(model: nn.Module, tokenizer: Any, request: PruneRequest) -> tuple[nn.Module, dict]:
+def run(model: nn.Module, tokenizer: Any, request: PruneRequest, budget: int) -> tuple[nn.Module, dict]:
     from ..arch import get_adapter
-    from ..depth import ffn_rows_budget, layers_for_budget, remove_layers
+    from ..depth import layers_for_budget, remove_layers
     from ..stats import count_params
 
     t0 = time.perf_counter()
     scores = SHORTGPT.state(model, tokenizer, request)["block_influence"]
     layer_params = [count_params(layer) for layer in get_adapter(model).layers()]
-    budget = ffn_rows_budget(model, float(request.ratio), request.ffn_multiple)
     drop = layers_for_budget(scores, layer_params, budget)
     remove_layers(model, drop)
     meta = {
@@ -44,20 +43,19 @@ def run(model: nn.Module, tokenizer: Any, request: PruneRequest) -> tuple[nn.Mod
         "removed_layers": drop,
         "param_budget": budget,
         "params_removed": sum(layer_params[i] for i in drop),
-        **request.calibration_meta(),
         "score_seconds": time.perf_counter() - t0,
     }
     return model, meta
 
 
-SHORTGPT = METHODS.register(
-    "shortgpt",
+SHORTGPT = register(
     Method(
         name="shortgpt",
         summary="remove whole decoder layers with the lowest Block Influence (needs calibration)",
         run=run,
         prepare=prepare,
         needs_calibration=True,
+        budget=True,
         checkpoint="prunenet.checkpoints.hf",
         stochastic=False,
     ),

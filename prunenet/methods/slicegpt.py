@@ -11,33 +11,32 @@ from __future__ import annotations
 import time
 from typing import TYPE_CHECKING, Any
 
-from . import METHODS
+from . import register
 from .base import Method, Option, PruneRequest
 
 if TYPE_CHECKING:
     from torch import nn
 
 
-def slicing_ratio(model: nn.Module, request: PruneRequest) -> tuple[float, dict]:
+def slicing_ratio(model: nn.Module, request: PruneRequest, budget: int) -> tuple[float, dict]:
     """The fraction of the residual width to delete: the request's ratio, or (budget ``params``) the one whose
     sliced model keeps the parameter count PruneNet leaves at that ratio (:mod:`prunenet.slicegpt.budget`)."""
     if request.option("budget", SLICEGPT) == "ratio":
         return float(request.ratio), {"budget": "ratio"}
-    from ..depth import ffn_rows_budget
     from ..slicegpt.budget import width_for_params
     from ..stats import count_params
 
-    target = count_params(model) - ffn_rows_budget(model, float(request.ratio), request.ffn_multiple)
+    target = count_params(model) - budget
     kept = width_for_params(model, target, request.round_to)
     d = model.config.hidden_size
     return 1.0 - kept / d, {"budget": "params", "param_target": target, "kept_width": kept}
 
 
-def run(model: nn.Module, tokenizer: Any, request: PruneRequest) -> tuple[nn.Module, dict]:
+def run(model: nn.Module, tokenizer: Any, request: PruneRequest, budget: int) -> tuple[nn.Module, dict]:
     from ..slicegpt import slice_model
 
     t0 = time.perf_counter()
-    ratio, budget = slicing_ratio(model, request)
+    ratio, sizing = slicing_ratio(model, request, budget)
     calib = request.calibration(tokenizer)
     model = slice_model(
         model,
@@ -48,17 +47,17 @@ def run(model: nn.Module, tokenizer: Any, request: PruneRequest) -> tuple[nn.Mod
         round_to=request.round_to,
         device=request.device,
     )
-    meta = request.calibration_meta() | budget | {"slicing_ratio": ratio, "slice_seconds": time.perf_counter() - t0}
+    meta = sizing | {"slicing_ratio": ratio, "slice_seconds": time.perf_counter() - t0}
     return model, meta
 
 
-SLICEGPT = METHODS.register(
-    "slicegpt",
+SLICEGPT = register(
     Method(
         name="slicegpt",
         summary="PCA rotation of the residual stream, then delete its trailing dimensions (needs calibration)",
         run=run,
         needs_calibration=True,
+        budget=True,  # its default option slices to it (param_target); ``budget: ratio`` ignores it
         checkpoint="prunenet.slicegpt.checkpoint",
         offload=True,
         stochastic=False,

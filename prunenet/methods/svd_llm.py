@@ -2,32 +2,28 @@
 
 The algorithm lives in :mod:`prunenet.lowrank.svd_llm`. Every attention and FFN projection of every decoder
 block is factored at one uniform parameter ratio, bisected so that the model loses the parameters PruneNet
-removes at ``--ratio`` (:func:`prunenet.depth.ffn_rows_budget`); the checkpoint is
+removes at ``--ratio`` (:func:`prunenet.budget.ffn_rows_budget`); the checkpoint is
 :mod:`prunenet.checkpoints.low_rank`.
 """
 
 from __future__ import annotations
 
-import time
 from typing import TYPE_CHECKING, Any
 
-from . import METHODS
+from . import register
 from .base import Method, Option, PruneRequest
 
 if TYPE_CHECKING:
     from torch import nn
 
 
-def run(model: nn.Module, tokenizer: Any, request: PruneRequest) -> tuple[nn.Module, dict]:
+def run(model: nn.Module, tokenizer: Any, request: PruneRequest, budget: int) -> tuple[nn.Module, dict]:
     from ..checkpoints.low_rank import mark
-    from ..depth import ffn_rows_budget
     from ..lowrank.budget import check_budget
     from ..lowrank.svd_llm import compress_svd_llm
     from ..stats import count_params
 
-    t0 = time.perf_counter()
     dense = count_params(model)
-    budget = ffn_rows_budget(model, float(request.ratio), request.ffn_multiple)
     update = request.option("update", SVD_LLM)
     model, res = compress_svd_llm(model, request.calibration(tokenizer), budget, update=update)
     removed = dense - count_params(model)
@@ -41,19 +37,17 @@ def run(model: nn.Module, tokenizer: Any, request: PruneRequest) -> tuple[nn.Mod
         "ranks": res.ranks,
         "truncated_energy": {p: round(v, 6) for p, v in res.loss_share.items()},
         "whitening_damping": res.damped,
-        **request.calibration_meta(),
-        "compress_seconds": time.perf_counter() - t0,
     }
     return model, meta
 
 
-SVD_LLM = METHODS.register(
-    "svd-llm",
+SVD_LLM = register(
     Method(
         name="svd-llm",
         summary="whitened truncated SVD of every decoder projection at one parameter ratio (needs calibration)",
         run=run,
         needs_calibration=True,
+        budget=True,
         checkpoint="prunenet.checkpoints.low_rank",
         stochastic=False,
         options=(

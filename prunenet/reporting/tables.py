@@ -150,8 +150,8 @@ def accuracy_frame(results: list[dict], tasks: list[str]) -> pd.DataFrame:
 
 
 def ppl_columns(df: pd.DataFrame) -> list[str]:
-    """``ppl_<dataset>`` columns in the order of :data:`prunenet.options.DATASETS` (WikiText-2 first)."""
-    from ..options import DATASETS
+    """``ppl_<dataset>`` columns in the order of :data:`prunenet.choices.DATASETS` (WikiText-2 first)."""
+    from ..choices import DATASETS
 
     cols = [c for c in df.columns if c.startswith("ppl_") and not c.endswith("_sd")]
     return sorted(cols, key=lambda c: DATASETS.index(c[4:]) if c[4:] in DATASETS else len(DATASETS))

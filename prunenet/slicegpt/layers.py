@@ -151,9 +151,6 @@ class SlicedParallelLayer(nn.Module):
         return self.shortcut(hidden_states) + drop(out) + drop(self.mlp(x))
 
 
-SLICED_LAYERS = (SlicedSequentialLayer, SlicedParallelLayer)
-
-
 @dataclass
 class LayerParts:
     """The stream's view of one decoder layer (HF or sliced): its norms, readers and writers."""

@@ -16,7 +16,7 @@ min_version("9.0")
 # what each method needs, the policy's option values. The schema's enums are tested equal to them.
 ROOT = Path(workflow.current_basedir).parents[1]  # the repository: workflow/rules/ is two levels down
 sys.path.insert(0, str(ROOT))
-from prunenet import options as OPTIONS  # noqa: E402
+from prunenet import choices as CHOICES  # noqa: E402
 from prunenet.config import ConfigError, resolve  # noqa: E402
 from prunenet.embedded import EMBEDDED  # noqa: E402
 from prunenet.methods import METHODS  # noqa: E402
@@ -141,9 +141,9 @@ wildcard_constraints:
     method=alternatives(["dense"] + METHODS.names()),
     ratio=TAG_PATTERN,
     policy=POLICY_PATTERN,
-    setting=f"{POLICY_PATTERN}|{alternatives(OPTIONS.DATASETS)}|{NO_SETTING}",
+    setting=f"{POLICY_PATTERN}|{alternatives(CHOICES.DATASETS)}|{NO_SETTING}",
     seed=r"[0-9]+",
-    dataset=alternatives(OPTIONS.DATASETS),
+    dataset=alternatives(CHOICES.DATASETS),
     samples=r"[0-9]+",
 
 

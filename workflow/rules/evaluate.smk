@@ -42,24 +42,14 @@ rule evaluate:
         "--setting {wildcards.setting} --out {output} {params.args} > {log} 2>&1"
 
 
-rule evaluate_mmlu:
-    """Paper Table 23: the configured MMLU subjects zero-shot (lm-eval mmlu_<subject> tasks) -> JSON."""
-    input:
-        lambda w: model_dir(w.model, w.method, w.ratio, w.setting, w.seed),
+# Paper Table 23: the configured MMLU subjects zero-shot (lm-eval mmlu_<subject> tasks) -> JSON.
+use rule evaluate as evaluate_mmlu with:
     output:
         "results/mmlu/{model}/{method}/{setting}/r{ratio}-s{seed}.json",
     log:
         "results/logs/evaluate_mmlu/{model}/{method}/{setting}/r{ratio}-s{seed}.log",
     benchmark:
         "results/benchmarks/evaluate_mmlu/{model}/{method}/{setting}/r{ratio}-s{seed}.tsv"
-    conda:
-        CONDA_ENV
-    threads: THREADS
-    resources:
-        **compute_resources(),
     params:
         py=PY,
         args=MMLU_ARGS,
-    shell:
-        "{params.py} -m prunenet evaluate --model {input} --model-name {wildcards.model} --method {wildcards.method} "
-        "--setting {wildcards.setting} --out {output} {params.args} > {log} 2>&1"

@@ -10,7 +10,7 @@ rule prepare:
         "results/benchmarks/prepare/{model}/{method}/{setting}/s{seed}.tsv"
     wildcard_constraints:
         method=alternatives(PREPARED_METHODS),
-        setting=alternatives(OPTIONS.DATASETS),  # the calibration corpus
+        setting=alternatives(CHOICES.DATASETS),  # the calibration corpus
     conda:
         CONDA_ENV
     threads: THREADS
@@ -49,7 +49,7 @@ rule prune:
         device=config["device"],
         ratio=lambda w: RatioSpec.from_tag(w.ratio).cli,
         extra=lambda w, input: method_args(
-            w.method, input.policy, input.prepared, w.setting if w.setting in OPTIONS.DATASETS else None
+            w.method, input.policy, input.prepared, w.setting if w.setting in CHOICES.DATASETS else None
         ),
     shell:
         "{params.py} -m prunenet prune --model {input.model} --model-name {wildcards.model} --out {output} "

@@ -1,4 +1,4 @@
-"""The policy's option values, in one torch-free place.
+"""The allowed values (choices) of the policy and data settings, in one torch-free place.
 
 The CLI's choices, the config schema's enums (tested equal) and the workflow's policy-id
 pattern all read these tuples; the modules that implement each option check against them.
