@@ -16,11 +16,11 @@ import numpy as np
 import pandas as pd
 
 from ..errors import PruneNetError
+from .labels import TASK_LABELS
 from .paired import excludes_zero
 from .tables import (
     TABLE2_TASKS,
     TABLES,
-    TASK_LABELS,
     _cell,
     _table_note,
     _write_table,
