@@ -153,8 +153,8 @@ class Method:
         """The ratio-independent state for ``request``: the one it carries, else freshly prepared."""
         if isinstance(request.prepared, Mapping):
             return request.prepared
-        if request.prepared is not None:
-            from .prepared import load_prepared
+        if request.prepared is not None:  # a file of :mod:`.prepared` (checked against the request before loading)
+            from safetensors.torch import load_file
 
-            return load_prepared(request.prepared)
+            return load_file(str(request.prepared))
         return self.prepare(model, tokenizer, request)

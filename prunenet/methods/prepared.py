@@ -5,7 +5,9 @@ sensitivity search, ShortGPT's Block Influence), and the workflow prunes every m
 file is plain safetensors; its metadata (:data:`KEY`) records what the state was computed from: method,
 source model, seed, calibration and the method's options. ``prune`` refuses a file whose record differs from
 its own request (:func:`check_prepared`, metadata only, before any model loads), so a reused state always
-equals the one ``run`` would have computed, and the pruned checkpoint is byte-identical either way.
+equals the one ``run`` would have computed, and the pruned checkpoint is byte-identical either way. The tensors
+are read back by :meth:`prunenet.methods.Method.state` (so that :mod:`.base` needs no import of this module,
+which imports it).
 """
 
 from __future__ import annotations
@@ -85,10 +87,3 @@ def check_prepared(path: str | Path, method: Method, request: PruneRequest, sour
     if diff:
         shown = ", ".join(f"{k}: file {have.get(k)!r} vs request {want.get(k)!r}" for k in diff)
         raise PruneNetError(f"--prepared {path} was computed for another request ({shown}): rerun `prunenet prepare`")
-
-
-def load_prepared(path: str | Path) -> dict[str, torch.Tensor]:
-    """The tensors of a prepared file (on CPU)."""
-    from safetensors.torch import load_file
-
-    return load_file(str(path))
