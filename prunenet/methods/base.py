@@ -96,7 +96,7 @@ class Method:
     ``run(model, tokenizer, request)`` compresses the loaded dense model (in place or not) and
     returns it with the method's own metadata; :func:`prunenet.methods.compress` adds what
     every method reports (ratio, seed, sizes, FLOPs) and saves it in the ``checkpoint`` format
-    (the module that writes and reads it, see :mod:`prunenet.checkpoints`).
+    (named as registered in :data:`prunenet.checkpoints.FORMATS`).
     """
 
     name: str
@@ -105,7 +105,7 @@ class Method:
     needs_policy: bool = False
     needs_calibration: bool = False
     per_layer: bool = False  # accepts a ratio per layer / a schedule (paper T7)
-    checkpoint: str = "prunenet.checkpoints.per_layer_ffn"
+    checkpoint: str = "per-layer-shapes"  # the name of its format in prunenet.checkpoints.FORMATS
     offload: bool = False  # loads the model on CPU and moves one layer at a time to the device
     # The seed changes the result through the method itself (a policy's training and draw, random rows).
     # False: the only randomness is the calibration sample; the workflow then runs the first seed only

@@ -106,7 +106,7 @@ METHODS.register(
         run=run,
         validate=validate,
         needs_calibration=True,
-        checkpoint="prunenet.checkpoints.hf",
+        checkpoint="hf",
         stochastic=False,
         options=OPTIONS,
     ),

@@ -58,7 +58,7 @@ SHORTGPT = METHODS.register(
         run=run,
         prepare=prepare,
         needs_calibration=True,
-        checkpoint="prunenet.checkpoints.hf",
+        checkpoint="hf",
         stochastic=False,
     ),
 )

@@ -54,7 +54,7 @@ SVD_LLM = METHODS.register(
         summary="whitened truncated SVD of every decoder projection at one parameter ratio (needs calibration)",
         run=run,
         needs_calibration=True,
-        checkpoint="prunenet.checkpoints.low_rank",
+        checkpoint="low-rank",
         stochastic=False,
         options=(
             Option(
