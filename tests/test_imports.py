@@ -15,12 +15,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
-
 ROOT = Path(__file__).resolve().parent.parent
-LINT_IMPORTS = Path(sys.executable).with_name("lint-imports")
-
-pytestmark = pytest.mark.skipif(not LINT_IMPORTS.exists(), reason="import-linter is not installed (envs/install.sh)")
+LINT_IMPORTS = Path(sys.executable).with_name("lint-imports")  # envs/requirements.txt pins it
 
 
 def import_graph(package: Path) -> dict[str, set[str]]:
