@@ -326,7 +326,7 @@ class Family:
         import torch
         from transformers import AutoConfig
 
-        from prunenet.checkpoints import per_layer_ffn
+        from prunenet.checkpoints import per_layer_shapes
         from prunenet.models import load_model
         from prunenet.rft import finetune
 
@@ -359,7 +359,7 @@ class Family:
         if summary["dtype"] != "bfloat16":
             raise RuntimeError(f"fine-tuned in {summary['dtype']}, asked bfloat16")
         model, _ = load_model(str(out), device=self.device, dtype="bfloat16")
-        if per_layer_ffn.sizes(model.config) != per_layer_ffn.sizes(AutoConfig.from_pretrained(str(src))):
+        if per_layer_shapes.sizes(model.config) != per_layer_shapes.sizes(AutoConfig.from_pretrained(str(src))):
             raise RuntimeError("the merged checkpoint lost its per-layer FFN widths")
         with torch.no_grad():
             logits = model(input_ids=self.blocks.to(self.device)).logits

@@ -14,6 +14,10 @@ from typing import Any
 
 from .errors import PruneNetError
 
+# The metadata file beside every checkpoint (what wrote it, its sizes): here, below every checkpoint format, so
+# that each format (:mod:`prunenet.checkpoints`, SliceGPT's) writes it without importing the format registry.
+META_FILE = "prunenet_meta.json"
+
 
 def _clear_stale(parent: Path, pattern: str) -> None:
     """Remove what a killed writer of the same output left (``kill -9`` skips every ``finally``): one output has

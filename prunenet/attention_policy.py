@@ -21,7 +21,7 @@ The paper reports attention pruning for LLaMA-2-7B without saying what was prune
   log-probability by the episode's discounted penalty ``Σ_l γ^l D_l`` (``objective: paper``; the FFN trainer's
   per-layer returns need per-layer actions).
 * **Checkpoint**: the per-layer KV head counts in ``config.json`` (``prunenet_kv_heads``,
-  :mod:`prunenet.checkpoints.per_layer_ffn`), read by :func:`prunenet.models.load_model`.
+  :mod:`prunenet.checkpoints.per_layer_shapes`), read by :func:`prunenet.models.load_model`.
 """
 
 from __future__ import annotations
@@ -213,8 +213,8 @@ def prune_attention(
 ) -> dict:
     """Drop the KV groups a draw of ``policy`` removes (``selector`` random: uniform groups) from every layer."""
     from .arch import get_adapter
-    from .checkpoints.per_layer_ffn import mark_heads
-    from .structured.groups import slice_attention
+    from .checkpoints.per_layer_shapes import mark_heads
+    from .surgery import slice_attention
 
     states, groups = group_states(model)
     importance = group_importance(policy, states, groups) if policy is not None else None

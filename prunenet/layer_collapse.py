@@ -43,10 +43,10 @@ from torch import nn
 from .arch import get_adapter
 from .errors import PruneNetError
 from .layer_merge import (
-    _per_layer_config,
     dense_states,
     final_states,
     merge_layer,
+    per_layer_config,
     rdsc_merge,
     representation_similarity,
 )
@@ -210,7 +210,7 @@ def layer_collapse(
     if n_remove <= 0:
         return Collapse([], float(threshold), 0, 0)
     check_collapse(L, n_remove, walk, step)
-    per_layer = _per_layer_config(model)
+    per_layer = per_layer_config(model)
     entries, reference = dense_states(model, blocks, range(max(walk.lowest, 1), walk.start(L) + 1), batch_size)
     memo: dict[tuple, float] = {}
     # the model after an accepted merge history: (decoder layers, original indices behind each layer)

@@ -148,7 +148,7 @@ def _installed(model: nn.Module, layers: list[nn.Module], per_layer: dict[str, l
             setattr(config, key, values)
 
 
-def _per_layer_config(model: nn.Module) -> dict[str, list]:
+def per_layer_config(model: nn.Module) -> dict[str, list]:
     """The dense model's per-layer config lists (one entry per decoder layer), by key."""
     n = len(get_adapter(model).layers())
     out = {}

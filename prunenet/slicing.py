@@ -13,10 +13,11 @@ import torch
 from torch import nn
 
 from .arch import get_adapter
-from .checkpoints import per_layer_ffn
+from .checkpoints import per_layer_shapes
 from .errors import PruneNetError
 from .policy import PolicyNetwork, n_keep, select_rows
 from .ratios import RatioSpec
+from .surgery import slice_linear
 
 
 @torch.no_grad()
@@ -49,23 +50,12 @@ def plan_rows(
     return rows
 
 
-def _slice_linear(linear: nn.Linear, idx: torch.Tensor, dim: int) -> nn.Linear:
-    weight = linear.weight.index_select(dim, idx.to(linear.weight.device)).clone()
-    out_f, in_f = weight.shape
-    new = nn.Linear(in_f, out_f, bias=linear.bias is not None, device=weight.device, dtype=weight.dtype)
-    new.weight.data.copy_(weight)
-    if linear.bias is not None:
-        bias = linear.bias if dim == 1 else linear.bias.index_select(0, idx.to(linear.bias.device))
-        new.bias.data.copy_(bias)
-    return new
-
-
 @torch.no_grad()
 def prune_ffn(model: nn.Module, rows: list[torch.Tensor]) -> list[int]:
     """Slice every layer's FFN to ``rows[l]`` in place; update the config; return the new sizes.
 
     The widths are recorded in the config by the format that owns them
-    (:mod:`prunenet.checkpoints.per_layer_ffn`): uniform widths give a plain HF checkpoint.
+    (:mod:`prunenet.checkpoints.per_layer_shapes`): uniform widths give a plain HF checkpoint.
     """
     adapter = get_adapter(model)
     layers = adapter.layers()
@@ -79,10 +69,10 @@ def prune_ffn(model: nn.Module, rows: list[torch.Tensor]) -> list[int]:
             raise PruneNetError(f"invalid row set for a layer with {up.out_features} neurons")
         adapter.set_ffn(
             layer,
-            _slice_linear(up, idx, 0),
-            _slice_linear(gate, idx, 0) if gate is not None else None,
-            _slice_linear(down, idx, 1),
+            slice_linear(up, idx, 0),
+            slice_linear(gate, idx, 0) if gate is not None else None,
+            slice_linear(down, idx, 1),
         )
         sizes.append(int(idx.numel()))
-    per_layer_ffn.mark(model, sizes)
+    per_layer_shapes.mark(model, sizes)
     return sizes

@@ -11,7 +11,7 @@ import torch
 
 from prunenet.arch import get_adapter
 from prunenet.budget import ffn_rows_budget
-from prunenet.checkpoints import format_for, per_layer_ffn
+from prunenet.checkpoints import format_for, per_layer_shapes
 from prunenet.errors import PruneNetError
 from prunenet.methods import METHODS, PruneRequest
 from prunenet.methods.pipeline import apply
@@ -19,8 +19,9 @@ from prunenet.models import load_model, save_checkpoint
 from prunenet.slicing import prune_ffn
 from prunenet.stats import count_params
 from prunenet.structured.budget import group_params, plan
-from prunenet.structured.groups import aggregate, attention_members, ffn_members, kept, slice_attention
+from prunenet.structured.groups import aggregate, attention_members, ffn_members, kept
 from prunenet.structured.taylor import gradients, member_scores, sample_loss, scored_params
+from prunenet.surgery import slice_attention
 
 FAMILIES = ["llama", "opt", "phi"]
 
@@ -224,7 +225,7 @@ def test_method_meets_the_budget_and_reloads(tiny_model, tokenizer, data_dir, tm
     save_checkpoint(pruned, tokenizer, tmp_path / "m", meta)
     reloaded, _ = load_model(str(tmp_path / "m"), dtype="float32")
     if meta["kv_groups_removed_per_layer"]:
-        assert format_for(reloaded.config) is per_layer_ffn
+        assert format_for(reloaded.config) is per_layer_shapes
     ids = _ids(model.config.vocab_size)
     with torch.no_grad():
         torch.testing.assert_close(reloaded(ids).logits, pruned(ids).logits, atol=1e-5, rtol=0)
@@ -265,7 +266,7 @@ def test_recovery_fine_tuning_keeps_the_pruned_heads(tiny_model, tokenizer, data
     src = save_checkpoint(pruned, tokenizer, tmp_path / "pruned", meta)
     finetune(str(src), str(tmp_path / "rft"), "ptb", 12, str(data_dir), seq_len=32, batch_size=4, max_steps=2)
     tuned, _ = load_model(str(tmp_path / "rft"), dtype="float32")
-    assert getattr(tuned.config, per_layer_ffn.HEADS_KEY) == [2, 1, 1]
+    assert getattr(tuned.config, per_layer_shapes.HEADS_KEY) == [2, 1, 1]
     adapter = get_adapter(tuned)
     assert [adapter.attention(lay).num_kv_heads for lay in adapter.layers()] == [2, 1, 1]
     assert count_params(tuned) == count_params(pruned)

@@ -143,11 +143,13 @@ def test_method_entries_are_consistent():
         check("magic", PruneRequest(ratio=0.3))
 
 
-def test_every_method_format_module_has_the_interface():
-    from prunenet.checkpoints import format_modules
+def test_every_format_has_the_interface_and_every_method_names_a_registered_one():
+    from prunenet.checkpoints import FORMATS
 
-    for fmt in format_modules():
-        assert isinstance(fmt.NAME, str) and callable(fmt.detect) and callable(fmt.load) and callable(fmt.save)
+    assert FORMATS.names() == ["per-layer-shapes", "slicegpt", "low-rank", "hf"]  # detection order, plain HF last
+    for name, fmt in FORMATS.items():
+        assert fmt.NAME == name and callable(fmt.detect) and callable(fmt.load) and callable(fmt.save)
+    assert {method.checkpoint for _, method in METHODS.items()} == set(FORMATS.names())
 
 
 # ---------------------------------------------------------------- architecture adapters

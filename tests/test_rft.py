@@ -12,7 +12,7 @@ from safetensors.torch import load_file
 from transformers import AutoModelForCausalLM
 
 from prunenet.arch import get_adapter
-from prunenet.checkpoints import per_layer_ffn
+from prunenet.checkpoints import per_layer_shapes
 from prunenet.data import format_alpaca, load_texts, token_blocks
 from prunenet.errors import PruneNetError
 from prunenet.models import load_model, read_meta, save_checkpoint
@@ -226,10 +226,10 @@ def test_same_seed_gives_identical_weights(tiny_ckpt, data_dir, tmp_path):
 def test_per_layer_pruned_checkpoint_keeps_sizes(tiny_model, tokenizer, data_dir, tmp_path):
     model = tiny_model("llama")
     sizes = [96, 40, 64]
-    per_layer_ffn.resize_ffn(model, sizes)
+    per_layer_shapes.resize_ffn(model, sizes)
     for p in model.parameters():
         p.data.normal_(0, 0.02)
-    setattr(model.config, per_layer_ffn.KEY, sizes)
+    setattr(model.config, per_layer_shapes.KEY, sizes)
     src = save_checkpoint(model, tokenizer, tmp_path / "pruned")
     finetune(
         str(src),
@@ -244,7 +244,7 @@ def test_per_layer_pruned_checkpoint_keeps_sizes(tiny_model, tokenizer, data_dir
         test_blocks=2,
     )
     config = json.loads((tmp_path / "rft" / "config.json").read_text())
-    assert config[per_layer_ffn.KEY] == sizes
+    assert config[per_layer_shapes.KEY] == sizes
     reloaded, _ = load_model(str(tmp_path / "rft"))
     assert [layer.mlp.up_proj.out_features for layer in reloaded.model.layers] == sizes
 

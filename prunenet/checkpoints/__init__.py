@@ -1,41 +1,40 @@
-"""Checkpoint formats: each is one module that writes and reads it.
+"""Checkpoint formats, registered by name in :data:`FORMATS`: each is one module that writes and reads it.
 
-A format module exposes ``NAME``, ``detect(config) -> bool``, ``load(path, config, dtype)``
-and ``save(model, tokenizer, out_dir, meta)``. Every compression method names the module of
-the format it writes (:attr:`prunenet.methods.Method.checkpoint`), so the loader knows every
-format without importing any method's code up front: :func:`format_for` asks each registered
-method's format whether a ``config.json`` is its own, and falls back to a plain HF checkpoint.
+A format module exposes ``NAME``, ``detect(config) -> bool``, ``load(path, config, dtype)`` and
+``save(model, tokenizer, out_dir, meta)``. Why a registry here rather than asking the methods: the loader
+(:func:`prunenet.models.load_model`) must read every checkpoint without importing any compression method, and
+the formats sit below the methods (a method only names the format it writes, :attr:`prunenet.methods.Method.checkpoint`,
+by its registry name). :func:`format_for` asks each registered format, in order, whether a ``config.json`` is
+its own; plain HF is registered last and owns everything else.
 
-Formats here: :mod:`.hf` (plain ``from_pretrained`` checkpoints: the dense model and uniform
-FFN slicing), :mod:`.per_layer_ffn` (different FFN widths per layer), and SliceGPT's
-(:mod:`prunenet.slicegpt.checkpoint`). Each checkpoint has a ``prunenet_meta.json`` beside it.
+Formats: :mod:`.per_layer_shapes` (FFN widths and KV heads per layer), SliceGPT's
+(:mod:`prunenet.slicegpt.checkpoint`, which needs SliceGPT's layer classes and lives beside them),
+:mod:`.low_rank` (factored projections) and :mod:`.hf` (plain ``from_pretrained`` checkpoints: the dense model
+and uniform FFN slicing). Each checkpoint has a ``prunenet_meta.json`` (:data:`META_FILE`) beside it.
 """
 
 from __future__ import annotations
 
-import importlib
 import json
 import os
 from pathlib import Path
 from types import ModuleType
 
-from . import hf
+from ..artifacts import META_FILE
+from ..registry import Registry
+from ..slicegpt import checkpoint as slicegpt
+from . import hf, low_rank, per_layer_shapes
 
-META_FILE = "prunenet_meta.json"
+__all__ = ["FORMATS", "META_FILE", "format_for", "read_meta"]
 
-
-def format_modules() -> list[ModuleType]:
-    """The format module of every registered method (each once, in registry order), then plain HF."""
-    from ..methods import METHODS
-
-    names = dict.fromkeys(method.checkpoint for _, method in METHODS.items())
-    modules = [importlib.import_module(name) for name in names]
-    return [m for m in modules if m is not hf] + [hf]
+FORMATS: Registry[ModuleType] = Registry("checkpoint format")
+for _format in (per_layer_shapes, slicegpt, low_rank, hf):  # detection order: plain HF, which owns any config, last
+    FORMATS.register(_format.NAME, _format)
 
 
 def format_for(config) -> ModuleType:
     """The format module that owns a checkpoint with this config."""
-    return next(fmt for fmt in format_modules() if fmt.detect(config))
+    return next(fmt for _, fmt in FORMATS.items() if fmt.detect(config))
 
 
 def read_meta(path: str | os.PathLike) -> dict:

@@ -12,7 +12,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from ..artifacts import atomic_dir, write_json
+from ..artifacts import META_FILE, atomic_dir, write_json
 
 NAME = "hf"
 
@@ -56,8 +56,6 @@ def load_weights(model: nn.Module, path: str | os.PathLike, config, dtype: torch
 
 def save(model: nn.Module, tokenizer, out_dir: str | os.PathLike, meta: dict | None = None) -> Path:
     """Save atomically (temp dir, then rename), with a ``prunenet_meta.json`` beside the weights."""
-    from . import META_FILE
-
     out = Path(out_dir)
     with atomic_dir(out) as tmp:
         model.save_pretrained(str(tmp), safe_serialization=True)

@@ -20,10 +20,22 @@ if TYPE_CHECKING:
     import torch
     from torch import nn
 
-    from .prepared import Prepared
-
 # One ratio, one per layer, or a schedule "linear:A:B": the request holds it as a RatioSpec (None: ``prepare``).
 Ratio = RatioSpec | float | list[float] | str | None
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """A prepared file, read once: what its state was computed from, the stage's wall time, and the state.
+
+    Why one object: ``prune --prepared`` checks the record, reuses the tensors and reports the seconds; reading
+    the file once (:func:`check_prepared`) and passing this on keeps them from disagreeing.
+    """
+
+    path: str
+    record: dict[str, Any]
+    seconds: float  # what ``prunenet prepare`` spent computing the state (counted in Table 9)
+    tensors: dict[str, torch.Tensor]
 
 
 @dataclass(frozen=True)
@@ -112,8 +124,8 @@ class Method:
     returns it with the method's own metadata; :func:`prunenet.methods.pipeline.apply` hands it
     what it declares it needs (the parameter budget) and adds the calibration record, and
     :func:`prunenet.methods.pipeline.compress` adds what every method reports (ratio, seed, sizes,
-    FLOPs) and saves it in the ``checkpoint`` format (the module that writes and reads it, see
-    :mod:`prunenet.checkpoints`).
+    FLOPs) and saves it in the ``checkpoint`` format (named as registered in
+    :data:`prunenet.checkpoints.FORMATS`).
     """
 
     name: str
@@ -125,7 +137,7 @@ class Method:
     # it as a 4th argument, computed once per prune by :func:`prunenet.methods.pipeline.apply`.
     budget: bool = False
     per_layer: bool = False  # accepts a ratio per layer / a schedule (paper T7)
-    checkpoint: str = "prunenet.checkpoints.per_layer_ffn"
+    checkpoint: str = "per-layer-shapes"  # the name of its format in prunenet.checkpoints.FORMATS
     offload: bool = False  # loads the model on CPU and moves one layer at a time to the device
     # The seed changes the result through the method itself (a policy's training and draw, random rows).
     # False: the only randomness is the calibration sample; the workflow then runs the first seed only

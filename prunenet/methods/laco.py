@@ -102,7 +102,7 @@ LACO = register(
         validate=validate,
         needs_calibration=True,
         budget=True,
-        checkpoint="prunenet.checkpoints.hf",
+        checkpoint="hf",
         stochastic=False,
         options=OPTIONS,
     ),

@@ -44,8 +44,9 @@ def run(model: nn.Module, tokenizer: Any, request: PruneRequest, budget: int) ->
     from ..slicing import prune_ffn
     from ..stats import count_params
     from ..structured.budget import group_params, plan, settle
-    from ..structured.groups import aggregate, attention_members, ffn_members, kept, slice_attention
+    from ..structured.groups import aggregate, attention_members, ffn_members, kept
     from ..structured.taylor import gradients, member_scores, scored_params
+    from ..surgery import slice_attention
 
     opt = {o.name: request.option(o.name, LLM_PRUNER) for o in LLM_PRUNER.options}
     t0 = time.perf_counter()
@@ -87,7 +88,7 @@ def run(model: nn.Module, tokenizer: Any, request: PruneRequest, budget: int) ->
             groups_removed[i] = sorted(set(range(kv)) - set(keep.tolist()))
             slice_attention(model, layer, keep)
     del stats
-    prune_ffn(model, rows)  # records the widths (per_layer_ffn.mark)
+    prune_ffn(model, rows)  # records the widths (per_layer_shapes.mark)
     meta = settle(model, dense, budget, "llm-pruner") | {
         "pruned_layers": pruned,
         "kv_groups_removed_per_layer": p.heads,

@@ -16,7 +16,7 @@ Each **shot** ``s = 1 … shots`` (default 5):
 Not done: the paper's optional first-order LoRA updates between shots (this workflow's RFT stage recovers
 instead) and unstructured/semi-structured modes. Needs: calibration text, one forward+backward per window and
 shot, and ``A``/``G`` in float64 for every pruned projection (SmolLM2-135M: ~0.7 GB). Checkpoints are per-layer
-shapes (:mod:`prunenet.checkpoints.per_layer_ffn`).
+shapes (:mod:`prunenet.checkpoints.per_layer_shapes`).
 """
 
 from __future__ import annotations
@@ -101,8 +101,9 @@ def _operate(model: nn.Module, chosen: dict, inverses: dict) -> list[int]:
 
     from ..arch import get_adapter
     from ..slicing import prune_ffn
-    from ..structured.groups import attention_members, slice_attention
+    from ..structured.groups import attention_members
     from ..structured.surgeon import remove_columns
+    from ..surgery import slice_attention
 
     adapter = get_adapter(model)
     rows = []

@@ -62,7 +62,7 @@ def compress(
     from ..arch import get_adapter
     from ..models import load_model, save_checkpoint
     from ..stats import model_stats, peak_memory_mb
-    from .prepared import Prepared
+    from .base import Prepared
 
     method = METHODS.get(name)
     model, tok = load_model(model_path, device="cpu" if method.offload else request.device, dtype="float32")

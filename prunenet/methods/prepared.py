@@ -12,12 +12,11 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..errors import PruneNetError
-from .base import Method, PruneRequest
+from .base import Method, Prepared, PruneRequest
 
 if TYPE_CHECKING:
     import torch
@@ -51,20 +50,6 @@ def save_prepared(
     metadata = {KEY: json.dumps(record), SECONDS: repr(float(seconds))}
     with atomic_file(path) as tmp:
         save_file({k: v.contiguous().cpu() for k, v in tensors.items()}, str(tmp), metadata=metadata)
-
-
-@dataclass(frozen=True)
-class Prepared:
-    """A prepared file, read once: what its state was computed from, the stage's wall time, and the state.
-
-    Why one object: ``prune --prepared`` checks the record, reuses the tensors and reports the seconds; reading
-    the file once (:func:`check_prepared`) and passing this on keeps them from disagreeing.
-    """
-
-    path: str
-    record: dict[str, Any]
-    seconds: float  # what ``prunenet prepare`` spent computing the state (counted in Table 9)
-    tensors: dict[str, torch.Tensor]
 
 
 def read_prepared(path: str | Path) -> Prepared:

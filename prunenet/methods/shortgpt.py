@@ -56,7 +56,7 @@ SHORTGPT = register(
         prepare=prepare,
         needs_calibration=True,
         budget=True,
-        checkpoint="prunenet.checkpoints.hf",
+        checkpoint="hf",
         stochastic=False,
     ),
 )

@@ -48,7 +48,7 @@ SVD_LLM = register(
         run=run,
         needs_calibration=True,
         budget=True,
-        checkpoint="prunenet.checkpoints.low_rank",
+        checkpoint="low-rank",
         stochastic=False,
         options=(
             Option(

@@ -17,12 +17,12 @@ import numpy as np
 import pandas as pd
 
 from ..errors import PruneNetError
+from .labels import TASK_LABELS
 from .paired import excludes_zero
 from .specs import EACH_CALIB, TableSpec, Variant
 from .tables import (
     TABLE2_TASKS,
     TABLES,
-    TASK_LABELS,
     _cell,
     _table_note,
     _write_table,

@@ -11,6 +11,7 @@ import numpy as np
 import pandas as pd
 
 from ..evaluation.tasks import PRIMARY_METRIC
+from .labels import TASK_LABELS
 from .paired import Comparison, item_matrix, ks_drops, paired_bootstrap
 
 Key = tuple  # (model, ratio, method, setting)
@@ -239,8 +240,6 @@ def transfer_frame(results: list[dict], tasks: list[str], iters: int = 2000, see
 
 def transfer_markdown(df: pd.DataFrame, tasks: list[str]) -> str:
     """One panel per policy ratio, as the paper's Table 6: transfer (same-ratio) p, per task and on average."""
-    from .tables import TASK_LABELS
-
     if df.empty:
         return "No transfer runs (config `transfer` is empty).\n"
     parts = []

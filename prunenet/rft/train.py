@@ -21,7 +21,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from ..checkpoints import per_layer_ffn
+from ..checkpoints import per_layer_shapes
 from ..data import check_name
 from ..errors import PruneNetError
 from ..models import load_model, read_meta, save_checkpoint
@@ -200,8 +200,10 @@ def evaluate(
     val_after = log.loss(merged, splits.val)
     log.record(steps, "val", val_after)
     test_after = log.loss(merged, splits.test)
-    if per_layer and per_layer_ffn.sizes(merged.config) != list(per_layer):
-        raise PruneNetError(f"merged model lost its {per_layer_ffn.KEY} config entry: this is a bug, please report it")
+    if per_layer and per_layer_shapes.sizes(merged.config) != list(per_layer):
+        raise PruneNetError(
+            f"merged model lost its {per_layer_shapes.KEY} config entry: this is a bug, please report it"
+        )
     return merged, (val_after, test_after)
 
 
@@ -329,7 +331,7 @@ def finetune(
     steps = max_steps if max_steps is not None else max(1, math.ceil(epochs * n_train / batch_size))
     lora = dict(r=lora_r, alpha=lora_alpha, dropout=lora_dropout, target_modules=target_modules)
     hp = Hyper(steps, batch_size, min(batch_size, micro_batch_size or batch_size), lr, eval_every, seed, device, lora)
-    per_layer = per_layer_ffn.sizes(model.config)
+    per_layer = per_layer_shapes.sizes(model.config)
     log = Log(batch_size, device, on_metrics)
 
     before = baseline(model, splits, log)

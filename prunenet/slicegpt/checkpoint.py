@@ -19,10 +19,11 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from ..artifacts import atomic_dir, write_json
+from ..artifacts import META_FILE, atomic_dir, write_json
 from ..errors import PruneNetError
+from ..surgery import set_weight
 from .fuse import fuse_norms, slicegpt_adapter
-from .layers import layer_parts, set_weight, to_sliced_layer
+from .layers import layer_parts, to_sliced_layer
 
 NAME = "slicegpt"
 MARKER = "prunenet_slicegpt"
@@ -37,8 +38,6 @@ def is_sliced_config(config) -> bool:
 def save_sliced(model: nn.Module, tokenizer, out_dir: str | os.PathLike, meta: dict | None = None) -> Path:
     """Write a sliced checkpoint atomically: config.json (with the marker), safetensors, tokenizer, meta."""
     from safetensors.torch import save_file
-
-    from ..checkpoints import META_FILE
 
     if not is_sliced_config(model.config):
         raise PruneNetError("save_sliced needs a model produced by slice_model")

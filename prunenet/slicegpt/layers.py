@@ -198,16 +198,3 @@ def to_sliced_layer(adapter: ModelAdapter, layer: nn.Module, d_in: int, d_mid: i
         nn.Linear(d_mid, d_out, bias=False, dtype=dtype),
         block.dropout,
     )
-
-
-def set_weight(mod: nn.Module, weight: torch.Tensor, bias: torch.Tensor | None = None, keep_bias: bool = True) -> None:
-    """Replace a Linear/Embedding's parameters (shapes may change) and its size attributes."""
-    mod.weight = nn.Parameter(weight.contiguous(), requires_grad=mod.weight.requires_grad)
-    if isinstance(mod, nn.Linear):
-        mod.out_features, mod.in_features = weight.shape
-        if bias is not None:
-            mod.bias = nn.Parameter(bias.contiguous())
-        elif not keep_bias:
-            mod.bias = None
-    else:  # embedding
-        mod.num_embeddings, mod.embedding_dim = weight.shape

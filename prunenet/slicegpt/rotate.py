@@ -16,9 +16,10 @@ from torch import nn
 
 from ..arch import ModelAdapter
 from ..errors import PruneNetError
+from ..surgery import set_weight
 from .checkpoint import MARKER
 from .fuse import compute_dtype, fuse_norms, slicegpt_adapter
-from .layers import LayerParts, SlicedParallelLayer, SlicedSequentialLayer, layer_parts, set_weight, to_sliced_layer
+from .layers import LayerParts, SlicedParallelLayer, SlicedSequentialLayer, layer_parts, to_sliced_layer
 
 
 def sliced_dim(d: int, ratio: float, round_to: int = 8) -> int:

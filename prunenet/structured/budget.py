@@ -65,7 +65,7 @@ def settle(model: nn.Module, dense_params: int, budget: int, method: str) -> dic
     """After a group method sliced ``model``: record each layer's KV heads in the config, refuse a missed budget
     (:func:`prunenet.lowrank.budget.check_budget`), and return the size entries every such method reports."""
     from ..arch import get_adapter
-    from ..checkpoints.per_layer_ffn import mark_heads
+    from ..checkpoints.per_layer_shapes import mark_heads
     from ..lowrank.budget import check_budget
     from ..stats import count_params
 

@@ -22,7 +22,7 @@ from torch import nn
 
 from ..arch import get_adapter
 from ..errors import PruneNetError
-from ..slicing import _slice_linear
+from ..surgery import blocks
 
 AGGREGATIONS = ("sum", "prod", "max", "last")
 
@@ -36,11 +36,6 @@ class Member:
     index: torch.Tensor  # [groups, width]: the rows/columns of each group
 
 
-def _blocks(groups: int, width: int) -> torch.Tensor:
-    """``[groups, width]`` consecutive indices: group ``g`` owns ``g·width … (g+1)·width − 1``."""
-    return torch.arange(groups * width).view(groups, width)
-
-
 def ffn_members(model: nn.Module, layer: nn.Module) -> list[Member]:
     """The FFN channel groups of ``layer`` (one channel each), in execution order (down last)."""
     up, gate, down = get_adapter(model).ffn(layer)
@@ -52,8 +47,8 @@ def ffn_members(model: nn.Module, layer: nn.Module) -> list[Member]:
 def attention_members(model: nn.Module, layer: nn.Module) -> list[Member]:
     """The KV groups of ``layer``'s self-attention, in execution order (o last)."""
     a = get_adapter(model).attention(layer)
-    q = _blocks(a.num_kv_heads, a.group_size * a.head_dim)
-    kv = _blocks(a.num_kv_heads, a.head_dim)
+    q = blocks(a.num_kv_heads, a.group_size * a.head_dim)
+    kv = blocks(a.num_kv_heads, a.head_dim)
     return [Member(a.q, 0, q), Member(a.k, 0, kv), Member(a.v, 0, kv), Member(a.o, 1, q)]
 
 
@@ -78,26 +73,3 @@ def kept(scores: torch.Tensor, remove: int) -> torch.Tensor:
         raise PruneNetError(f"cannot remove {remove} of {scores.numel()} groups (at least one must stay)")
     order = torch.sort(scores, stable=True, descending=True).indices
     return order[: scores.numel() - remove].sort().values
-
-
-@torch.no_grad()
-def slice_attention(model: nn.Module, layer: nn.Module, keep: torch.Tensor) -> int:
-    """Keep only the KV groups ``keep`` of ``layer``'s attention (q/k/v rows, o columns); returns the KV heads left.
-
-    The module's head counts follow where it stores them (OPT's ``num_heads``); LLaMA-family attention reads
-    the head count from its projections' shapes, and ``num_key_value_groups`` is unchanged (whole groups go).
-    """
-    adapter = get_adapter(model)
-    a = adapter.attention(layer)
-    keep = torch.as_tensor(keep, dtype=torch.long)
-    q_rows = _blocks(a.num_kv_heads, a.group_size * a.head_dim)[keep].flatten()
-    kv_rows = _blocks(a.num_kv_heads, a.head_dim)[keep].flatten()
-    attn = layer.get_submodule(adapter.attn)
-    names = [*adapter.qkv_names, adapter.o_name]
-    for name, lin, rows, dim in zip(names, (a.q, a.k, a.v, a.o), (q_rows, kv_rows, kv_rows, q_rows), (0, 0, 0, 1)):
-        setattr(attn, name, _slice_linear(lin, rows, dim))
-    heads = int(keep.numel()) * a.group_size
-    for attr, value in (("num_heads", heads), ("num_key_value_heads", int(keep.numel()))):
-        if hasattr(attn, attr):
-            setattr(attn, attr, value)
-    return int(keep.numel())

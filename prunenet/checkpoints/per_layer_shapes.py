@@ -17,9 +17,12 @@ import torch
 from torch import nn
 
 from ..arch import get_adapter
+from ..surgery import empty_like_linear, slice_attention
 from . import hf
 
-NAME = "per-layer-ffn"
+NAME = "per-layer-shapes"
+# The config keys below are written into every checkpoint's config.json: they keep their names (from when this
+# format stored FFN widths only) so that existing checkpoints load and new ones stay byte-identical.
 KEY = "prunenet_intermediate_sizes"
 HEADS_KEY = "prunenet_kv_heads"
 
@@ -54,11 +57,6 @@ def sizes(config) -> list[int] | None:
     return list(getattr(config, KEY, None) or []) or None
 
 
-def _like(old: nn.Linear, in_features: int, out_features: int) -> nn.Linear:
-    """A new linear of the given shape with ``old``'s bias flag and dtype (weights to be loaded)."""
-    return nn.Linear(in_features, out_features, bias=old.bias is not None, dtype=old.weight.dtype)
-
-
 def resize_ffn(model: nn.Module, widths: list[int]) -> None:
     """Give each decoder layer's FFN the intermediate size ``widths[i]`` (fresh, uninitialised weights)."""
     adapter = get_adapter(model)
@@ -66,16 +64,14 @@ def resize_ffn(model: nn.Module, widths: list[int]) -> None:
         up, gate, down = adapter.ffn(layer)
         adapter.set_ffn(
             layer,
-            _like(up, up.in_features, n),
-            _like(gate, gate.in_features, n) if gate is not None else None,
-            _like(down, n, down.out_features),
+            empty_like_linear(up, up.in_features, n),
+            empty_like_linear(gate, gate.in_features, n) if gate is not None else None,
+            empty_like_linear(down, n, down.out_features),
         )
 
 
 def resize_attention(model: nn.Module, kv_heads: list[int]) -> None:
     """Give each decoder layer's attention ``kv_heads[i]`` KV groups (shapes only; the weights are loaded next)."""
-    from ..structured.groups import slice_attention
-
     for layer, n in zip(get_adapter(model).layers(), kv_heads):
         slice_attention(model, layer, torch.arange(n))
 
