@@ -35,7 +35,7 @@ from torch import nn
 from .errors import PruneNetError
 from .penalties import distance, spectra
 from .policy import PolicyNetwork, check_ratio, perturb, sample_rows
-from .training import TrainConfig, TrainResult, run_episodes
+from .training import TrainConfig, TrainResult, mean_over_draws, run_episodes
 
 SELECTORS = ("policy", "random")
 
@@ -201,12 +201,15 @@ def mean_group_penalty(
     seed: int = 0,
 ) -> float:
     """Mean over ``samples`` draws of the layer-averaged penalty of a selector (trained policy vs random groups)."""
-    gen = torch.Generator().manual_seed(seed)
     dense = spectra(states, spectrum)
     importance = group_importance(policy, states, groups) if policy is not None else None
     total = kept_total(states.shape[0], groups, ratio)
-    runs = [select_groups(selector, importance, (states.shape[0], groups), total, gen) for _ in range(samples)]
-    return sum(float(group_penalties(states, groups, k, penalty, spectrum, dense).mean()) for k in runs) / samples
+
+    def draw(gen: torch.Generator) -> torch.Tensor:
+        kept = select_groups(selector, importance, (states.shape[0], groups), total, gen)
+        return group_penalties(states, groups, kept, penalty, spectrum, dense)
+
+    return mean_over_draws(draw, samples, seed)
 
 
 @torch.no_grad()

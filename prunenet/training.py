@@ -289,12 +289,21 @@ def mean_penalty(
     """Mean over ``samples`` draws of the layer-averaged penalty of a selector (for comparisons)."""
     L, n, _ = states.shape
     k = n_keep(n, ratio)
-    gen = torch.Generator().manual_seed(seed)
     dense = spectra(states, spectrum)
     importance = policy(states) if policy is not None else [None] * L
-    draws = 1 if selector == "deterministic" else samples
+
+    def draw(gen: torch.Generator) -> torch.Tensor:
+        rows = [select_rows(selector, n, k, importance[l], gen) for l in range(L)]
+        return layer_penalties(states, rows, penalty, spectrum, dense)
+
+    return mean_over_draws(draw, 1 if selector == "deterministic" else samples, seed)
+
+
+def mean_over_draws(draw: Callable[[torch.Generator], torch.Tensor], draws: int, seed: int) -> float:
+    """Mean over ``draws`` seeded draws of the layer-averaged penalties ``draw`` returns: how both targets
+    (:func:`mean_penalty`, :func:`prunenet.attention_policy.mean_group_penalty`) compare selectors."""
+    gen = torch.Generator().manual_seed(seed)
     total = 0.0
     for _ in range(draws):
-        rows = [select_rows(selector, n, k, importance[l], gen) for l in range(L)]
-        total += float(layer_penalties(states, rows, penalty, spectrum, dense).mean())
+        total += float(draw(gen).mean())
     return total / draws
