@@ -198,7 +198,7 @@ class Family:
     def train_policy(self) -> str:
         training = importlib.import_module("prunenet.training")
         from prunenet.models import load_model
-        from prunenet.policy import PolicyNetwork, save_policy
+        from prunenet.policy import save_policy
 
         cfg = training.TrainConfig(ratio=RATIO, episodes=EPISODES, seed=0)
         cfg.validate()
@@ -208,9 +208,7 @@ class Family:
         result = training.train_policy(states, cfg, progress=False)
         if not all(finite(h) for h in result.history):
             raise RuntimeError(f"non-finite penalty history {result.history}")
-        best = PolicyNetwork(states.shape[1], states.shape[2], bias=cfg.objective == "official", eq3=cfg.eq3)
-        best.load_state_dict(result.best)
-        best = best.to(states.device)
+        best = result.network().to(states.device)
         ev_policy = training.mean_penalty(states, "policy", cfg.ratio, best, 4, cfg.penalty, cfg.spectrum, 1)
         ev_random = training.mean_penalty(states, "random", cfg.ratio, None, 4, cfg.penalty, cfg.spectrum, 1)
         meta = {

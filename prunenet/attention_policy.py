@@ -26,19 +26,16 @@ The paper reports attention pruning for LLaMA-2-7B without saying what was prune
 
 from __future__ import annotations
 
-import math
-import time
 from collections.abc import Callable
-from dataclasses import asdict
+from dataclasses import dataclass
 
 import torch
 from torch import nn
-from tqdm.auto import tqdm
 
 from .errors import PruneNetError
 from .penalties import distance, spectra
 from .policy import PolicyNetwork, check_ratio, perturb, sample_rows
-from .training import TrainConfig, TrainResult, reinforce_step
+from .training import TrainConfig, TrainResult, mean_over_draws, run_episodes
 
 SELECTORS = ("policy", "random")
 
@@ -148,42 +145,47 @@ def check_config(cfg: TrainConfig) -> None:
         raise PruneNetError("the attention policy trains the paper objective only: use --objective paper")
 
 
+@dataclass
+class GroupTask:
+    """KV groups: one draw over the whole model (:func:`draw_groups`), so REINFORCE weights its log-probability by
+    the episode's discounted penalty ``Σ_l γ^l D_l`` (module docstring)."""
+
+    states: torch.Tensor  # (L, n, d), rows group by group
+    groups: int
+    cfg: TrainConfig
+    label: str = "attention policy"
+
+    def __post_init__(self) -> None:
+        L, n, d = self.states.shape
+        self.shape, self.device = (n, d), self.states.device
+        self.total = kept_total(L, self.groups, self.cfg.ratio)
+        self.dense = spectra(self.states, self.cfg.spectrum)
+        self.discounts = self.cfg.gamma ** torch.arange(L, dtype=torch.float32)
+
+    def importance(self, policy: PolicyNetwork) -> torch.Tensor:
+        return group_importance(policy, self.states, self.groups)
+
+    def draw(self, importance: torch.Tensor, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+        kept, log_prob = draw_groups(perturb(importance, generator), self.total, generator)
+        cfg = self.cfg
+        return log_prob, group_penalties(self.states, self.groups, kept, cfg.penalty, cfg.spectrum, self.dense)
+
+    def returns(self, penalties: torch.Tensor) -> torch.Tensor:
+        return (penalties * self.discounts).sum(1)
+
+    def score(self, selector: str, policy: PolicyNetwork | None, samples: int, seed: int) -> float:
+        cfg = self.cfg
+        return mean_group_penalty(
+            self.states, self.groups, selector, cfg.ratio, policy, samples, cfg.penalty, cfg.spectrum, seed
+        )
+
+
 def train_attention(
     states: torch.Tensor, groups: int, cfg: TrainConfig, progress: bool = True, on_episode: Callable | None = None
 ) -> TrainResult:
     """REINFORCE on whole-model group draws (module docstring); best/last policies as the FFN trainer keeps them."""
     check_config(cfg)
-    L, n, d = states.shape
-    total = kept_total(L, groups, cfg.ratio)
-    torch.manual_seed(cfg.seed)
-    gen = torch.Generator().manual_seed(cfg.seed)
-    policy = PolicyNetwork(n, d, generator=gen, eq3=cfg.eq3)
-    opt = torch.optim.AdamW(policy.parameters(), lr=cfg.lr)
-    dense = spectra(states, cfg.spectrum)
-    discounts = cfg.gamma ** torch.arange(L, dtype=torch.float32)
-    history, per_layer, running = [], [], None
-    best_state, best_mean, best_ep = None, math.inf, -1
-    t0 = time.perf_counter()
-    for ep in tqdm(range(cfg.episodes), desc=f"attention policy r={cfg.ratio}", disable=not progress):
-        importance = group_importance(policy, states, groups)
-        log_probs, pens = [], []
-        for _ in range(cfg.samples):
-            kept, lp = draw_groups(perturb(importance, gen), total, gen)
-            log_probs.append(lp)
-            pens.append(group_penalties(states, groups, kept, cfg.penalty, cfg.spectrum, dense))
-        log_probs, pen = torch.stack(log_probs), torch.stack(pens)  # (M,), (M, L)
-        mean = float(pen.mean())
-        if mean < best_mean:
-            best_mean, best_ep = mean, ep
-            best_state = {k: v.detach().clone() for k, v in policy.state_dict().items()}
-        returns = (pen * discounts).sum(1)
-        running = reinforce_step(opt, returns, log_probs, cfg, running, ep)
-        history.append(mean)
-        per_layer.append(pen.mean(0).tolist())
-        if on_episode:
-            on_episode(ep, mean)
-    last = {k: v.detach().clone() for k, v in policy.state_dict().items()}
-    return TrainResult(best_state, last, history, per_layer, best_ep, time.perf_counter() - t0, asdict(cfg))
+    return run_episodes(GroupTask(states, groups, cfg), cfg, progress, on_episode)
 
 
 @torch.no_grad()
@@ -199,12 +201,15 @@ def mean_group_penalty(
     seed: int = 0,
 ) -> float:
     """Mean over ``samples`` draws of the layer-averaged penalty of a selector (trained policy vs random groups)."""
-    gen = torch.Generator().manual_seed(seed)
     dense = spectra(states, spectrum)
     importance = group_importance(policy, states, groups) if policy is not None else None
     total = kept_total(states.shape[0], groups, ratio)
-    runs = [select_groups(selector, importance, (states.shape[0], groups), total, gen) for _ in range(samples)]
-    return sum(float(group_penalties(states, groups, k, penalty, spectrum, dense).mean()) for k in runs) / samples
+
+    def draw(gen: torch.Generator) -> torch.Tensor:
+        kept = select_groups(selector, importance, (states.shape[0], groups), total, gen)
+        return group_penalties(states, groups, kept, penalty, spectrum, dense)
+
+    return mean_over_draws(draw, samples, seed)
 
 
 @torch.no_grad()

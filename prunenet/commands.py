@@ -35,92 +35,36 @@ def cmd_download(args) -> None:
     print(f"wrote {out}")
 
 
-def _train_fns(cfg, model):
-    """The states and the train / score functions of the policy's target: FFN rows, or attention KV groups."""
-    from .choices import ATTENTION_STATES
-    from .training import collect_states, mean_penalty, train_policy
-
-    if cfg.state not in ATTENTION_STATES:
-        states = collect_states(model, cfg.state)
-        return states, lambda **kw: train_policy(states, cfg, **kw), lambda *a: mean_penalty(states, *a)
-    from .attention_policy import group_states, mean_group_penalty, train_attention
-
-    states, groups = group_states(model)
-    train = lambda **kw: train_attention(states, groups, cfg, **kw)  # noqa: E731
-    return states, train, lambda *a: mean_group_penalty(states, groups, *a)
-
-
 def cmd_train(args) -> None:
+    from dataclasses import fields
+
     from . import tracking
-    from .choices import ATTENTION_STATES
     from .models import load_model
-    from .policy import PolicyNetwork, save_policy
+    from .policy import save_policy
+    from .policy_training import check_train_config, policy_task, train_and_score
     from .training import TrainConfig
 
-    cfg = TrainConfig(
-        ratio=args.ratio,
-        episodes=args.episodes,
-        gamma=args.gamma,
-        lr=args.lr,
-        penalty=args.penalty,
-        state=args.state,
-        objective=args.objective,
-        eq3=args.eq3,
-        baseline=args.baseline,
-        samples=args.samples,
-        spectrum=args.spectrum,
-        seed=args.seed,
-    )
-    cfg.validate()
-    if cfg.state in ATTENTION_STATES:  # what the attention trainer refuses, before the model loads
-        from .attention_policy import check_config
-
-        check_config(cfg)
+    cfg = TrainConfig(**{f.name: getattr(args, f.name) for f in fields(TrainConfig)})
+    check_train_config(cfg)
     model, _ = load_model(args.model, device=args.device, dtype="float32")
-    states, train, score = _train_fns(cfg, model)
+    task = policy_task(model, cfg)
     del model
-    params = vars(cfg) | {"model_path": args.model}
+    tags = _tags(args, "train", ratio=cfg.ratio, penalty=cfg.penalty, state=cfg.state, eq3=cfg.eq3)
     with tracking.run(
-        _tags(args, "train")["model"],
+        tags["model"],
         f"train r={cfg.ratio} {cfg.penalty}/{cfg.state}/{cfg.objective}/eq3-{cfg.eq3} s{cfg.seed}",
-        params,
-        _tags(args, "train", ratio=cfg.ratio, penalty=cfg.penalty, state=cfg.state, eq3=cfg.eq3),
+        vars(cfg) | {"model_path": args.model},
+        tags,
     ) as run:
-        result = train(on_episode=lambda ep, pen: run.metric("penalty", pen, step=ep))
-        best = PolicyNetwork(states.shape[1], states.shape[2], bias=cfg.objective == "official", eq3=cfg.eq3)
-        best.load_state_dict(result.best)
-        evals = {
-            "eval_penalty_policy": score(
-                "policy", cfg.ratio, best.to(states.device), args.eval_samples, cfg.penalty, cfg.spectrum, cfg.seed + 1
-            ),
-            "eval_penalty_random": score(
-                "random", cfg.ratio, None, args.eval_samples, cfg.penalty, cfg.spectrum, cfg.seed + 1
-            ),
-        }
-        meta = {
-            "model": args.model,
-            "shape": list(states.shape),
-            "config": result.config,
-            "history": result.history,
-            "layer_penalties_last": result.layer_penalties[-1],
-            "best_episode": result.best_episode,
-            "seconds": result.seconds,
-            **evals,
-        }
-        save_policy(args.out, args.meta_out, result.best, result.last, meta, eq3=cfg.eq3)
-        run.metrics(
-            evals
-            | {
-                "train_seconds": result.seconds,
-                "best_episode": result.best_episode,
-                "best_penalty": min(result.history),
-                "first_penalty": result.history[0],
-            }
-        )
+        on_episode = lambda ep, pen: run.metric("penalty", pen, step=ep)  # noqa: E731
+        trained = train_and_score(task, cfg, args.model, args.eval_samples, on_episode=on_episode)
+        result = trained.result
+        save_policy(args.out, args.meta_out, result.best, result.last, trained.meta, eq3=cfg.eq3)
+        run.metrics(trained.metrics())
         run.artifact(args.meta_out)
     print(
         f"wrote {args.out}: penalty {result.history[0]:.4f} -> best {min(result.history):.4f} "
-        f"(policy {evals['eval_penalty_policy']:.4f} vs random {evals['eval_penalty_random']:.4f} "
+        f"(policy {trained.evals['eval_penalty_policy']:.4f} vs random {trained.evals['eval_penalty_random']:.4f} "
         f"over {args.eval_samples} draws)"
     )
 
@@ -241,8 +185,8 @@ def _result_header(args, meta: dict) -> dict:
 def cmd_evaluate(args) -> None:
     from . import tracking
     from .artifacts import write_json
-    from .data import load_texts, split_note
-    from .evaluation import check_tasks, perplexity, run_lm_eval
+    from .evaluation import check_tasks
+    from .evaluation.measure import measure
     from .models import load_model, read_meta
     from .provenance import as_params, provenance
 
@@ -256,26 +200,17 @@ def cmd_evaluate(args) -> None:
     out = _result_header(args, meta)
     t0 = time.perf_counter()
     model, tok = load_model(args.model, device=args.device, dtype=args.dtype)  # once, for both measurements
-    if tasks:
-        out |= run_lm_eval(
-            (model, tok),
-            tasks,
-            args.data_dir,
-            args.limit,
-            device=args.device,
-            dtype=args.dtype,
-            batch_size=args.batch_size,
-            seed=args.seed,
-            num_fewshot=args.num_fewshot,
-            lm=args.lm,
-        )
-    out["perplexity"] = {
-        name: perplexity(
-            model, tok, load_texts(name, "test", args.data_dir), args.ppl_seq_len, args.ppl_blocks, args.batch_size
-        )
-        | {"source": split_note(name, "test", args.data_dir)}
-        for name in args.ppl_datasets
-    }
+    out |= measure(
+        model,
+        tok,
+        tasks,
+        args.ppl_datasets,
+        args.data_dir,
+        ppl_seq_len=args.ppl_seq_len,
+        ppl_blocks=args.ppl_blocks,
+        batch_size=args.batch_size,
+        **{name: getattr(args, name) for name in ("limit", "device", "dtype", "seed", "num_fewshot", "lm")},
+    )
     if "stats" not in meta:
         from .stats import model_stats
 
@@ -334,6 +269,13 @@ def cmd_speed(args) -> None:
     print(f"wrote {args.out} ({cells})")
 
 
+# The `rft` arguments that are finetune's keyword arguments of the same name.
+_RFT_OPTIONS = (
+    "seq_len batch_size lr epochs max_steps lora_r lora_alpha lora_dropout eval_every seed device dtype log_csv "
+    "val_fraction test_blocks micro_batch_size allow_truncate"
+).split()
+
+
 def cmd_rft(args) -> None:
     from . import hub, tracking
     from .rft import finetune
@@ -351,23 +293,7 @@ def cmd_rft(args) -> None:
             args.dataset,
             args.samples,
             args.data_dir,
-            seq_len=args.seq_len,
-            batch_size=args.batch_size,
-            lr=args.lr,
-            epochs=args.epochs,
-            max_steps=args.max_steps,
-            lora_r=args.lora_r,
-            lora_alpha=args.lora_alpha,
-            lora_dropout=args.lora_dropout,
-            eval_every=args.eval_every,
-            seed=args.seed,
-            device=args.device,
-            dtype=args.dtype,
-            log_csv=args.log_csv,
-            val_fraction=args.val_fraction,
-            test_blocks=args.test_blocks,
-            micro_batch_size=args.micro_batch_size,
-            allow_truncate=args.allow_truncate,
+            **{name: getattr(args, name) for name in _RFT_OPTIONS},
             on_metrics=lambda name, value, step: run.metric(name, value, step),
         )
         run.metrics({k: v for k, v in summary.items() if isinstance(v, (int, float))})

@@ -20,6 +20,7 @@ policy is cheap even for LLaMA-7B-sized FFNs.
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import torch
 from torch import nn
@@ -188,56 +189,86 @@ def save_policy(
     write_json(meta_path, meta)
 
 
-def check_policy_state(path, method: str, states: tuple[str, ...]) -> None:
-    """Refuse, from the file's header alone (before any model loads), a policy trained on a state ``method`` does
-    not prune: an FFN policy given to ``prunenet-attention`` or an attention (``qkv``) one to the row selectors."""
+@dataclass(frozen=True)
+class PolicyHeader:
+    """What a policy file's header records (:func:`save_policy`'s ``meta``), read by :func:`read_policy_header` for
+    both the early check (:func:`check_policy_state`) and the loader (:func:`load_policy`)."""
+
+    path: str
+    meta: dict
+
+    @property
+    def config(self) -> dict:
+        """The training config (``TrainConfig`` as a dict); empty for hand-written files."""
+        return self.meta.get("config", {})
+
+    @property
+    def state(self) -> str:
+        """The state the policy was trained on; files without one are FFN (``up``) policies."""
+        return self.config.get("state", "up")
+
+    @property
+    def eq3(self) -> str:
+        """The Eq. 3 reading of the tensors; files written before it was recorded are ``coded``."""
+        return self.meta.get("eq3", "coded")
+
+
+def _corrupt(path, exc: Exception) -> PruneNetError:
+    return PruneNetError(f"corrupt policy file {path} ({type(exc).__name__}): delete it and retrain")
+
+
+def read_policy_header(path) -> PolicyHeader:
+    """Parse the header of the policy file ``path``; a missing or corrupt file is refused here."""
     import json
     from pathlib import Path
 
     from safetensors import safe_open
 
-    if not path or not Path(path).is_file():
-        return  # load_policy names the missing file
+    if not Path(path).is_file():
+        raise PruneNetError(f"policy file {path} not found: run `prunenet train` first")
     try:
         with safe_open(str(path), framework="pt") as f:
-            state = json.loads((f.metadata() or {})["prunenet"]).get("config", {}).get("state", "up")
+            return PolicyHeader(str(path), json.loads((f.metadata() or {})["prunenet"]))
+    except Exception as exc:
+        raise _corrupt(path, exc) from exc
+
+
+def check_policy_state(path, method: str, states: tuple[str, ...]) -> None:
+    """Refuse, from the file's header alone (before any model loads), a policy trained on a state ``method`` does
+    not prune: an FFN policy given to ``prunenet-attention`` or an attention (``qkv``) one to the row selectors."""
+    if not path:
+        return
+    try:
+        state = read_policy_header(path).state
     except Exception:
-        return  # load_policy names the corrupt file
+        return  # load_policy names the missing or corrupt file
     if state not in states:
         fix = "--method prunenet-attention" if state == "qkv" else "--method prunenet (or train with --state qkv)"
         raise PruneNetError(f"policy {path} was trained on state {state!r}, which {method} does not prune: use {fix}")
 
 
 def load_policy(path, which: str = DEFAULT_WHICH) -> tuple[PolicyNetwork, dict]:
-    """Load a policy saved by :func:`save_policy` (``which`` = best | last).
-
-    The network is rebuilt in the Eq. 3 reading the file records; files written before the
-    reading was recorded are ``coded`` (the only one there was).
-    """
-    import json
-    from pathlib import Path
-
+    """Load a policy saved by :func:`save_policy` (``which`` = best | last), in the Eq. 3 reading its header records."""
     from safetensors import safe_open
 
     if which not in WHICH:
         raise PruneNetError(f"unknown policy checkpoint {which!r}: use one of {', '.join(WHICH)}")
-    if not Path(path).is_file():
-        raise PruneNetError(f"policy file {path} not found: run `prunenet train` first")
+    header = read_policy_header(path)
     try:
         with safe_open(str(path), framework="pt") as f:
-            meta = json.loads((f.metadata() or {})["prunenet"])
             tensors = {k.split(".", 1)[1]: f.get_tensor(k) for k in f.keys() if k.startswith(which + ".")}
-        eq3 = meta.get("eq3", "coded")
-        if eq3 not in EQ3_READINGS:
-            raise PruneNetError(
-                f"policy file {path} records an unknown Eq. 3 reading {eq3!r} (known: {', '.join(EQ3_READINGS)}): "
-                f"retrain it with this version"
-            )
+        eq3 = header.eq3
+    except Exception as exc:
+        raise _corrupt(path, exc) from exc
+    if eq3 not in EQ3_READINGS:
+        raise PruneNetError(
+            f"policy file {path} records an unknown Eq. 3 reading {eq3!r} (known: {', '.join(EQ3_READINGS)}): "
+            f"retrain it with this version"
+        )
+    try:
         n, d = tensors["W_inter"].shape
         policy = PolicyNetwork(n, d, bias="b_inter" in tensors, eq3=eq3)
         policy.load_state_dict(tensors)
-    except PruneNetError:
-        raise
     except Exception as exc:
-        raise PruneNetError(f"corrupt policy file {path} ({type(exc).__name__}): delete it and retrain") from exc
-    return policy.eval(), meta
+        raise _corrupt(path, exc) from exc
+    return policy.eval(), header.meta

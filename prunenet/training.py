@@ -20,6 +20,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
+from typing import Protocol
 
 import torch
 from torch import nn
@@ -80,7 +81,15 @@ class TrainResult:
     layer_penalties: list[list[float]]  # per episode, per layer (mean over draws)
     best_episode: int
     seconds: float
-    config: dict = field(default_factory=dict)
+    config: dict = field(default_factory=dict)  # the TrainConfig, as a dict
+
+    def network(self, which: str = "best") -> PolicyNetwork:
+        """The trained policy ``which`` (best | last), ready to score rows: built by :func:`make_policy` from the
+        run's own config, so callers never re-derive its settings."""
+        tensors = self.best if which == "best" else self.last
+        policy = make_policy(TrainConfig(**self.config), *tensors["W_inter"].shape)
+        policy.load_state_dict(tensors)
+        return policy
 
 
 def collect_states(model: nn.Module, state: str = "up") -> torch.Tensor:
@@ -155,6 +164,106 @@ def reinforce_step(
     return running
 
 
+class EpisodeTask(Protocol):
+    """What differs between the trainers (FFN rows per layer, attention KV groups over the model); the rest of an
+    episode, seeding, the REINFORCE step and the best/last bookkeeping, is :func:`run_episodes`'s, shared."""
+
+    label: str  # progress-bar name
+    states: torch.Tensor  # (L, n, d): every layer's state
+    shape: tuple[int, int]  # (n, d) of a layer's state: the policy network's size
+    device: torch.device
+
+    def importance(self, policy: PolicyNetwork) -> torch.Tensor:
+        """The keep-importances an episode's draws perturb and sample from."""
+        ...
+
+    def draw(self, importance: torch.Tensor, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+        """One draw over the whole model: (its log-probability, the ``(L,)`` penalties it costs)."""
+        ...
+
+    def returns(self, penalties: torch.Tensor) -> torch.Tensor:
+        """What REINFORCE minimises, from the ``(M, L)`` penalties of the episode's M draws."""
+        ...
+
+    def score(self, selector: str, policy: PolicyNetwork | None, samples: int, seed: int) -> float:
+        """Mean layer-averaged penalty of ``selector``'s draws (a trained policy against random ones)."""
+        ...
+
+
+def make_policy(cfg: TrainConfig, n: int, d: int, generator: torch.Generator | None = None) -> PolicyNetwork:
+    """The network ``cfg`` trains: the one place that decides its shape-independent settings (the bias the
+    authors' code has comes with ``objective: official``), so a trained state dict always fits it."""
+    return PolicyNetwork(n, d, bias=cfg.objective == "official", generator=generator, eq3=cfg.eq3)
+
+
+def _snapshot(policy: nn.Module) -> dict[str, torch.Tensor]:
+    return {k: v.detach().clone() for k, v in policy.state_dict().items()}
+
+
+def run_episodes(
+    task: EpisodeTask, cfg: TrainConfig, progress: bool = True, on_episode: Callable[[int, float], None] | None = None
+) -> TrainResult:
+    """REINFORCE over ``cfg.episodes`` episodes of ``cfg.samples`` draws each, keeping the best and last policies."""
+    torch.manual_seed(cfg.seed)
+    gen = torch.Generator().manual_seed(cfg.seed)
+    policy = make_policy(cfg, *task.shape, generator=gen).to(task.device)
+    opt = torch.optim.AdamW(policy.parameters(), lr=cfg.lr)
+    running = None  # running mean of the returns (baseline: running)
+    history, per_layer = [], []
+    best_state, best_mean, best_ep = None, float("inf"), -1
+    t0 = time.perf_counter()
+    bar = tqdm(range(cfg.episodes), desc=f"{task.label} r={cfg.ratio}", disable=not progress)
+    for ep in bar:
+        importance = task.importance(policy)
+        log_probs, pens = zip(*(task.draw(importance, gen) for _ in range(cfg.samples)))
+        log_probs, pen = torch.stack(log_probs), torch.stack(pens)  # first axis: the M draws
+        mean = float(pen.mean())
+        if mean < best_mean:  # the policy that produced this episode's samples is the one scored by it
+            best_mean, best_ep, best_state = mean, ep, _snapshot(policy)
+        running = reinforce_step(opt, task.returns(pen), log_probs, cfg, running, ep)
+        history.append(mean)
+        per_layer.append(pen.mean(0).tolist())
+        bar.set_postfix(penalty=f"{mean:.4f}")
+        if on_episode:
+            on_episode(ep, mean)
+    seconds = time.perf_counter() - t0
+    return TrainResult(best_state, _snapshot(policy), history, per_layer, best_ep, seconds, asdict(cfg))
+
+
+@dataclass
+class RowTask:
+    """FFN rows: every layer draws its own k rows (Eq. 4) and is paid its own discounted future penalty (Eq. 7),
+    or, ``objective: official``, the authors' reward γ^l / D_l."""
+
+    states: torch.Tensor  # (L, n, d)
+    cfg: TrainConfig
+    label: str = "policy"
+
+    def __post_init__(self) -> None:
+        L, n, d = self.states.shape
+        self.shape, self.device, self.k = (n, d), self.states.device, n_keep(n, self.cfg.ratio)
+        self.dense = spectra(self.states, self.cfg.spectrum)
+        self.discounts = self.cfg.gamma ** torch.arange(L, dtype=torch.float32, device=self.device)
+
+    def importance(self, policy: PolicyNetwork) -> torch.Tensor:
+        return policy(self.states)  # (L, n)
+
+    def draw(self, importance: torch.Tensor, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+        draws = [draw_rows(imp, self.k, generator) for imp in importance]
+        with torch.no_grad():
+            pen = layer_penalties(self.states, [r for r, _ in draws], self.cfg.penalty, self.cfg.spectrum, self.dense)
+        return torch.stack([lp for _, lp in draws]), pen
+
+    def returns(self, penalties: torch.Tensor) -> torch.Tensor:
+        if self.cfg.objective == "paper":
+            return torch.stack([discounted_future(p, self.cfg.gamma) for p in penalties])  # minimise future penalty
+        return -self.discounts / penalties.clamp_min(1e-6)  # maximise γ^l / D_l  ==  minimise its negative
+
+    def score(self, selector: str, policy: PolicyNetwork | None, samples: int, seed: int) -> float:
+        cfg = self.cfg
+        return mean_penalty(self.states, selector, cfg.ratio, policy, samples, cfg.penalty, cfg.spectrum, seed)
+
+
 def train_policy(
     states: torch.Tensor,
     cfg: TrainConfig,
@@ -163,45 +272,7 @@ def train_policy(
 ) -> TrainResult:
     """Train one shared policy on the stacked state matrices ``states`` (L, n, d)."""
     cfg.validate()
-    L, n, d = states.shape
-    k = n_keep(n, cfg.ratio)
-    torch.manual_seed(cfg.seed)
-    gen = torch.Generator().manual_seed(cfg.seed)
-    policy = PolicyNetwork(n, d, bias=cfg.objective == "official", generator=gen, eq3=cfg.eq3).to(states.device)
-    opt = torch.optim.AdamW(policy.parameters(), lr=cfg.lr)
-    dense = spectra(states, cfg.spectrum)
-    discounts = cfg.gamma ** torch.arange(L, dtype=torch.float32, device=states.device)
-    running = None  # running mean of the returns per layer (baseline: running)
-    history, per_layer = [], []
-    best_state, best_mean, best_ep = None, float("inf"), -1
-    t0 = time.perf_counter()
-    bar = tqdm(range(cfg.episodes), desc=f"policy r={cfg.ratio}", disable=not progress)
-    for ep in bar:
-        importance = policy(states)  # (L, n)
-        log_probs, pens = [], []
-        for _ in range(cfg.samples):  # one episode = M independent walks over all layers
-            draws = [draw_rows(importance[l], k, gen) for l in range(L)]
-            log_probs.append(torch.stack([lp for _, lp in draws]))
-            with torch.no_grad():
-                pens.append(layer_penalties(states, [r for r, _ in draws], cfg.penalty, cfg.spectrum, dense))
-        log_probs, pen = torch.stack(log_probs), torch.stack(pens)  # (M, L)
-        mean = float(pen.mean())
-        # The policy that produced this episode's samples is the one scored by it.
-        if mean < best_mean:
-            best_mean, best_ep = mean, ep
-            best_state = {k_: v.detach().clone() for k_, v in policy.state_dict().items()}
-        if cfg.objective == "paper":
-            returns = torch.stack([discounted_future(p, cfg.gamma) for p in pen])  # minimise future penalty
-        else:
-            returns = -discounts / pen.clamp_min(1e-6)  # maximise γ^l / D_l  ==  minimise its negative
-        running = reinforce_step(opt, returns, log_probs, cfg, running, ep)
-        history.append(mean)
-        per_layer.append(pen.mean(0).tolist())
-        bar.set_postfix(penalty=f"{mean:.4f}")
-        if on_episode:
-            on_episode(ep, mean)
-    last_state = {k_: v.detach().clone() for k_, v in policy.state_dict().items()}
-    return TrainResult(best_state, last_state, history, per_layer, best_ep, time.perf_counter() - t0, asdict(cfg))
+    return run_episodes(RowTask(states, cfg), cfg, progress, on_episode)
 
 
 @torch.no_grad()
@@ -218,12 +289,21 @@ def mean_penalty(
     """Mean over ``samples`` draws of the layer-averaged penalty of a selector (for comparisons)."""
     L, n, _ = states.shape
     k = n_keep(n, ratio)
-    gen = torch.Generator().manual_seed(seed)
     dense = spectra(states, spectrum)
     importance = policy(states) if policy is not None else [None] * L
-    draws = 1 if selector == "deterministic" else samples
+
+    def draw(gen: torch.Generator) -> torch.Tensor:
+        rows = [select_rows(selector, n, k, importance[l], gen) for l in range(L)]
+        return layer_penalties(states, rows, penalty, spectrum, dense)
+
+    return mean_over_draws(draw, 1 if selector == "deterministic" else samples, seed)
+
+
+def mean_over_draws(draw: Callable[[torch.Generator], torch.Tensor], draws: int, seed: int) -> float:
+    """Mean over ``draws`` seeded draws of the layer-averaged penalties ``draw`` returns: how both targets
+    (:func:`mean_penalty`, :func:`prunenet.attention_policy.mean_group_penalty`) compare selectors."""
+    gen = torch.Generator().manual_seed(seed)
     total = 0.0
     for _ in range(draws):
-        rows = [select_rows(selector, n, k, importance[l], gen) for l in range(L)]
-        total += float(layer_penalties(states, rows, penalty, spectrum, dense).mean())
+        total += float(draw(gen).mean())
     return total / draws

@@ -152,9 +152,7 @@ def test_training_lowers_the_penalty_below_random_groups(tiny_model):
     states[:, :rows] += torch.randn(L, rows, d, generator=gen) * 3 + 2.0  # group 0: large, shared direction
     cfg = TrainConfig(ratio=0.6, episodes=60, lr=0.05, seed=0)
     result = train_attention(states, g, cfg, progress=False)
-    best = PolicyNetwork(g * rows, d, eq3=cfg.eq3)
-    best.load_state_dict(result.best)
-    trained = mean_group_penalty(states, g, "policy", 0.6, best, 40, seed=5)
+    trained = mean_group_penalty(states, g, "policy", 0.6, result.network(), 40, seed=5)
     random = mean_group_penalty(states, g, "random", 0.6, None, 40, seed=5)
     assert trained < 0.8 * random
 

@@ -130,6 +130,29 @@ def test_cli_train_printed_reading_end_to_end(smollm2_dir, tmp_path, monkeypatch
         assert load_policy(out, which)[0].eq3 == "printed"
 
 
+def test_policy_header_is_what_the_check_and_the_loader_read(tmp_path):
+    """One parse of the header: the trained state (FFN files without one are ``up``), the reading and the config."""
+    from prunenet.policy import check_policy_state, read_policy_header
+
+    pol = PolicyNetwork(12, 4, generator=torch.Generator().manual_seed(0), eq3="printed")
+    meta = {"config": {"state": "qkv", "ratio": 0.2}, "history": [0.1]}
+    save_policy(tmp_path / "q.st", tmp_path / "q.json", pol.state_dict(), pol.state_dict(), meta, eq3="printed")
+    header = read_policy_header(tmp_path / "q.st")
+    assert (header.state, header.eq3, header.config["ratio"]) == ("qkv", "printed", 0.2)
+    assert header.meta == load_policy(tmp_path / "q.st")[1] == json.loads((tmp_path / "q.json").read_text())
+    with pytest.raises(PruneNetError, match="does not prune"):
+        check_policy_state(tmp_path / "q.st", "an FFN row selector", ("up", "gate", "down"))
+    check_policy_state(tmp_path / "q.st", "prunenet-attention", ("qkv",))
+    save_policy(tmp_path / "u.st", tmp_path / "u.json", pol.state_dict(), pol.state_dict(), {})
+    assert read_policy_header(tmp_path / "u.st").state == "up"
+    with pytest.raises(PruneNetError, match="not found"):
+        read_policy_header(tmp_path / "missing.st")
+    (tmp_path / "bad.st").write_bytes(b"\x00" * 20)
+    with pytest.raises(PruneNetError, match="corrupt policy file"):
+        read_policy_header(tmp_path / "bad.st")
+    check_policy_state(tmp_path / "bad.st", "prunenet-attention", ("qkv",))  # left to the loader to name
+
+
 # ---------------------------------------------------------------- the law of the draw and its log-probability
 
 N_ROWS, K = 5, 3
@@ -363,13 +386,11 @@ def test_a_few_steps_lower_the_penalty_on_a_planted_problem(objective, eq3):
     noise at this size, so a few steps of it cannot be asserted to help (tests/test_core.py trains it for
     20 episodes); its expectation is checked above."""
     states = planted_states()
-    L, n, d = states.shape
     cfg = TrainConfig(ratio=0.3, episodes=10, samples=4, baseline="loo", lr=0.05, objective=objective, eq3=eq3)
     result = train_policy(states, cfg, progress=False)
-    untrained_state = train_policy(states, TrainConfig(**{**vars(cfg), "episodes": 1, "lr": 0.0}), progress=False).best
-    untrained, trained = (PolicyNetwork(n, d, bias=objective == "official", eq3=eq3) for _ in range(2))
-    untrained.load_state_dict(untrained_state)
-    trained.load_state_dict(result.last)
+    untrained = train_policy(states, TrainConfig(**{**vars(cfg), "episodes": 1, "lr": 0.0}), progress=False).network()
+    trained = result.network("last")
+    assert (trained.b_inter is not None) == (objective == "official") and trained.eq3 == eq3
     before, after = draw_penalties(states, untrained, 0.3, 20, 7), draw_penalties(states, trained, 0.3, 20, 7)
     se = math.sqrt(before.var() / len(before) + after.var() / len(after))
     print(
