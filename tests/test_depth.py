@@ -55,7 +55,9 @@ def test_block_influence_equals_direct_cosines(tiny_model, family):
         h = ref_model(ids, output_hidden_states=True).hidden_states
     ref = torch.stack([1 - torch.cosine_similarity(a.double(), b.double(), dim=-1).mean() for a, b in zip(h, h[1:])])
     assert bi.shape == (model.config.num_hidden_layers,)
-    torch.testing.assert_close(bi, ref, atol=1e-9, rtol=0)
+    # float32 forwards in batches of 2 vs one batch of 3 round differently (BLAS blocking varies by host): ~1e-9;
+    # a wrong pair or a wrong mean is off by > 1e-2
+    torch.testing.assert_close(bi, ref, atol=1e-6, rtol=0)
 
 
 @pytest.mark.parametrize("family", FAMILIES)
