@@ -361,9 +361,10 @@ def test_parameter_budget_width(family_model, family, tokenizer):
     fixed = dataclasses.replace(request, options={"budget": "ratio"})
     from prunenet.methods.slicegpt import slicing_ratio
 
-    ratio, meta = slicing_ratio(model, request)
+    budget = ffn_rows_budget(model, 0.3)  # what pipeline.apply hands a method declaring budget=True
+    ratio, meta = slicing_ratio(model, request, budget)
     assert meta["kept_width"] == kept and sg.sliced_dim(model.config.hidden_size, ratio) == kept
-    assert slicing_ratio(model, fixed) == (0.3, {"budget": "ratio"})
+    assert slicing_ratio(model, fixed, budget) == (0.3, {"budget": "ratio"})
     sliced = sg.slice_model(copy.deepcopy(model), None, ratio, calib, progress=False)
     assert count_params(sliced) == expected_params(model.config, family, kept)
     assert slicegpt.options[0].default == "params"
