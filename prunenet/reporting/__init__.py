@@ -10,10 +10,12 @@ from __future__ import annotations
 
 from .ablations import ABLATIONS  # registers tables 7, 10, 13, 16-19
 from .figures import fig1, fig3, fig4, ppl_vs_ratio
+from .frames import accuracy_frame, load_results
+from .labels import TABLE2_TASKS
 from .spectra import export_spectra
 from .speed import speedup
 from .summary import summary  # also registers table9 (inputs: `prunenet speed` JSONs)
-from .tables import TABLE2_TASKS, TABLES, accuracy_frame, load_results
+from .tables import TABLES
 
 FIGURES = {"fig1": fig1, "fig3": fig3, "fig4": fig4, "ppl_vs_ratio": ppl_vs_ratio, "speedup": speedup}
 # kind -> function; tables also write a Markdown twin (--out-md)

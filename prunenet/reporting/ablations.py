@@ -17,19 +17,12 @@ import numpy as np
 import pandas as pd
 
 from ..errors import PruneNetError
-from .labels import TASK_LABELS
+from .frames import accuracy_frame, load_results, ppl_columns
+from .labels import TABLE2_TASKS, TASK_LABELS
 from .paired import excludes_zero
+from .render import cell, table_note, write_table
 from .specs import EACH_CALIB, TableSpec, Variant
-from .tables import (
-    TABLE2_TASKS,
-    TABLES,
-    _cell,
-    _table_note,
-    _write_table,
-    accuracy_frame,
-    load_results,
-    ppl_columns,
-)
+from .tables import TABLES
 
 DENSE = "Dense"
 
@@ -166,14 +159,14 @@ def ablation_markdown(frame: pd.DataFrame, spec: Ablation, tasks: list[str], res
             {"model": model, "Comp. ratio": m["ratio"].map(lambda r: f"{100 * r:g}%"), spec.column: m["variant"]}
         )
         for t in [*tasks, "avg"]:
-            md[TASK_LABELS.get(t, "Avg." if t == "avg" else t)] = [_cell(v, s) for v, s in zip(m[t], m[f"{t}_sd"])]
+            md[TASK_LABELS.get(t, "Avg." if t == "avg" else t)] = [cell(v, s) for v, s in zip(m[t], m[f"{t}_sd"])]
         for col in ppl_columns(m):
-            md[f"PPL {col[4:]}"] = [_cell(v, s, 2) for v, s in zip(m[col], m[f"{col}_sd"])]
+            md[f"PPL {col[4:]}"] = [cell(v, s, 2) for v, s in zip(m[col], m[f"{col}_sd"])]
         md["params (M)"] = m["params"].map(lambda v: f"{v / 1e6:.1f}")
         md["eff. sparsity %"] = m["effective_sparsity"].map(lambda v: f"{v:.1f}")
         md["seeds"] = m["seeds"]
         parts += [md.to_markdown(index=False), ""]
-    parts.append(_table_note(results, recovery=False))
+    parts.append(table_note(results, recovery=False))
     diffs = mean[mean["avg_diff"].notna()] if "avg_diff" in mean else mean.iloc[0:0]
     if diffs.empty:
         parts.append("No paired comparison: the reference variant has no run at these ratios.\n")
@@ -217,7 +210,7 @@ def ablation_table(
     if schedules:
         md += "\n" + "\n".join(schedules) + "\n"
     md += "".join(f"\n{n}\n" for n in notes or [])
-    return _write_table(frame, out, out_md, md)
+    return write_table(frame, out, out_md, md)
 
 
 def _register(name: str) -> None:

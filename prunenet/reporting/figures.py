@@ -7,7 +7,8 @@ from pathlib import Path
 import pandas as pd
 
 from ..artifacts import atomic_file
-from .tables import TABLE2_TASKS, accuracy_frame, load_results, summary_frame
+from .frames import accuracy_frame, load_results, summary_frame
+from .labels import TABLE2_TASKS
 
 
 def fig1(inputs: list[str], out: str) -> list[Path]:
@@ -20,7 +21,7 @@ def fig1(inputs: list[str], out: str) -> list[Path]:
 
     spectrum = pd.concat([pd.read_csv(p) for p in inputs], ignore_index=True)
     layers = list(dict.fromkeys(spectrum["layer"]))
-    plt = _pyplot()
+    plt = pyplot()
     fig, axes = plt.subplots(1, len(layers), figsize=(5 * len(layers), 3.8), squeeze=False)
     for ax, l in zip(axes[0], layers):
         for label, g in spectrum[spectrum["layer"] == l].groupby("checkpoint", sort=False):
@@ -31,10 +32,10 @@ def fig1(inputs: list[str], out: str) -> list[Path]:
         ax.set_ylabel("ECDF")
         ax.legend(fontsize=8)
     fig.tight_layout()
-    return _save(fig, out)
+    return save_figure(fig, out)
 
 
-def _pyplot():
+def pyplot():
     import matplotlib
 
     matplotlib.use("Agg")
@@ -43,17 +44,17 @@ def _pyplot():
     return plt
 
 
-def _save(fig, out: str) -> list[Path]:
+def save_figure(fig, out: str) -> list[Path]:
     out = Path(out)
     with atomic_file(out) as tmp:
         fig.savefig(tmp, dpi=120)
-    _pyplot().close(fig)
+    pyplot().close(fig)
     return [out]
 
 
 def fig3(inputs: list[str], out: str, tasks: list[str] | None = None) -> list[Path]:
     """Paper Figure 3: recovery % of dense (average accuracy) and perplexity vs number of RFT samples."""
-    plt = _pyplot()
+    plt = pyplot()
     tasks = tasks or TABLE2_TASKS
     df = summary_frame(accuracy_frame(load_results(inputs), tasks), tasks)
     ppl = next((c for c in df.columns if c.startswith("ppl_") and not c.endswith("_sd")), None)
@@ -81,12 +82,12 @@ def fig3(inputs: list[str], out: str, tasks: list[str] | None = None) -> list[Pa
     for ax in (ax_acc, ax_ppl):
         ax.legend(fontsize=8)
     fig.tight_layout()
-    return _save(fig, out)
+    return save_figure(fig, out)
 
 
 def fig4(inputs: list[str], out: str) -> list[Path]:
     """Paper Figure 4: RFT train and validation loss per step, one pair of curves per run."""
-    plt = _pyplot()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(6, 4))
     for path in inputs:
         log = pd.read_csv(path)
@@ -97,7 +98,7 @@ def fig4(inputs: list[str], out: str) -> list[Path]:
     ax.set(xlabel="step", ylabel="loss", title="RFT loss curves")
     ax.legend(fontsize=7)
     fig.tight_layout()
-    return _save(fig, out)
+    return save_figure(fig, out)
 
 
 def ppl_vs_ratio(inputs: list[str], out: str) -> list[Path]:
@@ -111,7 +112,7 @@ def ppl_vs_ratio(inputs: list[str], out: str) -> list[Path]:
         run = json.loads(Path(path).read_text())
         points += [{"method": run["method"], "seed": run["seed"], "dataset": run["dataset"]} | p for p in run["points"]]
     df = pd.DataFrame(points)
-    plt = _pyplot()
+    plt = pyplot()
     fig, (ax_r, ax_s) = plt.subplots(1, 2, figsize=(11, 4))
     for method, g in df.groupby("method", sort=False):
         by = g.groupby("ratio")
@@ -128,4 +129,4 @@ def ppl_vs_ratio(inputs: list[str], out: str) -> list[Path]:
     ax_r.legend(fontsize=8)
     fig.suptitle(f"{df['dataset'].iloc[0]}; line = mean over seeds, band = min–max", fontsize=8)
     fig.tight_layout()
-    return _save(fig, out)
+    return save_figure(fig, out)

@@ -6,6 +6,7 @@ print the same task labels; keeping the labels below both lets each import them 
 
 from __future__ import annotations
 
+TABLE2_TASKS = ["piqa", "winogrande", "hellaswag", "arc_easy", "arc_challenge"]  # paper Table 2
 # The paper's task columns of its baseline tables, in its order (Table 4: LLaMA-2-7B, Table 5: LLaMA-1-7B).
 PAPER_TASKS = {
     "table4": ["piqa", "hellaswag"],

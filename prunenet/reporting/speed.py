@@ -15,8 +15,10 @@ from pathlib import Path
 import pandas as pd
 
 from ..errors import PruneNetError
-from .figures import _pyplot, _save
-from .tables import TABLES, _write_table, method_order
+from .figures import pyplot, save_figure
+from .frames import method_order
+from .render import write_table
+from .tables import TABLES
 
 KINDS = ("prefill", "decode")
 
@@ -114,7 +116,7 @@ def table9(inputs: list[str], out: str, out_md: str, **_: object) -> list[Path]:
     cols = ["model", "batch_size", "method", "ratio", "prefill tok/s", "prefill ×", "decode tok/s", "decode ×"]
     # strings as written: tabulate would otherwise re-parse "1.17" as a number and round it with one format
     lines.append(b[cols + ["ideal ×", "peak MB"]].to_markdown(index=False, disable_numparse=True) + "\n")
-    return _write_table(df, out, out_md, "\n".join(lines))
+    return write_table(df, out, out_md, "\n".join(lines))
 
 
 def speedup(inputs: list[str], out: str) -> list[Path]:
@@ -122,7 +124,7 @@ def speedup(inputs: list[str], out: str) -> list[Path]:
     one marker per ratio and batch size); points on the diagonal turn every removed FLOP into speed."""
     df = speed_frame(load_speed(inputs))
     pruned = df[df["method"] != "dense"]
-    plt = _pyplot()
+    plt = pyplot()
     fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
     markers = dict(zip(sorted(df["batch_size"].unique()), "osD^v"))
     for ax, kind in zip(axes, KINDS):
@@ -141,4 +143,4 @@ def speedup(inputs: list[str], out: str) -> list[Path]:
     axes[1].legend(fontsize=7, ncol=2)
     fig.suptitle(f"{df['model'].iloc[0]} on {df['device'].iloc[0]}: median of the timed runs", fontsize=8)
     fig.tight_layout()
-    return _save(fig, out)
+    return save_figure(fig, out)

@@ -9,8 +9,8 @@ registered table has exactly one spec.
 from __future__ import annotations
 
 from .ablations import ABLATIONS
+from .labels import PAPER_TASKS
 from .specs import TableSpec
-from .tables import PAPER_TASKS
 
 TABLE_SPECS: dict[str, TableSpec] = {
     "table2": TableSpec(notes=True),
