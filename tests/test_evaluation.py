@@ -315,3 +315,20 @@ def test_perplexity_on_path_and_bos(tiny_ckpt, data_dir):
     res = ev.perplexity_on(tiny_ckpt, "wikitext2", "test", data_dir, seq_len=32, max_blocks=2, add_bos=True)
     assert res["n_blocks"] == 2 and res["n_tokens"] == 2 * 31 and math.isfinite(res["ppl"])
     assert "wikitext2/test (local" in res["dataset"]
+
+
+def test_first_documents_only_are_the_full_splits_first(offline, data_dir, tmp_path):
+    """An integer limit evaluates a split's first documents zero-shot, so the cut tasks (written for a limit) must
+    hold exactly those documents, as lm-eval processes them (HellaSwag's preprocessing included), MMLU's few-shot
+    dev split whole."""
+    _, cut = ev.load_lm_tasks(list(ev.BENCHMARKS), str(data_dir), tmp_path, first=3)
+    for name in ev.BENCHMARKS:
+        full_leaves, cut_leaves = (
+            leaf_tasks(o) if hasattr(o, "get_all_tasks") else {o.config.task: o} for o in (offline[name], cut[name])
+        )
+        assert full_leaves.keys() == cut_leaves.keys(), name
+        for leaf, task in cut_leaves.items():
+            docs = list(task.eval_docs)
+            assert len(docs) == 3 and docs == list(full_leaves[leaf].eval_docs)[:3], leaf
+            if task.has_training_docs() or leaf.startswith("mmlu"):
+                assert list(task.fewshot_docs()) == list(full_leaves[leaf].fewshot_docs()), leaf

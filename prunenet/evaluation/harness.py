@@ -67,9 +67,10 @@ def _load_local(tm, tasks: list[str], data_dir: str | os.PathLike) -> tuple[dict
 
 
 def load_lm_tasks(
-    tasks: list[str], data_dir: str | os.PathLike | None, work_dir: str | os.PathLike
+    tasks: list[str], data_dir: str | os.PathLike | None, work_dir: str | os.PathLike, first: int | None = None
 ) -> tuple[Any, dict[str, Any]]:
-    """Build lm-eval task objects; returns (task_manager, {canonical name: Task or Group})."""
+    """Build lm-eval task objects; returns (task_manager, {canonical name: Task or Group}). ``first``: local
+    tasks hold only their first ``first`` documents (what an integer ``limit`` evaluates zero-shot)."""
     from lm_eval.tasks import TaskManager
 
     tasks = check_tasks(tasks)
@@ -80,7 +81,7 @@ def load_lm_tasks(
         tm = TaskManager()
         loaded, names = _load_hub(tm, tasks)
     else:
-        include = write_local_tasks(tasks, data_dir, work_dir)
+        include = write_local_tasks(tasks, data_dir, work_dir, first)
         tm = TaskManager(include_path=str(include), include_defaults=False)
         loaded, names = _load_local(tm, tasks, data_dir)
     top = {}
@@ -113,7 +114,9 @@ def _evaluate(
     from . import cached_lm  # importing it registers cached_lm.NAME
 
     seed_everything(seed)
-    tm, top = load_lm_tasks(tasks, data_dir, work_dir)
+    # zero-shot, an integer limit reads only the first `limit` documents; few-shot examples come from the split
+    first = limit if isinstance(limit, int) and num_fewshot == 0 else None
+    tm, top = load_lm_tasks(tasks, data_dir, work_dir, first)
     model, tok = checkpoint if isinstance(checkpoint, tuple) else load_model(checkpoint, device=device, dtype=dtype)
     lm_class = get_model(cached_lm.NAME if lm == "cached" else "hf")
     return simple_evaluate(

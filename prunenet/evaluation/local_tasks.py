@@ -8,6 +8,7 @@ Where the local files are is :data:`prunenet.data.LOCAL_FILES` (the one map of t
 from __future__ import annotations
 
 import csv
+import itertools
 import json
 import os
 from collections.abc import Iterable
@@ -112,24 +113,39 @@ def _local_cfg(builtin: Path, name: str, data_files: dict[str, str], eval_split:
     }
 
 
-def _hub_file(task: str, src: Path, conv: Path, split: str) -> Path:
-    """The eval split in hub field layout: converted into ``conv`` (ARC, HellaSwag) or the local file as is."""
+def _hub_rows(task: str, src: Path) -> Iterable[dict]:
+    """The eval split's records in hub field layout (ARC and HellaSwag converted, PIQA and WinoGrande as they are)."""
+    rows = _read_jsonl(src)
     if task.startswith("arc_"):
-        target = conv / f"{task}_{split}.jsonl"
-        _write_jsonl(target, (arc_to_hub(r) for r in _read_jsonl(src)))
-    elif task == "hellaswag":
-        target = conv / f"{task}_{split}.jsonl"
-        _write_jsonl(target, (hellaswag_to_hub(r) for r in _read_jsonl(src)))
-    else:  # piqa, winogrande: already in hub field layout
-        target = src
+        return (arc_to_hub(r) for r in rows)
+    if task == "hellaswag":
+        return (hellaswag_to_hub(r) for r in rows)
+    return rows
+
+
+def _hub_file(task: str, src: Path, conv: Path, split: str, first: int | None) -> Path:
+    """The eval split in hub field layout, written into ``conv``; PIQA and WinoGrande whole: the local file as is.
+
+    ``first``: keep only the first ``first`` records. lm-eval's integer ``--limit`` evaluates exactly the
+    first ``limit`` documents, so with zero-shot prompts the evaluation is the same while lm-eval no longer
+    converts and preprocesses the whole split (HellaSwag: 10k documents) in every job.
+    """
+    if first is None and not (task.startswith("arc_") or task == "hellaswag"):
+        return src
+    target = conv / f"{task}_{split}.jsonl"
+    rows = _hub_rows(task, src)
+    _write_jsonl(target, rows if first is None else itertools.islice(rows, first))
     return target
 
 
-def write_local_tasks(tasks: Iterable[str], data_dir: str | os.PathLike, work_dir: str | os.PathLike) -> Path:
+def write_local_tasks(
+    tasks: Iterable[str], data_dir: str | os.PathLike, work_dir: str | os.PathLike, first: int | None = None
+) -> Path:
     """Write offline task YAMLs (+ converted hub-layout JSONL) into ``work_dir/lm_tasks``.
 
     Returns the folder to pass to ``TaskManager(include_path=...)``. All paths written
-    are absolute (lm-eval resolves a relative ``data_files`` against the CWD).
+    are absolute (lm-eval resolves a relative ``data_files`` against the CWD). ``first``: only the first
+    ``first`` records of each eval split (see :func:`_hub_file`; never the few-shot source), or all.
     """
     tasks = check_tasks(tasks)
     data_dir = Path(data_dir).expanduser().resolve()
@@ -141,32 +157,34 @@ def write_local_tasks(tasks: Iterable[str], data_dir: str | os.PathLike, work_di
     out.mkdir(parents=True, exist_ok=True)
     builtin_dir = lm_eval_tasks_dir()
     if any(t == "mmlu" or t.startswith("mmlu_") for t in tasks):  # the group and every subject task at once
-        _write_mmlu(data_dir, out, builtin_dir)
+        _write_mmlu(data_dir, out, builtin_dir, first)
     for task in tasks:
         if task == "mmlu" or task.startswith("mmlu_"):
             continue
         rel, split = BUILTIN_YAML[task]
         src = _require(data_dir / LOCAL_FILES[task][split])
-        target = _hub_file(task, src, out / "data", split)
+        target = _hub_file(task, src, out / "data", split, first)
         name = task + LOCAL_SUFFIX
         _dump(out / f"{name}.yaml", _local_cfg(builtin_dir / rel, name, {split: str(target)}, split, out / "hf_cache"))
     return out
 
 
-def _mmlu_subject_files(data_dir: Path, sub: Path, subject: str) -> dict[str, str]:
-    """One subject's test and dev CSVs as hub-layout JSONL (dev gives the few-shot examples)."""
+def _mmlu_subject_files(data_dir: Path, sub: Path, subject: str, first: int | None) -> dict[str, str]:
+    """One subject's test and dev CSVs as hub-layout JSONL (dev gives the few-shot examples; ``first`` cuts
+    only the test split)."""
     files = {}
     for split in ("test", "dev"):
         csv_path = _require(data_dir / LOCAL_FILES["mmlu"][split] / f"{subject}_{split}.csv")
         with csv_path.open(newline="", encoding="utf-8") as f:
             rows = [mmlu_row_to_hub(r, subject) for r in csv.reader(f)]
+        rows = rows[:first] if split == "test" and first is not None else rows
         target = sub / "data" / f"{subject}_{split}.jsonl"
         _write_jsonl(target, rows)
         files[split] = str(target)
     return files
 
 
-def _write_mmlu(data_dir: Path, out: Path, builtin_dir: Path) -> None:
+def _write_mmlu(data_dir: Path, out: Path, builtin_dir: Path, first: int | None) -> None:
     """57 per-subject tasks (built-in prompts, test + dev for few-shot) and the mmlu group tree."""
     mdir = builtin_dir / "mmlu" / "default"
     sub = out / "mmlu"
@@ -181,7 +199,7 @@ def _write_mmlu(data_dir: Path, out: Path, builtin_dir: Path) -> None:
                 "dataset_path": "json",
                 "dataset_name": None,
                 "dataset_kwargs": {
-                    "data_files": _mmlu_subject_files(data_dir, sub, subject),
+                    "data_files": _mmlu_subject_files(data_dir, sub, subject, first),
                     "cache_dir": str(out / "hf_cache"),
                 },
             },
