@@ -23,3 +23,7 @@ DATASETS = ("wikitext2", "ptb", "alpaca")  # text corpora: perplexity, calibrati
 # schema states them (tests/test_registry.py checks that the schema, the CLI and PruneRequest agree).
 DEFAULT_STATE = STATES[0]
 DEFAULT_WHICH = WHICH[0]
+# Calibration windows when a method's config names none: SliceGPT's CPU default (the paper: 1024 x 2048 tokens on
+# GPUs). Here, not in prunenet.data, so that building the CLI's parser does not import torch.
+CALIB_SAMPLES = 32
+CALIB_SEQ_LEN = 256

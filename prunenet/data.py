@@ -14,6 +14,7 @@ from pathlib import Path
 
 import torch
 
+from .choices import CALIB_SAMPLES, CALIB_SEQ_LEN
 from .choices import DATASETS as TEXT_DATASETS
 from .errors import PruneNetError
 
@@ -42,9 +43,6 @@ LOCAL_FILES: dict[str, dict[str, str]] = {
     "arc_challenge": {"test": "arc/ARC-Challenge-Test.jsonl"},
     "mmlu": {"test": "mmlu/test", "dev": "mmlu/dev"},
 }
-# SliceGPT's CPU calibration default (the paper uses 1024 x 2048 tokens on GPUs)
-CALIB_SAMPLES = 32
-CALIB_SEQ_LEN = 256
 
 
 def format_alpaca(example: dict) -> str:

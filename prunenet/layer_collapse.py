@@ -35,6 +35,7 @@ everything left could no longer reach the budget (it is short whatever the rest 
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import torch
@@ -247,6 +248,12 @@ def layer_collapse(
             break
         if everything:  # cannot happen after the max_removable check; kept so the loop provably ends
             raise PruneNetError(f"LaCo could not merge away {n_remove} layers: lower laco.lowest")
+    return _collapse(trace, state, t, passes, len(memo))
+
+
+def _collapse(trace: list, state: Callable[[tuple], _Stack], t: float, passes: int, evaluated: int) -> Collapse:
+    """The accepted merges of a pass's ``trace`` (in original layer indices), every candidate's row and the groups
+    of original layers that end up as one."""
     merges, rows, history = [], [], ()
     for pos, size, sim, ok in trace:
         origin = state(history).origin
@@ -256,7 +263,7 @@ def layer_collapse(
             merges.append(Merge(pos, size, layers_orig, sim))
             history = (*history, (pos, size))
     groups = [g for g in state(history).origin if len(g) > 1]
-    return Collapse(merges, t, passes, len(memo), rows, groups)
+    return Collapse(merges, t, passes, evaluated, rows, groups)
 
 
 def apply_collapse(model: nn.Module, collapse: Collapse) -> nn.Module:

@@ -48,7 +48,7 @@ def test_schema_enums_equal_the_registries():
     ):
         assert policy[key]["enum"] == list(values), key
     calib = SCHEMA["properties"]["slicegpt"]["properties"]
-    from prunenet.data import CALIB_SAMPLES, CALIB_SEQ_LEN
+    from prunenet.choices import CALIB_SAMPLES, CALIB_SEQ_LEN
 
     assert (calib["calib_samples"]["default"], calib["calib_seq_len"]["default"]) == (CALIB_SAMPLES, CALIB_SEQ_LEN)
 

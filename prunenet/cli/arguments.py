@@ -79,7 +79,6 @@ def method_options(sp, policy_help: str | None = None, policy: bool = True) -> N
     file(s), which episode's policy, and the calibration settings. ``policy_help``: add ``--policy`` (prune);
     without it ``--policies`` takes one file per ratio (sweep); ``policy=False``: no policy flags (prepare)."""
     from .. import choices
-    from ..data import CALIB_SAMPLES, CALIB_SEQ_LEN, TEXT_DATASETS
     from ..methods import METHODS
 
     def users(need: str) -> str:
@@ -96,9 +95,9 @@ def method_options(sp, policy_help: str | None = None, policy: bool = True) -> N
             "--state", default=choices.DEFAULT_STATE, choices=choices.STATES, help="only used without a policy"
         )
     cal = sp.add_argument_group(f"calibration ({users('needs_calibration')})")
-    cal.add_argument("--calib-dataset", default="wikitext2", choices=TEXT_DATASETS)
-    cal.add_argument("--calib-samples", type=POSITIVE_INT, default=CALIB_SAMPLES)
-    cal.add_argument("--calib-seq-len", type=number(int, 2), default=CALIB_SEQ_LEN)
+    cal.add_argument("--calib-dataset", default="wikitext2", choices=choices.DATASETS)
+    cal.add_argument("--calib-samples", type=POSITIVE_INT, default=choices.CALIB_SAMPLES)
+    cal.add_argument("--calib-seq-len", type=number(int, 2), default=choices.CALIB_SEQ_LEN)
     cal.add_argument("--damping", type=float, default=0.01)
     cal.add_argument("--round-to", type=int, default=8)
     sp.add_argument(

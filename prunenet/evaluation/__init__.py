@@ -26,9 +26,6 @@ YAMLs), :mod:`.harness` (loading tasks, :func:`run_lm_eval`, reading results),
 
 from __future__ import annotations
 
-from .harness import load_lm_tasks, run_lm_eval, seed_everything
-from .local_tasks import arc_to_hub, hellaswag_to_hub, mmlu_row_to_hub, mmlu_subjects, write_local_tasks
-from .ppl import perplexity, perplexity_on
 from .tasks import (
     BENCHMARKS,
     BUILTIN_YAML,
@@ -41,6 +38,24 @@ from .tasks import (
     check_tasks,
     lm_eval_tasks_dir,
 )
+
+# The torch-importing parts load on first use (PEP 562): the task names above are all that reports and the CLI's
+# checks need, and every `prunenet report` job would otherwise pay torch's import for nothing.
+_LAZY = {
+    "harness": ("load_lm_tasks", "run_lm_eval", "seed_everything"),
+    "local_tasks": ("arc_to_hub", "hellaswag_to_hub", "mmlu_row_to_hub", "mmlu_subjects", "write_local_tasks"),
+    "ppl": ("perplexity", "perplexity_on"),
+}
+
+
+def __getattr__(name: str):
+    import importlib
+
+    for module, names in _LAZY.items():
+        if name in names:
+            return getattr(importlib.import_module(f".{module}", __name__), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 __all__ = [
     "BUILTIN_YAML",

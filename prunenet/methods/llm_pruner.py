@@ -43,7 +43,7 @@ def run(model: nn.Module, tokenizer: Any, request: PruneRequest, budget: int) ->
     from ..arch import get_adapter
     from ..slicing import prune_ffn
     from ..stats import count_params
-    from ..structured.budget import group_params, plan, settle
+    from ..structured.budget import settle
     from ..structured.groups import aggregate, attention_members, ffn_members, kept
     from ..structured.taylor import gradients, member_scores, scored_params
     from ..surgery import slice_attention
@@ -61,17 +61,7 @@ def run(model: nn.Module, tokenizer: Any, request: PruneRequest, budget: int) ->
     dense = count_params(model)
     ffn = {i: ffn_members(model, layers[i]) for i in pruned}
     attn = {i: attention_members(model, layers[i]) for i in pruned} if heads else {}
-    probe = pruned[0]
-    kv = attn[probe][0].index.shape[0] if heads else 1
-    p = plan(
-        budget,
-        len(pruned),
-        ffn[probe][0].index.shape[0],
-        group_params(ffn[probe]),
-        kv,
-        group_params(attn[probe]) if heads else 0,
-        heads,
-    )
+    p, kv = _plan(budget, pruned, ffn, attn, heads)
     members = [m for i in pruned for m in ffn[i] + attn.get(i, [])]
     stats = gradients(model, request.calibration(tokenizer), scored_params(members), opt["importance"] == "element2")
     t1 = time.perf_counter()
@@ -133,3 +123,15 @@ LLM_PRUNER = register(
         ),
     ),
 )
+
+
+def _plan(budget: int, pruned: list[int], ffn: dict, attn: dict, heads: bool) -> tuple[Any, int]:
+    """How many FFN channels (and KV groups) every pruned layer loses to meet ``budget``, and the KV group count;
+    the layers share one shape, so the first pruned layer's groups size the plan."""
+    from ..structured.budget import group_params, plan
+
+    probe = pruned[0]
+    kv = attn[probe][0].index.shape[0] if heads else 1
+    n_channels = ffn[probe][0].index.shape[0]
+    attn_params = group_params(attn[probe]) if heads else 0
+    return plan(budget, len(pruned), n_channels, group_params(ffn[probe]), kv, attn_params, heads), kv

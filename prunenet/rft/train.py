@@ -275,6 +275,13 @@ def _summary(
     }
 
 
+def _emit_perplexities(log: Log, summary: dict, steps: int) -> None:
+    """Validation and test perplexity before (step 0) and after (the last step) fine-tuning, where measured."""
+    for name in ("val_ppl_before", "val_ppl_after", "test_ppl_before", "test_ppl_after"):
+        if summary[name] is not None:
+            log.emit(name, summary[name], 0 if name.endswith("before") else steps)
+
+
 def finetune(
     model_path: str,
     out_dir: str | os.PathLike,
@@ -303,29 +310,18 @@ def finetune(
 ) -> dict:
     """LoRA-fine-tune ``model_path`` on ``dataset``, merge the adapters and save a plain HF checkpoint.
 
-    Steps: ``max_steps`` if given, else ``ceil(epochs * n_train / batch_size)``; batches are drawn
-    from a seeded stream of per-epoch permutations. Train loss is logged every step,
-    validation loss at step 0, every ``eval_every`` steps and at the end (on the merged model).
-    Test-split perplexity (WikiText-2/PTB, first ``test_blocks`` blocks of ``seq_len``) is
-    measured before and after. The checkpoint in ``out_dir`` (written atomically) keeps the
-    source config — including per-layer FFN sizes of pruned models — and its
-    ``prunenet_meta.json`` gets the source's meta plus this run's summary under ``rft``.
-    Each optimizer step's batch is run in chunks of ``micro_batch_size`` samples with
-    gradient accumulation (same token-weighted loss as one pass; ``None`` = one pass): on
-    SmolLM2 at seq_len 256 a batch of 8 in one pass peaks near 11 GB RSS, mostly logits.
-    Returns that JSON-able summary.
+    Steps: ``max_steps`` if given, else ``ceil(epochs * n_train / batch_size)``; batches come from a seeded stream
+    of per-epoch permutations. Train loss every step, validation loss at step 0, every ``eval_every`` steps and at
+    the end (merged model); test-split perplexity (first ``test_blocks`` blocks of ``seq_len``) before and after.
+    The checkpoint (written atomically) keeps the source config, per-layer FFN sizes included; its
+    ``prunenet_meta.json`` adds this run's summary under ``rft``. A step's batch runs in chunks of
+    ``micro_batch_size`` with gradient accumulation (same token-weighted loss; ``None`` = one pass): on SmolLM2
+    at seq_len 256 a batch of 8 in one pass peaks near 11 GB RSS, mostly logits. Returns the JSON-able summary.
     """
     t_start = time.perf_counter()
     _check_args(dataset, batch_size, max_steps, epochs, lr, micro_batch_size, eval_every)
-    data = dict(
-        dataset=dataset,
-        n_samples=n_samples,
-        seq_len=seq_len,
-        data_dir=data_dir,
-        val_fraction=val_fraction,
-        seed=seed,
-        allow_truncate=allow_truncate,
-    )
+    data = {"dataset": dataset, "n_samples": n_samples, "seq_len": seq_len, "data_dir": data_dir}
+    data |= {"val_fraction": val_fraction, "seed": seed, "allow_truncate": allow_truncate}
     model, tokenizer, source_meta, splits = load(model_path, data, test_blocks, device, dtype)
     n_train = splits.train["input_ids"].shape[0]
     steps = max_steps if max_steps is not None else max(1, math.ceil(epochs * n_train / batch_size))
@@ -342,9 +338,7 @@ def finetune(
     summary = _summary(
         dataset, seq_len, run_epochs, hp, splits.info, trained, log, before, after, merged, t_start, model_path
     )
-    for name in ("val_ppl_before", "val_ppl_after", "test_ppl_before", "test_ppl_after"):
-        if summary[name] is not None:
-            log.emit(name, summary[name], 0 if name.endswith("before") else steps)
+    _emit_perplexities(log, summary, steps)
     meta = {**source_meta, "rft": summary, "rft_dataset": dataset, "rft_samples": splits.info["n_train"]}
     save(merged, tokenizer, out_dir, meta, log_csv, log)
     return summary

@@ -203,6 +203,41 @@ def _slice_sequential(
     return q, outs
 
 
+def _slice_layers(
+    adapter,
+    all_layers: list,
+    q: torch.Tensor,
+    inputs: list,
+    cal: _Calibration,
+    widths: tuple[int, int],
+    devices: tuple,
+    progress: bool,
+    ratio: float,
+) -> tuple[list[nn.Module], torch.Tensor]:
+    """Rotate and slice each decoder layer in turn (on ``devices[0]``, back to ``devices[1]``), feeding it the
+    previous layer's rotated outputs (``inputs`` is consumed in place); returns the sliced layers and the last
+    rotation (for the LM head)."""
+    from tqdm.auto import tqdm
+
+    (kept, d), (device, home) = widths, devices
+    new_layers = []
+    for idx in tqdm(range(len(all_layers)), desc=f"SliceGPT r={ratio}", disable=not progress, unit="layer"):
+        layer = to_sliced_layer(adapter, all_layers[idx], kept, d, d).to(device)
+        p = layer_parts(adapter, layer)
+        # readers of the incoming stream (a parallel block's MLP reads it too)
+        for lin in p.attn_in + (p.mlp_in if adapter.parallel_block else []):
+            _rotate_in(lin, q)
+        if adapter.parallel_block:
+            q, outs = _slice_parallel(layer, p, q, inputs, cal)
+        else:
+            q, outs = _slice_sequential(layer, p, q, inputs, cal, d)
+        inputs[:] = [_rot(o, q) for o in outs]  # in place: the caller's list must not keep layer 0's inputs
+        del outs
+        new_layers.append(layer.to(home))
+        all_layers[idx] = None  # free the HF wrapper
+    return new_layers, q
+
+
 @torch.no_grad()
 def slice_model(
     model: nn.Module,
@@ -244,23 +279,7 @@ def slice_model(
         _rotate_out(emb, q.to(emb.weight.device))
     inputs = [_rot(x, q) for x in inputs]
 
-    from tqdm.auto import tqdm
-
-    new_layers = []
-    for idx in tqdm(range(len(all_layers)), desc=f"SliceGPT r={ratio}", disable=not progress, unit="layer"):
-        layer = to_sliced_layer(adapter, all_layers[idx], kept, d, d).to(device)
-        p = layer_parts(adapter, layer)
-        # readers of the incoming stream (a parallel block's MLP reads it too)
-        for lin in p.attn_in + (p.mlp_in if adapter.parallel_block else []):
-            _rotate_in(lin, q)
-        if adapter.parallel_block:
-            q, outs = _slice_parallel(layer, p, q, inputs, cal)
-        else:
-            q, outs = _slice_sequential(layer, p, q, inputs, cal, d)
-        inputs = [_rot(o, q) for o in outs]
-        del outs
-        new_layers.append(layer.to(home))
-        all_layers[idx] = None  # free the HF wrapper
+    new_layers, q = _slice_layers(adapter, all_layers, q, inputs, cal, (kept, d), (device, home), progress, ratio)
     adapter.set_layers(new_layers)
     head = adapter.lm_head()
     _rotate_in(head, q.to(head.weight.device))
