@@ -4,7 +4,7 @@ EVAL_ARGS = " ".join(
         f"--dtype {config['dtype']} --device {config['device']} --seed {SEEDS[0]} {DATA_ARG}",
         f"--limit {EV['limit']}" if EV["limit"] else "",
         f"--ppl-datasets {' '.join(EV['ppl_datasets'])} --ppl-seq-len {EV['ppl_seq_len']}",
-        f"--ppl-blocks {EV['ppl_blocks']}" if EV["ppl_blocks"] else "",
+        PPL_BLOCKS_ARG,
     ]
 )
 
