@@ -198,12 +198,26 @@ def _spectra(sub) -> None:
     sp.set_defaults(func=commands.cmd_spectra)
 
 
+class _ReportKinds:
+    """``report``'s choices, read from the report registry only when argparse checks or prints them: importing
+    :mod:`prunenet.reporting` (pandas) would otherwise cost every other command's job its time."""
+
+    def _names(self) -> list[str]:
+        from .. import reporting
+
+        return list(reporting.REPORTS)
+
+    def __contains__(self, kind: object) -> bool:
+        return kind in self._names()
+
+    def __iter__(self):
+        return iter(self._names())
+
+
 def _report(sub) -> None:
     """`prunenet report`."""
-    from .. import reporting
-
     rep = sub.add_parser("report", help="aggregate evaluation outputs into tables and figures")
-    rep.add_argument("kind", choices=list(reporting.REPORTS))
+    rep.add_argument("kind", choices=_ReportKinds())
     rep.add_argument("--inputs", nargs="+", required=True)
     rep.add_argument("--out", required=True)
     rep.add_argument("--out-md", help="Markdown twin of a table (tables only)")
