@@ -200,7 +200,7 @@ def _spectra(sub) -> None:
 
 class _ReportKinds:
     """``report``'s choices, read from the report registry only when argparse checks or prints them: importing
-    :mod:`prunenet.reporting` (pandas) would otherwise cost every other command's job its time."""
+    :mod:`prunenet.reporting` (pandas) would otherwise cost every other command's job its time (~1 CPU-s)."""
 
     def _names(self) -> list[str]:
         from .. import reporting
@@ -217,7 +217,8 @@ class _ReportKinds:
 def _report(sub) -> None:
     """`prunenet report`."""
     rep = sub.add_parser("report", help="aggregate evaluation outputs into tables and figures")
-    rep.add_argument("kind", choices=_ReportKinds())
+    # a metavar: argparse formats an argument's choices when it is added, which would read the registry now
+    rep.add_argument("kind", metavar="KIND", choices=_ReportKinds(), help="what to build: %(choices)s")
     rep.add_argument("--inputs", nargs="+", required=True)
     rep.add_argument("--out", required=True)
     rep.add_argument("--out-md", help="Markdown twin of a table (tables only)")
