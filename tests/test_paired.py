@@ -7,7 +7,9 @@ import numpy as np
 import pytest
 from scipy.stats import ks_2samp
 
-from prunenet.reporting.comparisons import comparisons_frame, ks_test, transfer_frame
+from prunenet.reporting.comparisons import comparisons_frame, transfer_frame
+from prunenet.reporting.ks import ks_lines, ks_test
+from prunenet.reporting.multiplicity import holm, significant
 from prunenet.reporting.paired import item_matrix, ks_drops, paired_bootstrap
 
 
@@ -120,7 +122,7 @@ def test_comparisons_pair_every_row_at_a_ratio_and_with_dense():
     assert row["diff"] == pytest.approx(100 * (means["prunenet"] - means["random"]))
     assert (row["seeds_a"], row["seeds_b"]) == (3, 3)
     ks = ks_test(res, ["piqa"])
-    assert ks["m"]["n"] == (1, 1)
+    assert [t["n"] for t in ks] == [(1, 1)]
 
 
 def test_transfer_pairs_each_transferred_policy_with_the_same_ratio_policy():
@@ -132,3 +134,52 @@ def test_transfer_pairs_each_transferred_policy_with_the_same_ratio_policy():
     mean = lambda rs: 100 * np.mean([r["tasks"]["piqa"]["primary"] for r in rs])  # noqa: E731
     assert df["piqa"].iloc[0] == pytest.approx(mean(moved)) and df["piqa_same"].iloc[0] == pytest.approx(mean(same))
     assert 0 < df["avg_p"].iloc[0] <= 1
+
+
+def test_holm_against_a_hand_worked_example():
+    """p = (0.01, 0.04, 0.03, 0.005), m = 4. Sorted: 0.005·4 = 0.02, 0.01·3 = 0.03, 0.03·2 = 0.06, 0.04·1 = 0.04
+    raised to the running maximum 0.06; back in input order (0.03, 0.06, 0.06, 0.02). At 0.05, the two smallest are
+    rejected while unadjusted all four would be. A NaN is no test: m = 2 for (nan, 0.5, 0.6), capped at 1."""
+    assert holm([0.01, 0.04, 0.03, 0.005]) == pytest.approx([0.03, 0.06, 0.06, 0.02])
+    assert [significant(p) for p in holm([0.01, 0.04, 0.03, 0.005])] == [True, False, False, True]
+    out = holm([float("nan"), 0.5, 0.6])
+    assert np.isnan(out[0]) and out[1:] == pytest.approx([1.0, 1.0])
+    assert holm([0.2, 0.7]) == pytest.approx([0.4, 0.7]) and holm([0.03]) == pytest.approx([0.03])
+
+
+def _model_result(model, method, ratio, seed, correct, setting="default"):
+    return _result(method, ratio, seed, correct, setting) | {"model": model}
+
+
+def test_ks_takes_its_samples_per_model_and_setting_and_names_a_refused_model():
+    """Two models, SliceGPT only on the first and on two calibration corpora: one test per (model, corpus), each on
+    that model's drops only; the second model is "not applicable", never p = nan."""
+    rng = np.random.default_rng(6)
+    res = []
+    for model in ("a", "b"):
+        res.append(_model_result(model, "dense", 0.0, None, [1.0] * 40))
+        for r in (0.1, 0.2, 0.3):
+            res += [_model_result(model, "prunenet", r, s, (rng.random(40) < 0.8).tolist(), f"ks-up-paper-t{r}")
+                    for s in range(2)]  # fmt: skip
+            if model == "a":
+                for corpus, p in (("wikitext2", 0.6), ("alpaca", 0.9)):
+                    res.append(_model_result(model, "slicegpt", r, 0, (rng.random(40) < p).tolist(), corpus))
+    tests = ks_test(res, ["piqa"])
+    assert [(t["model"], t.get("settings"), t.get("missing")) for t in tests] == [
+        ("a", ("ks-up-paper", "wikitext2"), None),
+        ("a", ("ks-up-paper", "alpaca"), None),
+        ("b", None, "slicegpt"),
+    ]
+    for t, corpus in zip(tests, ("wikitext2", "alpaca")):
+        drops = {
+            m: [100 * (1 - r["tasks"]["piqa"]["primary"]) for r in res if r["model"] == "a" and r["method"] == m
+                and (m == "prunenet" or r["setting"] == corpus)]
+            for m in ("prunenet", "slicegpt")
+        }  # fmt: skip
+        prunenet = [np.mean(drops["prunenet"][i : i + 2]) for i in (0, 2, 4)]  # seed means per ratio
+        stat, p = ks_drops(prunenet, drops["slicegpt"])
+        assert (t["statistic"], t["p"], t["n"]) == (pytest.approx(stat), pytest.approx(p), (3, 3))
+    assert [t["p_holm"] for t in tests[:2]] == pytest.approx(list(holm([t["p"] for t in tests[:2]])))
+    lines = ks_lines(res, ["piqa"])
+    assert lines[2] == "One-sided KS test (b): not applicable: slicegpt refuses b."
+    assert all("nan" not in line for line in lines) and "prunenet ks-up-paper vs slicegpt alpaca" in lines[1]

@@ -19,7 +19,7 @@ import pandas as pd
 from ..errors import PruneNetError
 from .frames import accuracy_frame, load_results, ppl_columns
 from .labels import TABLE2_TASKS, TASK_LABELS
-from .paired import excludes_zero
+from .multiplicity import family_note, mde, significant, with_holm
 from .render import cell, table_note, write_table
 from .specs import EACH_CALIB, TableSpec, Variant
 from .tables import TABLES
@@ -135,7 +135,10 @@ def ablation_frame(
         a, b = matrices(runs[row["variant"]], tasks), matrices(runs[reference], tasks)
         c = paired_bootstrap(a, b, iters, seed)
         stats.append({"vs": reference, "avg_diff": c.diff, "avg_ci_lo": c.lo, "avg_ci_hi": c.hi, "avg_p": c.p})
+        stats[-1] |= {"avg_mde": mde(c.se), "items": c.items}
     mean = pd.concat([mean, pd.DataFrame(stats, index=mean.index)], axis=1)
+    if "avg_p" in mean:  # the family: every difference printed under the table
+        mean = with_holm(mean, "avg_p", "avg_p_holm")
     return pd.concat([df.assign(row="seed"), mean.assign(row="mean")], ignore_index=True)
 
 
@@ -173,15 +176,18 @@ def ablation_markdown(frame: pd.DataFrame, spec: Ablation, tasks: list[str], res
         return "\n".join(parts)
     parts += [
         f"Paired differences of average accuracy from the reference ({diffs['vs'].iloc[0]}), points: A − B on the "
-        f"same items, 95 % CI from {iters} bootstrap resamples over items × seeds, two-sided p.",
+        f"same items, 95 % CI (unadjusted) from {iters} bootstrap resamples over items × seeds, two-sided p and its "
+        f"Holm adjustment. {family_note(len(diffs), iters)}",
         "",
     ]
     lines = []
     for _, r in diffs.iterrows():
-        verdict = "significant" if excludes_zero(r["avg_ci_lo"], r["avg_ci_hi"]) else "not significant"
+        verdict = "significant" if significant(r["avg_p_holm"]) else "not significant"
         lines.append(
             f"- {r['model']}, {100 * r['ratio']:g}%: {r['variant']} − {r['vs']} = {r['avg_diff']:+.1f} "
-            f"[{r['avg_ci_lo']:+.1f}, {r['avg_ci_hi']:+.1f}], p = {r['avg_p']:.3f} ({verdict})"
+            f"[{r['avg_ci_lo']:+.1f}, {r['avg_ci_hi']:+.1f}], p = {r['avg_p']:.3f}, Holm p = {r['avg_p_holm']:.3f} "
+            f"({verdict}; detectable at 80 % power: {r['avg_mde']:.1f} with {r['items']:.0f} items, "
+            f"{r['seeds']:.0f} seeds)"
         )
     parts += lines + [""]
     return "\n".join(parts)

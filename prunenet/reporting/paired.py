@@ -13,24 +13,25 @@ from dataclasses import dataclass
 
 import numpy as np
 
-
-def excludes_zero(lo: float, hi: float) -> bool:
-    """Whether a 95 % CI [lo, hi] excludes 0: the one rule for "significant" in every table and the report."""
-    return lo > 0 or hi < 0
+from .multiplicity import ALPHA
 
 
 @dataclass(frozen=True)
 class Comparison:
-    """A − B in accuracy points (×100): point estimate, 95 % bootstrap CI, two-sided p-value."""
+    """A − B in accuracy points (×100): point estimate, 95 % bootstrap CI, two-sided p-value, bootstrap standard
+    error (the resolution: :func:`~prunenet.reporting.multiplicity.mde`) and the items it rests on."""
 
     diff: float
     lo: float
     hi: float
     p: float
+    se: float = float("nan")
+    items: int = 0  # items paired, summed over the tasks
 
     @property
     def significant(self) -> bool:
-        return excludes_zero(self.lo, self.hi)
+        """Alone (a family of one). A table decides on the Holm-adjusted p of all it prints (multiplicity.py)."""
+        return self.p < ALPHA
 
 
 def item_matrix(results: list[dict], task: str, metric: str) -> tuple[list, np.ndarray]:
@@ -68,6 +69,7 @@ def paired_bootstrap(
     c_a = rng.multinomial(s_a, np.full(s_a, 1 / s_a), size=iters) / s_a  # (B, S_a) seed weights
     c_b = rng.multinomial(s_b, np.full(s_b, 1 / s_b), size=iters) / s_b
     point, boot = 0.0, np.zeros(iters)
+    n_items = sum(xa.shape[1] for xa, _ in pairs.values())
     for xa, xb in pairs.values():
         n = xa.shape[1]
         w = rng.multinomial(n, np.full(n, 1 / n), size=iters) / n  # (B, n) item weights
@@ -78,7 +80,7 @@ def paired_bootstrap(
     lo, hi = np.percentile(boot, [2.5, 97.5])
     tail = min((boot <= 0).sum(), (boot >= 0).sum())
     p = min(1.0, 2 * (tail + 1) / (iters + 1))
-    return Comparison(float(point), float(lo), float(hi), float(p))
+    return Comparison(float(point), float(lo), float(hi), float(p), float(boot.std(ddof=1)), n_items)
 
 
 def ks_drops(drops_a: list[float], drops_b: list[float]) -> tuple[float, float]:
