@@ -34,7 +34,7 @@ def run(tmp_path_factory):
             files["ad"].append(_write(ev / f"a{r}{s}.json", "prunenet", f"ad-up-paper-t{r}", r, s, rng, 0.6 - r / 2))
             files["random"].append(_write(ev / f"r{r}{s}.json", "random", "default", r, s, rng, 0.66 - r / 2))
         files["slicegpt"].append(
-            _write(ev / f"s{r}.json", "slicegpt", "wikitext2", r, 0, rng, 0.3 if r == 0.2 else 0.26)
+            _write(ev / f"s{r}.json", "slicegpt", "wikitext2", r, 0, rng, 0.3 if r == 0.2 else 0.28)
         )
     main = files["dense"] + files["ks"] + files["random"] + files["slicegpt"]
     tables = root / "tables"
