@@ -1,5 +1,6 @@
 """What is printed under a comparison table: the paired differences with raw and Holm-adjusted p, the verdict on
-the adjusted p, the KS test, and the table's resolution (the smallest difference it could detect).
+the adjusted p, the KS test, the table's resolution (the smallest difference it could detect) and the paired
+perplexity ratios (:mod:`ppl_pairs`).
 
 The frames are :mod:`comparisons`'s; this module only words them, so every number here is a CSV cell.
 """
@@ -11,6 +12,7 @@ import pandas as pd
 from .comparisons import against_frame, comparisons_frame
 from .ks import ks_lines
 from .multiplicity import POWER, family_note
+from .ppl_pairs import ppl_pairs_markdown
 
 COLUMNS = ["model", "ratio", "a", "b", "A − B", "95 % CI (unadjusted)", "p", "p (Holm)", "significant"]
 
@@ -74,6 +76,7 @@ def comparison_markdown(results: list[dict], tasks: list[str], iters: int = 2000
     ]
     not_sig = avg[~avg["significant"]]
     lines += ["Not significant: " + ("; ".join(_said(r) for _, r in not_sig.iterrows()) or "none."), ""]
+    lines += [ppl_pairs_markdown(results, avg, iters, seed)]
     return "\n".join(lines)
 
 
@@ -99,5 +102,6 @@ def against_markdown(results: list[dict], tasks: list[str], reference: str, iter
             "Significant (Holm-adjusted p < 0.05): " + ("; ".join(_said(r) for _, r in sig.iterrows()) or "none."),
             "Everything else is not significant at this item count.",
             "",
+            ppl_pairs_markdown(results, avg, iters, seed),
         ]
     )
