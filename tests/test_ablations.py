@@ -185,3 +185,25 @@ def test_baseline_tables_carry_each_rows_difference_from_prunenet_and_dense(tmp_
     assert np.isnan(rows.loc["prunenet", "avg_diff_vs_prunenet"]) and np.isnan(rows.loc["dense", "avg_diff_vs_dense"])
     line = f"| 0.3 | slicegpt | prunenet | {-c.diff:+.1f} | [{-c.hi:+.1f}, {-c.lo:+.1f}] |"
     assert line in re.sub(" +", " ", md.read_text())
+
+
+def test_table17_pairs_the_draw_and_the_top_k_of_one_policy_seed(tmp_path):
+    """Table 17's difference is the paired-seeds bootstrap (seed s of both from policy s); Table 16's (learned vs
+    random rows, unrelated seeds) is the independent one."""
+    rng = np.random.default_rng(4)
+    dense = _write(tmp_path / "d.json", "dense", "default", 0.0, None, rng, 0.7)
+    files = {m: [_write(tmp_path / f"{m}{s}.json", m, "default", 0.2, s, rng, 0.6) for s in range(3)]
+             for m in ("prunenet", "deterministic", "random")}  # fmt: skip
+    loaded = {m: [json.loads(Path(f).read_text()) for f in fs] for m, fs in files.items()}
+    mats = {m: {t: item_matrix(loaded[m], t, METRIC[t]) for t in TASKS} for m in files}
+    for name, other, paired in (("table17", "deterministic", True), ("table16", "random", False)):
+        label = {"table17": ("Stochastic", "Deterministic"), "table16": ("Policy-based", "Random")}[name]
+        variants = {label[0]: files["prunenet"], label[1]: files[other]}
+        out, md = tmp_path / f"{name}.csv", tmp_path / f"{name}.md"
+        TABLES.get(name)([dense, *files["prunenet"], *files[other]], str(out), str(md), tasks=TASKS, bootstrap=500,
+                         variants=variants)  # fmt: skip
+        row = _mean_rows(out).loc[(0.2, label[1])]
+        c = paired_bootstrap(mats[other], mats["prunenet"], 500, 0, paired)
+        wrong = paired_bootstrap(mats[other], mats["prunenet"], 500, 0, not paired)
+        assert (row["avg_ci_lo"], row["avg_ci_hi"]) == pytest.approx((c.lo, c.hi), abs=1e-4)
+        assert (c.lo, c.hi) != pytest.approx((wrong.lo, wrong.hi), abs=1e-3)

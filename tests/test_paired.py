@@ -233,3 +233,24 @@ def test_the_seed_arm_widens_the_ci_when_seeds_disagree():
         return c.hi - c.lo
 
     assert width(disagree) > 1.3 * width(agree)
+
+
+def test_paired_seeds_resample_the_per_seed_difference():
+    """Table 17's draw and top-k of seed s share policy s: with seeds that differ a lot but a draw close to its top-k,
+    drawing both sides' seeds together leaves only the per-seed differences, a CI far narrower than independent
+    draws give; unequal seed counts are refused."""
+    n = 200
+    order = np.random.default_rng(10).permutation(n)
+    top_k = np.array([(order < q * n).astype(float) for q in (0.3, 0.5, 0.7)])
+    draw, rng = top_k.copy(), np.random.default_rng(11)
+    for row in draw:  # the draw trades 6 of its top-k rows' right answers for 6 wrong ones: same accuracy per seed
+        ones, zeros = np.flatnonzero(row == 1), np.flatnonzero(row == 0)
+        row[rng.choice(ones, 6, replace=False)], row[rng.choice(zeros, 6, replace=False)] = 0.0, 1.0
+    paired = paired_bootstrap({"t": _mat(draw)}, {"t": _mat(top_k)}, iters=2000, paired_seeds=True)
+    independent = paired_bootstrap({"t": _mat(draw)}, {"t": _mat(top_k)}, iters=2000)
+    assert paired.diff == independent.diff
+    assert paired.hi - paired.lo < 0.5 * (independent.hi - independent.lo)
+    d = (draw - top_k).mean(axis=0)  # the per-seed-averaged differences: the CI is about their paired SE
+    assert (paired.hi - paired.lo) / (2 * 1.96) == pytest.approx(100 * d.std() / np.sqrt(n), rel=0.25)
+    with pytest.raises(ValueError, match="as many seeds"):
+        paired_bootstrap({"t": _mat(draw)}, {"t": _mat(top_k[:1])}, paired_seeds=True)

@@ -30,12 +30,15 @@ DENSE = "Dense"
 @dataclass(frozen=True)
 class Ablation:
     """One paper ablation: its title, the name of the column that holds the variant (the paper's), its variants
-    (reference first) and whether a line under it names the models a variant's method refuses."""
+    (reference first), whether a line under it names the models a variant's method refuses, and whether its variants
+    share their seeds (``paired_seeds``: seed s of every variant comes from the same policy, so the bootstrap draws
+    the seeds of both sides together)."""
 
     title: str
     column: str
     variants: tuple[Variant, ...]
     notes: bool = False
+    paired_seeds: bool = False
 
     @property
     def spec(self) -> TableSpec:
@@ -70,6 +73,7 @@ ABLATIONS = {
         "Stochastic policy vs its deterministic top-k (paper Table 17)",
         "Policy",
         (Variant("Stochastic", "prunenet"), Variant("Deterministic", "deterministic")),
+        paired_seeds=True,  # the draw and the top-k of seed s are both taken from policy seed s
     ),
     "table18": Ablation(
         "Kolmogorov–Smirnov vs Anderson–Darling penalty (paper Table 18)",
@@ -105,10 +109,16 @@ def _labels(results: list[dict], variants: dict[str, list[str]]) -> list[str]:
 
 
 def ablation_frame(
-    results: list[dict], variants: dict[str, list[str]], tasks: list[str], iters: int, seed: int
+    results: list[dict],
+    variants: dict[str, list[str]],
+    tasks: list[str],
+    iters: int,
+    seed: int,
+    paired_seeds: bool = False,
 ) -> pd.DataFrame:
     """Per-seed rows and one mean row per (model, ratio, variant); non-reference mean rows carry the paired
-    difference of average accuracy from the reference variant at that ratio (``avg_diff``, CI, ``avg_p``)."""
+    difference of average accuracy from the reference variant at that ratio (``avg_diff``, CI, ``avg_p``).
+    ``paired_seeds``: where both variants ran the same seeds, seed s of one is paired with seed s of the other."""
     from .comparisons import matrices  # not at import: the workflow reads the table names without torch
     from .paired import paired_bootstrap
 
@@ -133,7 +143,8 @@ def ablation_frame(
             continue
         runs = {v: [by_source[s] for s in at.loc[at["variant"] == v, "source"]] for v in (row["variant"], reference)}
         a, b = matrices(runs[row["variant"]], tasks), matrices(runs[reference], tasks)
-        c = paired_bootstrap(a, b, iters, seed)
+        same = [[r["seed"] for r in runs[v]] for v in runs]
+        c = paired_bootstrap(a, b, iters, seed, paired_seeds and same[0] == same[1])
         stats.append({"vs": reference, "avg_diff": c.diff, "avg_ci_lo": c.lo, "avg_ci_hi": c.hi, "avg_p": c.p})
         stats[-1] |= {"avg_mde": mde(c.se), "items": c.items}
     mean = pd.concat([mean, pd.DataFrame(stats, index=mean.index)], axis=1)
@@ -210,7 +221,7 @@ def ablation_table(
     tasks = tasks or TABLE2_TASKS
     results = load_results(inputs)
     variants = {label: [str(p) for p in paths] for label, paths in variants.items()}
-    frame = ablation_frame(results, variants, tasks, bootstrap, seed)
+    frame = ablation_frame(results, variants, tasks, bootstrap, seed, ABLATIONS[name].paired_seeds)
     md = ablation_markdown(frame, ABLATIONS[name], tasks, results, bootstrap)
     schedules = _schedules(frame[frame["row"] == "seed"], {r["source"]: r for r in results})
     if schedules:

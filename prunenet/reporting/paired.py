@@ -83,16 +83,21 @@ def paired_bootstrap(
     b: dict[str, tuple[list, np.ndarray]],
     iters: int = 2000,
     seed: int = 0,
+    paired_seeds: bool = False,
 ) -> Comparison:
     """Macro-average (over the tasks in ``a``) accuracy of A minus B, in points, with its bootstrap CI.
 
     ``a[task]`` and ``b[task]`` are :func:`item_matrix` outputs (seeds × items); seed counts may
     differ (dense has one). Items are resampled per task, seeds per method once per resample (their
-    deviations only, :func:`seed_effects`).
+    deviations only, :func:`seed_effects`). ``paired_seeds``: row s of A and of B come from one seed (Table 17:
+    a policy's draw and its top-k), so one seed draw serves both and the seed arm resamples the per-seed
+    differences.
     """
     rng = np.random.default_rng(seed)
     pairs = {t: _common(a[t], b[t]) for t in a}
     s_a, s_b = next(iter(pairs.values()))[0].shape[0], next(iter(pairs.values()))[1].shape[0]
+    if paired_seeds and s_a != s_b:
+        raise ValueError(f"paired seeds need as many seeds on both sides, not {s_a} and {s_b}")
     c_a = rng.multinomial(s_a, np.full(s_a, 1 / s_a), size=iters) / s_a  # (B, S_a) seed weights
     c_b = rng.multinomial(s_b, np.full(s_b, 1 / s_b), size=iters) / s_b
     point, boot = 0.0, np.zeros(iters)
@@ -101,7 +106,10 @@ def paired_bootstrap(
         n = xa.shape[1]
         w = rng.multinomial(n, np.full(n, 1 / n), size=iters) / n  # (B, n) item weights
         point += xa.mean() - xb.mean()
-        boot += ((c_a @ seed_effects(xa) - c_b @ seed_effects(xb)) * w).sum(axis=1)
+        if paired_seeds:
+            boot += ((c_a @ seed_effects(xa - xb)) * w).sum(axis=1)
+        else:
+            boot += ((c_a @ seed_effects(xa) - c_b @ seed_effects(xb)) * w).sum(axis=1)
     k = len(pairs)
     point, boot = 100 * point / k, 100 * boot / k
     lo, hi = np.percentile(boot, [2.5, 97.5])
