@@ -207,3 +207,28 @@ def test_table17_pairs_the_draw_and_the_top_k_of_one_policy_seed(tmp_path):
         wrong = paired_bootstrap(mats[other], mats["prunenet"], 500, 0, not paired)
         assert (row["avg_ci_lo"], row["avg_ci_hi"]) == pytest.approx((c.lo, c.hi), abs=1e-4)
         assert (c.lo, c.hi) != pytest.approx((wrong.lo, wrong.hi), abs=1e-3)
+
+
+def test_a_calibrated_row_on_one_draw_says_its_ci_covers_items_only(tmp_path):
+    """calibration_seeds: first leaves a calibrated baseline one calibration draw: the table says its CI counts
+    items only; with a draw per seed (the default, all) it says nothing."""
+    rng = np.random.default_rng(5)
+    dense = _write(tmp_path / "d.json", "dense", "default", 0.0, None, rng, 0.7)
+    prunenet = [_write(tmp_path / f"p{s}.json", "prunenet", "ks-up-paper-t0.3", 0.3, s, rng, 0.55) for s in range(3)]
+
+    def slicegpt(seeds):
+        files = [_write(tmp_path / f"s{s}.json", "slicegpt", "wikitext2", 0.3, s, rng, 0.5) for s in seeds]
+        for f in files:
+            res = json.loads(Path(f).read_text())
+            res["meta"]["calib_dataset"] = "wikitext2"
+            Path(f).write_text(json.dumps(res))
+        return files
+
+    note = "slicegpt (wikitext2): one calibration draw: the CI covers items only."
+    for seeds, said in (([0], True), ([0, 1, 2], False)):
+        out, md = tmp_path / "b.csv", tmp_path / "b.md"
+        inputs = [dense, *prunenet, *slicegpt(seeds)]
+        TABLES.get("baselines")(inputs, str(out), str(md), tasks=TASKS, bootstrap=200)
+        assert (note in md.read_text()) == said
+        TABLES.get("table2")(inputs, str(out), str(md), tasks=TASKS, bootstrap=200)
+        assert (note in md.read_text()) == said

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import pandas as pd
 
-from .comparisons import against_frame, comparisons_frame
+from .comparisons import against_frame, comparisons_frame, group_runs
 from .ks import ks_lines
 from .multiplicity import POWER, family_note
 from .ppl_pairs import ppl_pairs_markdown
@@ -45,6 +45,21 @@ def resolution(avg: pd.DataFrame) -> str:
     )
 
 
+def one_draw_note(results: list[dict]) -> str:
+    """Which calibrated rows rest on one calibration draw (``calibration_seeds: first``): their CIs count item
+    variance only, while a seeded method's also count its seeds'."""
+    single = sorted(
+        {
+            (k[2], k[3])
+            for k, runs in group_runs(results).items()
+            if len(runs) == 1 and "calib_dataset" in runs[0].get("meta", {})
+        }
+    )
+    if not single:
+        return ""
+    return ", ".join(f"{m} ({s})" for m, s in single) + ": one calibration draw: the CI covers items only."
+
+
 def _said(r) -> str:
     return f"{r['a']} vs {r['b']} at r={r['ratio']:g} ({r['diff']:+.1f})"
 
@@ -68,6 +83,7 @@ def comparison_markdown(results: list[dict], tasks: list[str], iters: int = 2000
         "",
         family_note(len(avg), iters),
         resolution(avg),
+        one_draw_note(results),
     ]
     sig = avg[avg["significant"]]
     lines += [
@@ -98,6 +114,7 @@ def against_markdown(results: list[dict], tasks: list[str], reference: str, iter
             "",
             family_note(len(avg), iters),
             resolution(avg),
+            one_draw_note(results),
             "",
             "Significant (Holm-adjusted p < 0.05): " + ("; ".join(_said(r) for _, r in sig.iterrows()) or "none."),
             "Everything else is not significant at this item count.",
