@@ -87,24 +87,34 @@ def test_an_ablation_table_is_the_mean_of_its_variants_and_their_paired_differen
             assert rows.loc[(r, label), "seeds"] == 3
     assert rows.loc[(0.0, "Dense"), "piqa"] == pytest.approx(100 * loaded[dense]["tasks"]["piqa"]["primary"], 1e-6)
     # AD rows carry the paired difference from the reference (KS), recomputed here from the items
+    comps = {}
     for r in (0.2, 0.3):
         ks = [loaded[f] for f in variants["KS"] if loaded[f]["ratio"] == r]
         ad = [loaded[f] for f in variants["AD"] if loaded[f]["ratio"] == r]
         a = {t: item_matrix(ad, t, METRIC[t]) for t in TASKS}
         b = {t: item_matrix(ks, t, METRIC[t]) for t in TASKS}
-        c = paired_bootstrap(a, b, 500, 0)
+        comps[r] = paired_bootstrap(a, b, 500, 0)
+    # Holm over the two differences the table prints, by hand: the smaller p ×2, the larger ×1 (not below it)
+    small, large = sorted(comps, key=lambda r: comps[r].p)
+    holm = {small: min(1.0, 2 * comps[small].p)}
+    holm[large] = min(1.0, max(holm[small], comps[large].p))
+    for r, c in comps.items():
         row = rows.loc[(r, "AD")]
         assert row["vs"] == "KS"
-        assert (row["avg_diff"], row["avg_ci_lo"], row["avg_ci_hi"], row["avg_p"]) == pytest.approx(
-            (c.diff, c.lo, c.hi, c.p), abs=1e-4
+        assert (row["avg_diff"], row["avg_ci_lo"], row["avg_ci_hi"], row["avg_p"], row["avg_p_holm"]) == pytest.approx(
+            (c.diff, c.lo, c.hi, c.p, holm[r]), abs=1e-4
         )
         assert row["avg_diff"] == pytest.approx(rows.loc[(r, "AD"), "avg"] - rows.loc[(r, "KS"), "avg"], abs=1e-4)
         assert np.isnan(rows.loc[(r, "KS"), "avg_diff"])  # the reference is not compared with itself
-        # the Markdown states the same numbers and the verdict
+        # the Markdown states the same numbers and the verdict, decided on the adjusted p
         text = md.read_text()
-        verdict = "significant" if c.lo > 0 or c.hi < 0 else "not significant"
-        line = f"m, {100 * r:g}%: AD − KS = {c.diff:+.1f} [{c.lo:+.1f}, {c.hi:+.1f}], p = {c.p:.3f} ({verdict})"
+        verdict = "significant" if holm[r] < 0.05 else "not significant"
+        line = (
+            f"m, {100 * r:g}%: AD − KS = {c.diff:+.1f} [{c.lo:+.1f}, {c.hi:+.1f}], p = {c.p:.3f}, "
+            f"Holm p = {holm[r]:.3f} ({verdict};"
+        )
         assert line in text
+    assert any(c.p < 0.05 for c in comps.values())  # the planted data exercise a verdict
     assert "Reward function" in md.read_text().splitlines()[2]  # the paper's column name
 
 
@@ -175,3 +185,50 @@ def test_baseline_tables_carry_each_rows_difference_from_prunenet_and_dense(tmp_
     assert np.isnan(rows.loc["prunenet", "avg_diff_vs_prunenet"]) and np.isnan(rows.loc["dense", "avg_diff_vs_dense"])
     line = f"| 0.3 | slicegpt | prunenet | {-c.diff:+.1f} | [{-c.hi:+.1f}, {-c.lo:+.1f}] |"
     assert line in re.sub(" +", " ", md.read_text())
+
+
+def test_table17_pairs_the_draw_and_the_top_k_of_one_policy_seed(tmp_path):
+    """Table 17's difference is the paired-seeds bootstrap (seed s of both from policy s); Table 16's (learned vs
+    random rows, unrelated seeds) is the independent one."""
+    rng = np.random.default_rng(4)
+    dense = _write(tmp_path / "d.json", "dense", "default", 0.0, None, rng, 0.7)
+    files = {m: [_write(tmp_path / f"{m}{s}.json", m, "default", 0.2, s, rng, 0.6) for s in range(3)]
+             for m in ("prunenet", "deterministic", "random")}  # fmt: skip
+    loaded = {m: [json.loads(Path(f).read_text()) for f in fs] for m, fs in files.items()}
+    mats = {m: {t: item_matrix(loaded[m], t, METRIC[t]) for t in TASKS} for m in files}
+    for name, other, paired in (("table17", "deterministic", True), ("table16", "random", False)):
+        label = {"table17": ("Stochastic", "Deterministic"), "table16": ("Policy-based", "Random")}[name]
+        variants = {label[0]: files["prunenet"], label[1]: files[other]}
+        out, md = tmp_path / f"{name}.csv", tmp_path / f"{name}.md"
+        TABLES.get(name)([dense, *files["prunenet"], *files[other]], str(out), str(md), tasks=TASKS, bootstrap=500,
+                         variants=variants)  # fmt: skip
+        row = _mean_rows(out).loc[(0.2, label[1])]
+        c = paired_bootstrap(mats[other], mats["prunenet"], 500, 0, paired)
+        wrong = paired_bootstrap(mats[other], mats["prunenet"], 500, 0, not paired)
+        assert (row["avg_ci_lo"], row["avg_ci_hi"]) == pytest.approx((c.lo, c.hi), abs=1e-4)
+        assert (c.lo, c.hi) != pytest.approx((wrong.lo, wrong.hi), abs=1e-3)
+
+
+def test_a_calibrated_row_on_one_draw_says_its_ci_covers_items_only(tmp_path):
+    """calibration_seeds: first leaves a calibrated baseline one calibration draw: the table says its CI counts
+    items only; with a draw per seed (the default, all) it says nothing."""
+    rng = np.random.default_rng(5)
+    dense = _write(tmp_path / "d.json", "dense", "default", 0.0, None, rng, 0.7)
+    prunenet = [_write(tmp_path / f"p{s}.json", "prunenet", "ks-up-paper-t0.3", 0.3, s, rng, 0.55) for s in range(3)]
+
+    def slicegpt(seeds):
+        files = [_write(tmp_path / f"s{s}.json", "slicegpt", "wikitext2", 0.3, s, rng, 0.5) for s in seeds]
+        for f in files:
+            res = json.loads(Path(f).read_text())
+            res["meta"]["calib_dataset"] = "wikitext2"
+            Path(f).write_text(json.dumps(res))
+        return files
+
+    note = "slicegpt (wikitext2): one calibration draw: the CI covers items only."
+    for seeds, said in (([0], True), ([0, 1, 2], False)):
+        out, md = tmp_path / "b.csv", tmp_path / "b.md"
+        inputs = [dense, *prunenet, *slicegpt(seeds)]
+        TABLES.get("baselines")(inputs, str(out), str(md), tasks=TASKS, bootstrap=200)
+        assert (note in md.read_text()) == said
+        TABLES.get("table2")(inputs, str(out), str(md), tasks=TASKS, bootstrap=200)
+        assert (note in md.read_text()) == said

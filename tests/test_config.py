@@ -65,13 +65,18 @@ def test_a_partial_configfile_is_merged_on_the_defaults(workdir):
 
 def test_the_quick_configfile_changes_only_the_evaluation_items(workdir):
     """config/quick.yaml (docs/results.md "Baselines"): Tables 4/5 evaluate 30 items per task on 4 perplexity
-    blocks; the jobs are the default's (same methods, ratios, seeds), only the evaluation's item flags differ."""
+    blocks with one calibration draw per calibrated baseline; the jobs are the default's with
+    ``calibration_seeds: first`` (same methods, ratios, seeds), only the evaluation's item flags differ. The default
+    re-draws every calibrated baseline's sample per seed."""
     targets = ("results/tables/table4.csv", "results/tables/table5.csv")
     rc, quick = dry_run(workdir, *targets, "--configfile", str(ROOT / "config/quick.yaml"))
     assert rc == 0, quick[-2000:]
-    rc, default = dry_run(workdir, *targets)
+    rc, default = dry_run(workdir, *targets, "--config", "calibration_seeds=first")
     assert rc == 0, default[-2000:]
     assert jobs(quick) == jobs(default)
+    rc, every_draw = dry_run(workdir, *targets)
+    assert rc == 0 and "prune/smollm2-135m/svd-llm/wikitext2/r0.3-s2" in every_draw, every_draw[-2000:]
+    assert "svd-llm/wikitext2/r0.3-s2" not in quick
     evals = [x for x in _shell_lines(quick) if "prunenet evaluate " in x]
     assert evals and all("--limit 30 " in x and "--ppl-blocks 4" in x for x in evals)
     unchanged = [x for x in _shell_lines(quick) if "prunenet evaluate " not in x]

@@ -11,6 +11,7 @@ import json
 import math
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 import yaml
@@ -308,6 +309,8 @@ def test_perplexity_is_exp_mean_token_nll(tiny_model, tokenizer, data_dir):
     assert res["n_tokens"] == len(nlls) == 5 * 31
     assert res["nll"] == pytest.approx(sum(nlls) / len(nlls), rel=1e-5)
     assert res["ppl"] == pytest.approx(math.exp(sum(nlls) / len(nlls)), rel=1e-5)
+    # per block, in block order: the mean NLL of its 31 predicted tokens (what the paired perplexity test pairs)
+    assert res["block_nll"] == pytest.approx([np.mean(nlls[31 * b : 31 * (b + 1)]) for b in range(5)], rel=1e-5)
     assert not model.training
 
 

@@ -148,3 +148,39 @@ def test_options_are_checked_before_loading(data_dir):
     for bad, what in [({"shots": 0}, "shots"), ({"damping": 0.0}, "damping")]:
         with pytest.raises(PruneNetError, match=what):
             METHODS.get("llm-surgeon").check(_request(data_dir, 0.2, **bad))
+
+
+def test_one_shot_takes_the_cheapest_structures_globally_and_updates_the_rest(tiny_model, tokenizer, data_dir):
+    """One shot by hand on the method's own steps: no structure left in place is cheaper than one taken (in a layer
+    that could still give one: the global threshold in increasing cost), and every down projection is the OBS
+    update of its original with the taken columns removed (not the original merely sliced)."""
+    from prunenet.methods import llm_surgeon as surgeon
+
+    model = tiny_model("llama")
+    adapter = get_adapter(model)
+    layers = adapter.layers()
+    original = [adapter.ffn(layer)[2].weight.detach().clone() for layer in layers]
+    blocks = _request(data_dir, 0.3).calibration(tokenizer)
+    stats = dict(
+        zip([("ffn", i) for i in range(len(layers))], estimate(model, [adapter.ffn(x)[2] for x in layers], blocks))
+    )
+    ranked, inverses = surgeon._candidates(model, stats, False, 0.01)
+    chosen, _ = surgeon._choose(model, ranked, False, 0, ffn_rows_budget(model, 0.3))
+    cost = {(i, j): c for c, i, _, j in ranked}
+    taken = {(i, j) for (_, i), js in chosen.items() for j in js}
+    width = adapter.ffn(layers[0])[0].out_features
+    exhausted = {i for (_, i), js in chosen.items() if len(js) == width - 1}
+    threshold = max(cost[k] for k in taken)
+    assert not [k for k, c in cost.items() if k not in taken and k[0] not in exhausted and c < threshold]
+    assert len({i for i, _ in taken}) > 1  # global: more than one layer gives channels
+    surgeon._operate(model, chosen, inverses)
+    updated = 0
+    for i, layer in enumerate(layers):
+        drop = sorted(chosen.get(("ffn", i), []))
+        keep = [j for j in range(width) if j not in drop]
+        expected = (
+            remove_columns(original[i], inverses[("ffn", i)], torch.tensor(drop))[:, keep] if drop else original[i]
+        )
+        torch.testing.assert_close(adapter.ffn(layer)[2].weight.detach(), expected, atol=1e-6, rtol=1e-5)
+        updated += bool(drop) and (expected - original[i][:, keep]).abs().max().item() > 1e-4
+    assert updated > 0  # the update moved the kept weights somewhere

@@ -1,5 +1,5 @@
-"""results/report.md against the tables it cites: every number on a table's line is a value of that table's CSV,
-the headline table equals the baselines CSV, and what it calls significant is exactly what the CSV's CIs say."""
+"""results/report.md against the tables it cites: every number on a table's line is its own cell of that table's CSV,
+the headline table equals the baselines CSV, and what it calls significant is exactly the CSV's Holm-adjusted p."""
 
 from __future__ import annotations
 
@@ -21,7 +21,8 @@ NUMBER = re.compile(r"(?<![\w.\-])[+-]?\d+(?:\.\d+)?(?![\w.])")
 @pytest.fixture(scope="module")
 def run(tmp_path_factory):
     """Planted evaluations of dense, PruneNet (3 seeds), random rows (3 seeds) and SliceGPT at two ratios, the
-    tables built from them, and the report."""
+    tables built from them, and the report. SliceGPT at 0.4 is planted where its unadjusted CI excludes 0 from
+    PruneNet and its Holm-adjusted p does not."""
     root = tmp_path_factory.mktemp("run") / "results"
     rng = np.random.default_rng(7)
     ev = root / "eval"
@@ -32,11 +33,13 @@ def run(tmp_path_factory):
             files["ks"].append(_write(ev / f"k{r}{s}.json", "prunenet", f"ks-up-paper-t{r}", r, s, rng, 0.62 - r / 2))
             files["ad"].append(_write(ev / f"a{r}{s}.json", "prunenet", f"ad-up-paper-t{r}", r, s, rng, 0.6 - r / 2))
             files["random"].append(_write(ev / f"r{r}{s}.json", "random", "default", r, s, rng, 0.66 - r / 2))
-        files["slicegpt"].append(_write(ev / f"s{r}.json", "slicegpt", "wikitext2", r, 0, rng, 0.3))
+        files["slicegpt"].append(
+            _write(ev / f"s{r}.json", "slicegpt", "wikitext2", r, 0, rng, 0.3 if r == 0.2 else 0.28)
+        )
     main = files["dense"] + files["ks"] + files["random"] + files["slicegpt"]
     tables = root / "tables"
     tables.mkdir(parents=True)
-    opts = {"tasks": TASKS, "bootstrap": 500, "seed": 0}
+    opts = {"tasks": TASKS, "bootstrap": 2000, "seed": 0}
     for name, inputs, extra in (
         ("table2", main, {}),
         ("pairs", main, {}),
@@ -52,24 +55,67 @@ def run(tmp_path_factory):
     return root, (root / "report.md").read_text()
 
 
-def _values(csv: Path) -> list[float]:
-    df = pd.read_csv(csv)
-    return [float(v) for v in df.select_dtypes("number").to_numpy().ravel() if v == v]
+N = r"[+-]?\d+(?:\.\d+)?"
+CI = rf"(?P<diff>{N}) \[(?P<lo>{N}), (?P<hi>{N})\], Holm p = (?P<p>{N})"
+# each claim a table's line makes, and the columns of its own CSV row its numbers are read from
+CLAIMS = {
+    "versus": (re.compile(rf"(?P<method>\w+) at r = (?P<ratio>{N}) \({CI}\)"), "avg_{}_vs_{ref}"),
+    "pairs": (re.compile(rf"(?P<a>\w+) − (?P<b>\w+) at r = (?P<ratio>{N}) \({CI}\)"), "{}"),
+    "ablation": (re.compile(rf"(?P<variant>\w+) − (?P<vs>\w+) at r = (?P<ratio>{N}): {CI}, "), "avg_{}"),
+}
+STAT = {"diff": "diff", "lo": "ci_lo", "hi": "ci_hi", "p": "p_holm"}
 
 
-def test_every_number_on_a_tables_line_is_in_that_table(run):
+def _same(number: str, value: float) -> bool:
+    decimals = len(number.split(".")[1]) if "." in number else 0
+    return round(float(value), decimals) == pytest.approx(float(number))
+
+
+def _check_claims(text: str, df: pd.DataFrame, kind: str, ref: str = "") -> tuple[str, int]:
+    """Every claim of ``kind`` in ``text`` against its own cells: the row its keys name, the column of each
+    statistic. Returns the text with the claims cut out (no number may be left) and how many numbers matched."""
+    pattern, column = CLAIMS[kind]
+    checked = 0
+    for m in pattern.finditer(text):
+        keys = {k: v for k, v in m.groupdict().items() if k not in STAT}
+        rows = df[np.isclose(df["ratio"], float(keys.pop("ratio")))]
+        for k, v in keys.items():
+            rows = rows[rows[k] == v]
+        if "row" in rows:
+            rows = rows[rows["row"] == "mean"]
+        if kind == "pairs":
+            rows = rows[rows["task"] == "avg"]
+        assert len(rows) == 1, (kind, m[0])
+        for stat, col in STAT.items():
+            cell = rows.iloc[0][column.format(col, ref=ref)]
+            assert _same(m[stat], cell), (kind, m[0], stat, cell)
+            checked += 1
+    return pattern.sub("", text), checked
+
+
+def test_every_number_on_a_tables_line_is_its_own_cell(run):
+    """Each number on a table's line is the cell its claim names (table, row by its keys, column by the
+    statistic), not merely some value of the CSV; no number on the line is left unaccounted for."""
     root, text = run
     lines = [line for line in text.splitlines() if RESULT in line]
     assert {re.match(r"- \[(\w+)\]", line)[1] for line in lines} == {"table2", "pairs", "baselines", "table18"}
     checked = 0
     for line in lines:
         name = re.match(r"- \[(\w+)\]\((\S+)\)", line)
-        values = _values(root / Path(name[2]).with_suffix(".csv"))
-        for number in NUMBER.findall(line.split(RESULT, 1)[1]):
-            decimals = len(number.split(".")[1]) if "." in number else 0
-            assert any(round(v, decimals) == pytest.approx(float(number)) for v in values), (name[1], number)
-            checked += 1
-    assert checked > 20
+        df = pd.read_csv(root / Path(name[2]).with_suffix(".csv"))
+        said = line.split(RESULT, 1)[1]
+        if name[1] in ("table2", "baselines"):
+            parts = re.split(r"(?=Significantly different from |No row differs significantly from )", said)
+            rest = ""
+            for part in parts:
+                ref = "prunenet" if "from PruneNet" in part else "dense"
+                left, n = _check_claims(part, df.rename(columns={"method": "method"}), "versus", ref)
+                rest, checked = rest + left, checked + n
+        else:
+            rest, n = _check_claims(said, df, "pairs" if name[1] == "pairs" else "ablation")
+            checked += n
+        assert not NUMBER.findall(rest), (name[1], rest)
+    assert checked > 40
 
 
 def test_the_headline_table_is_the_baselines_csv(run):
@@ -90,21 +136,36 @@ def test_the_headline_table_is_the_baselines_csv(run):
                 assert cell == f"{row['ppl_wikitext2']:.1f}"
 
 
-def test_what_it_calls_significant_is_what_the_csv_says(run):
+def test_what_it_calls_significant_is_the_adjusted_p(run):
+    """ "Significant" is Holm-adjusted p < 0.05, not an unadjusted CI that excludes 0: the planted run has a pair
+    where the two disagree, and the report follows the adjusted p."""
     root, text = run
     base = pd.read_csv(root / "tables/baselines.csv")
     line = next(x for x in text.splitlines() if x.startswith("- [baselines]"))
-    vs = base[base["avg_diff_vs_prunenet"].notna()]
-    for _, r in vs.iterrows():
-        significant = r["avg_ci_lo_vs_prunenet"] > 0 or r["avg_ci_hi_vs_prunenet"] < 0
-        said = f"{r['method']} at r = {r['ratio']:g} ({r['avg_diff_vs_prunenet']:+.1f} ["
-        assert (said in line) == significant, (r["method"], r["ratio"])
+    disagree = 0
+    for ref in ("prunenet", "dense"):
+        vs = base[base[f"avg_diff_vs_{ref}"].notna()]
+        for _, r in vs.iterrows():
+            significant = r[f"avg_p_holm_vs_{ref}"] < 0.05
+            ci_excludes_zero = r[f"avg_ci_lo_vs_{ref}"] > 0 or r[f"avg_ci_hi_vs_{ref}"] < 0
+            disagree += significant != ci_excludes_zero
+            said = f"{r['method']} at r = {r['ratio']:g} ({r[f'avg_diff_vs_{ref}']:+.1f} ["
+            part = line.split("from dense")[0 if ref == "prunenet" else 1]
+            assert (said in part) == significant, (ref, r["method"], r["ratio"])
+    assert disagree > 0  # the fixture exercises the difference between the two rules
+    pairs = pd.read_csv(root / "tables/pairs.csv")
+    line = next(x for x in text.splitlines() if x.startswith("- [pairs]"))
+    avg = pairs[pairs["task"] == "avg"]
+    assert ((avg["p_holm"] < 0.05) != ((avg["ci_lo"] > 0) | (avg["ci_hi"] < 0))).any()
+    for _, r in avg.iterrows():
+        said = f"{r['a']} − {r['b']} at r = {r['ratio']:g} ({r['diff']:+.1f} ["
+        assert (said in line) == (r["p_holm"] < 0.05), (r["a"], r["b"], r["ratio"])
     t18 = pd.read_csv(root / "tables/table18.csv")
     line = next(x for x in text.splitlines() if x.startswith("- [table18]"))
     for _, r in t18[t18["avg_diff"].notna()].iterrows():
-        verdict = "significant" if r["avg_ci_lo"] > 0 or r["avg_ci_hi"] < 0 else "not significant"
+        verdict = "significant" if r["avg_p_holm"] < 0.05 else "not significant"
         assert f"AD − KS at r = {r['ratio']:g}: {r['avg_diff']:+.1f} [" in line
-        assert f"[{r['avg_ci_lo']:+.1f}, {r['avg_ci_hi']:+.1f}], {verdict}" in line
+        assert f"[{r['avg_ci_lo']:+.1f}, {r['avg_ci_hi']:+.1f}], Holm p = {r['avg_p_holm']:.3f}, {verdict}" in line
     assert "- [speedup_m.png](figures/speedup_m.png): Measured speed-up over dense" in text
 
 

@@ -368,3 +368,21 @@ def test_parameter_budget_width(family_model, family, tokenizer):
     sliced = sg.slice_model(copy.deepcopy(model), None, ratio, calib, progress=False)
     assert count_params(sliced) == expected_params(model.config, family, kept)
     assert slicegpt.options[0].default == "params"
+
+
+def test_the_kept_subspace_is_the_top_principal_directions_of_the_calibration_stream(family_model):
+    """At r > 0 the embeddings keep the span of the leading principal directions (uncentred, as SliceGPT's PCA)
+    of the stream layer 0 reads on the calibration text, the tokens' embeddings: the kept rotation columns,
+    recovered from the sliced embeddings, span exactly the top right-singular vectors of that stream."""
+    model = family_model("llama")
+    calib = _ids(model.config.vocab_size, (4, 24), seed=3)
+    emb = model.get_input_embeddings().weight.detach().double().clone()
+    sliced = sg.slice_model(copy.deepcopy(model), None, 0.25, calib, progress=False)
+    kept = sg.sliced_dim(model.config.hidden_size, 0.25)
+    new = sliced.get_input_embeddings().weight.detach().double()
+    assert 0 < kept < model.config.hidden_size and new.shape == (model.config.vocab_size, kept)
+    q = torch.linalg.lstsq(emb, new).solution  # d × kept: the columns of the rotation that were kept
+    torch.testing.assert_close(emb @ q, new, atol=1e-5, rtol=0)  # the sliced embeddings are a rotation of these
+    top = torch.linalg.svd(emb[calib.reshape(-1)], full_matrices=False).Vh[:kept].T
+    torch.testing.assert_close(q.T @ q, torch.eye(kept, dtype=q.dtype), atol=1e-5, rtol=0)
+    torch.testing.assert_close(q @ q.T, top @ top.T, atol=1e-5, rtol=0)

@@ -13,6 +13,21 @@ with tracking.run("exp", f"job {sys.argv[1]}", {"job": sys.argv[1]}, {"stage": "
     run.metric("value", float(sys.argv[1]))
 """
 
+# the same, entered by every process at once: each marks that it is ready, waits for all (a barrier), records
+# when it starts opening the store and when its run is logged
+RACING = """
+import pathlib, sys, time
+from prunenet import tracking
+me, n = sys.argv[1], int(sys.argv[2])
+pathlib.Path(f"ready-{me}").touch()
+while len(list(pathlib.Path().glob("ready-*"))) < n:
+    time.sleep(0.01)
+start = time.time()
+with tracking.run("exp", f"job {me}", {"job": me}, {"stage": "test"}) as run:
+    run.metric("value", float(me))
+pathlib.Path(f"span-{me}").write_text(f"{start} {time.time()}")
+"""
+
 
 def test_parallel_jobs_create_one_store(tmp_path):
     """Four processes open the same not-yet-existing database together (snakemake --cores 4 after a fresh
@@ -20,11 +35,15 @@ def test_parallel_jobs_create_one_store(tmp_path):
     alembic migrations race and a job dies."""
     db = tmp_path / "results" / "mlflow.db"
     env = os.environ | {"MLFLOW_TRACKING_URI": f"sqlite:///{db}", "PRUNENET_MLFLOW": "1"}
-    cmd = [sys.executable, "-c", CHILD]
+    cmd = [sys.executable, "-c", RACING]
     opts = dict(env=env, cwd=tmp_path, stderr=subprocess.PIPE, text=True)
-    procs = [subprocess.Popen([*cmd, str(i)], **opts) for i in range(4)]
+    assert not db.exists()  # a store none of them has created yet
+    procs = [subprocess.Popen([*cmd, str(i), "4"], **opts) for i in range(4)]
     errors = [p.communicate(timeout=300)[1] for p in procs]
     assert [p.returncode for p in procs] == [0] * 4, "\n".join(e[-1500:] for e in errors)
+    # the race was run: every process started opening the new store before any had finished logging its run
+    spans = [tuple(map(float, (tmp_path / f"span-{i}").read_text().split())) for i in range(4)]
+    assert max(start for start, _ in spans) < min(end for _, end in spans)
     from mlflow import MlflowClient
 
     # a client, not mlflow.set_tracking_uri: that also sets MLFLOW_TRACKING_URI in os.environ, which every later

@@ -43,6 +43,7 @@ def write_config(workdir: Path, model_dir: Path, data_dir: Path, **overrides) ->
         "models": {"tiny": str(model_dir)},
         "device": "cpu",
         "seeds": [0, 1],
+        "calibration_seeds": "first",  # one calibration draw (the default re-draws per seed): suite time
         "data_dir": str(data_dir),
         "policy": {"episodes": 3, "baseline": "loo", "samples": 2},
         "transfer": [{"from": 0.5, "to": [0.25]}],
@@ -347,6 +348,8 @@ def test_a_killed_rule_reruns_to_a_clean_finish(tmp_path, tiny_dir, data_dir, mo
         time.sleep(0.05)
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
+    # the kill landed during training: the policy (written atomically at the end of its 400 episodes) is not there
+    assert not (tmp_path / "results/policies/tiny/ks-up-paper-t0.5/s0.json").exists()
     # a killed writer's temp output, as a kill during the checkpoint's save leaves it
     stale = tmp_path / "results/models/tiny/prunenet/ks-up-paper-t0.5/.r0.5-s0.tmp-killed"
     stale.mkdir(parents=True)

@@ -24,23 +24,37 @@ def perplexity(
     add_bos: bool | None = None,
     desc: str = "perplexity",
 ) -> dict:
-    """exp(mean next-token NLL) over non-overlapping ``seq_len`` blocks (GPTQ/SliceGPT protocol)."""
+    """exp(mean next-token NLL) over non-overlapping ``seq_len`` blocks (GPTQ/SliceGPT protocol).
+
+    ``block_nll``: each block's mean next-token NLL, in block order. The blocks depend on the tokenizer and the
+    text only, so every model of one family is scored on the same blocks and two models' perplexities can be
+    compared block by block (the paired perplexity test under the comparison tables)."""
     blocks = token_blocks(tokenizer, texts, seq_len, max_blocks=max_blocks, add_bos=add_bos)
     device = next(model.parameters()).device
     was_training = model.training
     model.eval()
-    total, count = 0.0, 0
+    total, count, per_block = 0.0, 0, []
     try:
         for i in tqdm(range(0, len(blocks), batch_size), desc=desc, unit="batch"):
             ids = blocks[i : i + batch_size].to(device)
             logits = model(input_ids=ids).logits[:, :-1].float()
             target = ids[:, 1:]
-            total += F.cross_entropy(logits.reshape(-1, logits.size(-1)), target.reshape(-1), reduction="sum").item()
+            flat = logits.reshape(-1, logits.size(-1))
+            total += F.cross_entropy(flat, target.reshape(-1), reduction="sum").item()
             count += target.numel()
+            per_token = F.cross_entropy(flat, target.reshape(-1), reduction="none").view(target.shape)
+            per_block += per_token.double().mean(dim=1).tolist()
     finally:
         model.train(was_training)
     nll = total / count
-    return {"ppl": math.exp(nll), "nll": nll, "n_tokens": count, "n_blocks": len(blocks), "seq_len": seq_len}
+    return {
+        "ppl": math.exp(nll),
+        "nll": nll,
+        "n_tokens": count,
+        "n_blocks": len(blocks),
+        "seq_len": seq_len,
+        "block_nll": per_block,
+    }
 
 
 def perplexity_on(

@@ -19,7 +19,7 @@ import pandas as pd
 from ..errors import PruneNetError
 from .frames import accuracy_frame, load_results, ppl_columns
 from .labels import TABLE2_TASKS, TASK_LABELS
-from .paired import excludes_zero
+from .multiplicity import family_note, mde, significant, with_holm
 from .render import cell, table_note, write_table
 from .specs import EACH_CALIB, TableSpec, Variant
 from .tables import TABLES
@@ -30,12 +30,15 @@ DENSE = "Dense"
 @dataclass(frozen=True)
 class Ablation:
     """One paper ablation: its title, the name of the column that holds the variant (the paper's), its variants
-    (reference first) and whether a line under it names the models a variant's method refuses."""
+    (reference first), whether a line under it names the models a variant's method refuses, and whether its variants
+    share their seeds (``paired_seeds``: seed s of every variant comes from the same policy, so the bootstrap draws
+    the seeds of both sides together)."""
 
     title: str
     column: str
     variants: tuple[Variant, ...]
     notes: bool = False
+    paired_seeds: bool = False
 
     @property
     def spec(self) -> TableSpec:
@@ -70,6 +73,7 @@ ABLATIONS = {
         "Stochastic policy vs its deterministic top-k (paper Table 17)",
         "Policy",
         (Variant("Stochastic", "prunenet"), Variant("Deterministic", "deterministic")),
+        paired_seeds=True,  # the draw and the top-k of seed s are both taken from policy seed s
     ),
     "table18": Ablation(
         "Kolmogorov–Smirnov vs Anderson–Darling penalty (paper Table 18)",
@@ -105,10 +109,16 @@ def _labels(results: list[dict], variants: dict[str, list[str]]) -> list[str]:
 
 
 def ablation_frame(
-    results: list[dict], variants: dict[str, list[str]], tasks: list[str], iters: int, seed: int
+    results: list[dict],
+    variants: dict[str, list[str]],
+    tasks: list[str],
+    iters: int,
+    seed: int,
+    paired_seeds: bool = False,
 ) -> pd.DataFrame:
     """Per-seed rows and one mean row per (model, ratio, variant); non-reference mean rows carry the paired
-    difference of average accuracy from the reference variant at that ratio (``avg_diff``, CI, ``avg_p``)."""
+    difference of average accuracy from the reference variant at that ratio (``avg_diff``, CI, ``avg_p``).
+    ``paired_seeds``: where both variants ran the same seeds, seed s of one is paired with seed s of the other."""
     from .comparisons import matrices  # not at import: the workflow reads the table names without torch
     from .paired import paired_bootstrap
 
@@ -133,9 +143,13 @@ def ablation_frame(
             continue
         runs = {v: [by_source[s] for s in at.loc[at["variant"] == v, "source"]] for v in (row["variant"], reference)}
         a, b = matrices(runs[row["variant"]], tasks), matrices(runs[reference], tasks)
-        c = paired_bootstrap(a, b, iters, seed)
+        same = [[r["seed"] for r in runs[v]] for v in runs]
+        c = paired_bootstrap(a, b, iters, seed, paired_seeds and same[0] == same[1])
         stats.append({"vs": reference, "avg_diff": c.diff, "avg_ci_lo": c.lo, "avg_ci_hi": c.hi, "avg_p": c.p})
+        stats[-1] |= {"avg_mde": mde(c.se), "items": c.items}
     mean = pd.concat([mean, pd.DataFrame(stats, index=mean.index)], axis=1)
+    if "avg_p" in mean:  # the family: every difference printed under the table
+        mean = with_holm(mean, "avg_p", "avg_p_holm")
     return pd.concat([df.assign(row="seed"), mean.assign(row="mean")], ignore_index=True)
 
 
@@ -173,15 +187,18 @@ def ablation_markdown(frame: pd.DataFrame, spec: Ablation, tasks: list[str], res
         return "\n".join(parts)
     parts += [
         f"Paired differences of average accuracy from the reference ({diffs['vs'].iloc[0]}), points: A − B on the "
-        f"same items, 95 % CI from {iters} bootstrap resamples over items × seeds, two-sided p.",
+        f"same items, 95 % CI (unadjusted) from {iters} bootstrap resamples over items × seeds, two-sided p and its "
+        f"Holm adjustment. {family_note(len(diffs), iters)}",
         "",
     ]
     lines = []
     for _, r in diffs.iterrows():
-        verdict = "significant" if excludes_zero(r["avg_ci_lo"], r["avg_ci_hi"]) else "not significant"
+        verdict = "significant" if significant(r["avg_p_holm"]) else "not significant"
         lines.append(
             f"- {r['model']}, {100 * r['ratio']:g}%: {r['variant']} − {r['vs']} = {r['avg_diff']:+.1f} "
-            f"[{r['avg_ci_lo']:+.1f}, {r['avg_ci_hi']:+.1f}], p = {r['avg_p']:.3f} ({verdict})"
+            f"[{r['avg_ci_lo']:+.1f}, {r['avg_ci_hi']:+.1f}], p = {r['avg_p']:.3f}, Holm p = {r['avg_p_holm']:.3f} "
+            f"({verdict}; detectable at 80 % power: {r['avg_mde']:.1f} with {r['items']:.0f} items, "
+            f"{r['seeds']:.0f} seeds)"
         )
     parts += lines + [""]
     return "\n".join(parts)
@@ -204,7 +221,7 @@ def ablation_table(
     tasks = tasks or TABLE2_TASKS
     results = load_results(inputs)
     variants = {label: [str(p) for p in paths] for label, paths in variants.items()}
-    frame = ablation_frame(results, variants, tasks, bootstrap, seed)
+    frame = ablation_frame(results, variants, tasks, bootstrap, seed, ABLATIONS[name].paired_seeds)
     md = ablation_markdown(frame, ABLATIONS[name], tasks, results, bootstrap)
     schedules = _schedules(frame[frame["row"] == "seed"], {r["source"]: r for r in results})
     if schedules:

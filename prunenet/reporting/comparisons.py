@@ -12,7 +12,8 @@ import pandas as pd
 
 from ..evaluation.tasks import PRIMARY_METRIC
 from .labels import TASK_LABELS
-from .paired import Comparison, item_matrix, ks_drops, paired_bootstrap
+from .multiplicity import holm, mde, significant, with_holm
+from .paired import Comparison, item_matrix, paired_bootstrap
 
 Key = tuple  # (model, ratio, method, setting)
 
@@ -58,16 +59,30 @@ def _row(model, ratio, a, b, task, c: Comparison, seeds_a, seeds_b, keys: tuple[
         "ci_lo": c.lo,
         "ci_hi": c.hi,
         "p": c.p,
-        "significant": c.significant,
         "seeds_a": seeds_a,
         "seeds_b": seeds_b,
+        "items": c.items,
+        "se": c.se,
+        "mde": mde(c.se),
     }
+
+
+def holm_families(df: pd.DataFrame) -> pd.DataFrame:
+    """``p_holm`` and ``significant`` (adjusted p < 0.05) with two families: the average-accuracy pairs (what
+    the accuracy tables print under them) and, in ``pairs.csv``, the per-task pairs of all tasks together."""
+    if df.empty:
+        return df
+    parts = [with_holm(df[df["task"] == "avg"]), with_holm(df[df["task"] != "avg"])]
+    out = pd.concat(parts).loc[df.index]
+    out.insert(out.columns.get_loc("p_holm") + 1, "significant", out["p_holm"].map(significant))
+    return out
 
 
 def comparisons_frame(results: list[dict], tasks: list[str], iters: int = 2000, seed: int = 0) -> pd.DataFrame:
     """A − B (points) with 95 % paired bootstrap CI for every pair of rows at a ratio and every row vs dense.
 
-    One line per pair and task, plus ``task = "avg"`` (macro average over tasks).
+    One line per pair and task, plus ``task = "avg"`` (macro average over tasks); raw and Holm-adjusted p
+    (:func:`holm_families`), the bootstrap standard error and the minimum detectable difference at 80 % power.
     """
     groups = group_runs(results)
     keys = list(groups)
@@ -86,71 +101,17 @@ def comparisons_frame(results: list[dict], tasks: list[str], iters: int = 2000, 
                 for t in tasks:
                     c = paired_bootstrap({t: mats[ka][t]}, {t: mats[kb][t]}, iters, seed)
                     rows.append(_row(model, ratio, la, lb, t, c, sa, sb, (ka, kb)))
-    return pd.DataFrame(rows)
+    return holm_families(pd.DataFrame(rows))
 
 
-def ks_test(results: list[dict], tasks: list[str], a: str = "prunenet", b: str = "slicegpt") -> dict | None:
-    """The paper's one-sided KS test on accuracy drops from dense (one drop per task and ratio, seed means)."""
-    groups = group_runs(results)
-    out = {}
-    for model in dict.fromkeys(k[0] for k in groups):
-        dense = [v for k, v in groups.items() if k[0] == model and k[2] == "dense"]
-        if not dense:
-            continue
-        base = {t: np.mean([r["tasks"][t]["primary"] for r in dense[0]]) for t in tasks}
-        ratios = sorted({k[1] for k in groups if k[0] == model and k[2] == a} & {k[1] for k in groups if k[2] == b})
-
-        def drops(method, base=base, model=model, ratios=ratios):
-            runs = [v for k, v in groups.items() if k[0] == model and k[2] == method and k[1] in ratios]
-            return [100 * (base[t] - np.mean([r["tasks"][t]["primary"] for r in rs])) for rs in runs for t in tasks]
-
-        if ratios:
-            da, db = drops(a), drops(b)
-            stat, p = ks_drops(da, db)
-            out[model] = {"statistic": stat, "p": p, "n": (len(da), len(db)), "ratios": ratios}
-    return out or None
-
-
-def comparison_markdown(results: list[dict], tasks: list[str], iters: int = 2000, seed: int = 0) -> str:
-    """Under Table 2: average-accuracy differences with CIs, the KS test, and what is significant, in words."""
-    df = comparisons_frame(results, tasks, iters, seed)
-    if df.empty:
-        return ""
-    avg = df[df["task"] == "avg"]
-    lines = [
-        "### Paired differences (average accuracy, points)",
-        "",
-        f"A − B on the same items; 95 % CI from {iters} paired bootstrap resamples over items × seeds; "
-        "two-sided bootstrap p. Per-task lines: `results/tables/pairs.csv`.",
-        "",
-        avg.assign(
-            **{
-                "A − B": avg["diff"].map(lambda v: f"{v:+.1f}"),
-                "95 % CI": [f"[{lo:+.1f}, {hi:+.1f}]" for lo, hi in zip(avg["ci_lo"], avg["ci_hi"])],
-                "p": avg["p"].map(lambda v: f"{v:.3f}"),
-                "significant": avg["significant"].map({True: "yes", False: "no"}),
-            }
-        )[["model", "ratio", "a", "b", "A − B", "95 % CI", "p", "significant"]].to_markdown(index=False),
-        "",
-    ]
-    ks = ks_test(results, tasks)
-    for model, res in (ks or {}).items():
-        verdict = "smaller" if res["p"] < 0.05 else "not significantly smaller"
-        lines.append(
-            f"One-sided KS test ({model}, drops from dense per task and ratio {res['ratios']}, n = {res['n']}): "
-            f"D = {res['statistic']:.3f}, p = {res['p']:.3g} — PruneNet's drops are {verdict} than SliceGPT's "
-            "at the 5 % level."
-        )
-    sig = avg[avg["significant"]]
-    lines += ["", "Significant at 95 % (CI excludes 0): " + ("; ".join(_said(r) for _, r in sig.iterrows()) or "none.")]
-    not_sig = avg[~avg["significant"]]
-    lines += ["Not significant: " + ("; ".join(_said(r) for _, r in not_sig.iterrows()) or "none."), ""]
-    return "\n".join(lines)
-
-
-def against_frame(results: list[dict], tasks: list[str], reference: str, iters: int = 2000, seed: int = 0):
+def against_frame(
+    results: list[dict], tasks: list[str], reference: str, iters: int = 2000, seed: int = 0, printed: bool = True
+):
     """Average-accuracy difference of every row from ``reference`` at its ratio and from dense, oriented as
-    (row − reference) / (row − dense): the pairs of :func:`comparisons_frame`, signs flipped where needed."""
+    (row − reference) / (row − dense): the pairs of :func:`comparisons_frame`, signs flipped where needed.
+
+    ``printed``: these rows are the family a table prints (the baselines table), so Holm adjusts over them;
+    otherwise their ``p_holm`` is the one of every average-accuracy pair (the family under Table 2 and its kind)."""
     df = comparisons_frame(results, tasks, iters, seed)
     if df.empty:
         return df
@@ -163,55 +124,27 @@ def against_frame(results: list[dict], tasks: list[str], reference: str, iters: 
         avg.loc[swap, [x, y]] = avg.loc[swap, [y, x]].to_numpy()
     avg.loc[swap, "diff"] = -avg.loc[swap, "diff"]
     avg.loc[swap, ["ci_lo", "ci_hi"]] = -avg.loc[swap, ["ci_hi", "ci_lo"]].to_numpy()
-    return avg[ref | swap]
+    avg = avg[ref | swap]
+    if printed:
+        avg = with_holm(avg).assign(significant=lambda f: f["p_holm"].map(significant))
+    return avg
 
 
-def versus_columns(results: list[dict], tasks: list[str], reference: str, iters: int = 2000, seed: int = 0):
+def versus_columns(
+    results: list[dict], tasks: list[str], reference: str, iters: int = 2000, seed: int = 0, printed: bool = True
+):
     """:func:`against_frame` as columns of a table's mean rows, keyed by (model, ratio, method, setting):
-    ``avg_diff_vs_<reference>``, ``avg_ci_lo_vs_…``, ``avg_ci_hi_vs_…``, ``avg_p_vs_…`` and the same against dense."""
-    avg = against_frame(results, tasks, reference, iters, seed)
+    ``avg_diff_vs_<reference>``, ``avg_ci_lo_vs_…``, ``avg_ci_hi_vs_…``, ``avg_p_vs_…``, ``avg_p_holm_vs_…`` (Holm
+    over the table's family, see ``printed``), ``avg_mde_vs_…`` and the same against dense."""
+    avg = against_frame(results, tasks, reference, iters, seed, printed)
     keys = ["model", "ratio", "method", "setting"]
     out = None
     for b in (reference, "dense"):
         part = avg[avg["b_method"] == b].rename(columns={"a_method": "method", "a_setting": "setting"})
-        part = part[keys + ["diff", "ci_lo", "ci_hi", "p"]].rename(
-            columns={c: f"avg_{c}_vs_{b}" for c in ("diff", "ci_lo", "ci_hi", "p")}
-        )
+        stats = ["diff", "ci_lo", "ci_hi", "p", "p_holm", "mde"]
+        part = part[keys + stats].rename(columns={c: f"avg_{c}_vs_{b}" for c in stats})
         out = part if out is None else out.merge(part, on=keys, how="outer")
     return out
-
-
-def against_markdown(results: list[dict], tasks: list[str], reference: str, iters: int = 2000, seed: int = 0) -> str:
-    """Every method against ``reference`` (and dense) at each ratio: average-accuracy difference, CI, verdict."""
-    avg = against_frame(results, tasks, reference, iters, seed)
-    if avg.empty:
-        return ""
-    table = avg.assign(
-        **{
-            "A − B": avg["diff"].map(lambda v: f"{v:+.1f}"),
-            "95 % CI": [f"[{lo:+.1f}, {hi:+.1f}]" for lo, hi in zip(avg["ci_lo"], avg["ci_hi"])],
-            "p": avg["p"].map(lambda v: f"{v:.3f}"),
-            "significant": avg["significant"].map({True: "yes", False: "no"}),
-        }
-    )[["model", "ratio", "a", "b", "A − B", "95 % CI", "p", "significant"]]
-    sig = avg[avg["significant"]]
-    return "\n".join(
-        [
-            f"### Against {reference} and dense (average accuracy, points)",
-            "",
-            f"A − B on the same items; 95 % CI from {iters} paired bootstrap resamples over items × seeds.",
-            "",
-            table.to_markdown(index=False),
-            "",
-            "Significant at 95 %: " + ("; ".join(_said(r) for _, r in sig.iterrows()) or "none."),
-            "Everything else is not significant at this item count.",
-            "",
-        ]
-    )
-
-
-def _said(r) -> str:
-    return f"{r['a']} vs {r['b']} at r={r['ratio']:g} ({r['diff']:+.1f})"
 
 
 def transfer_frame(results: list[dict], tasks: list[str], iters: int = 2000, seed: int = 0) -> pd.DataFrame:
@@ -235,7 +168,18 @@ def transfer_frame(results: list[dict], tasks: list[str], iters: int = 2000, see
             row[f"{t}_same"] = row[t] - c.diff
             row[f"{t}_p"] = c.p
         rows.append(row)
-    return pd.DataFrame(rows)
+    return _transfer_holm(pd.DataFrame(rows), tasks)
+
+
+def _transfer_holm(df: pd.DataFrame, tasks: list[str]) -> pd.DataFrame:
+    """``<task>_p_holm`` beside each ``<task>_p``: Holm over every p the table prints (all tasks, average, rows)."""
+    if df.empty:
+        return df
+    cols = [f"{t}_p" for t in tasks + ["avg"]]
+    adjusted = holm(df[cols].to_numpy().ravel()).reshape(len(df), len(cols))
+    for j, col in enumerate(cols):
+        df.insert(df.columns.get_loc(col) + 1, f"{col}_holm", adjusted[:, j])
+    return df
 
 
 def transfer_markdown(df: pd.DataFrame, tasks: list[str]) -> str:
@@ -247,11 +191,13 @@ def transfer_markdown(df: pd.DataFrame, tasks: list[str]) -> str:
         md = pd.DataFrame({"Comp. ratio": g["ratio"].map(lambda r: f"{100 * r:g}%")})
         for t in tasks + ["avg"]:
             md[TASK_LABELS.get(t, "Average" if t == "avg" else t)] = [
-                f"{v:.1f} ({s:.1f}) p={p:.2f}" for v, s, p in zip(g[t], g[f"{t}_same"], g[f"{t}_p"])
+                f"{v:.1f} ({s:.1f}) p={p:.2f} (Holm {h:.2f})"
+                for v, s, p, h in zip(g[t], g[f"{t}_same"], g[f"{t}_p"], g[f"{t}_p_holm"])
             ]
         parts.append(f"**{model}: policy trained at {100 * trained:g}%**\n\n{md.to_markdown(index=False)}\n")
     return (
         "\n".join(parts)
         + "\nCells: accuracy with the transferred policy (with the same-ratio policy), mean over seeds; p = two-sided "
-        "paired bootstrap p-value of the difference over items × seeds.\n"
+        "paired bootstrap p-value of the difference over items × seeds; Holm: adjusted over every p in this table "
+        "(a difference is significant when its Holm p < 0.05).\n"
     )

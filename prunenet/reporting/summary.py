@@ -2,9 +2,10 @@
 what in it is significant — the page a reader opens first.
 
 It computes nothing new: every number is read from the CSV of the table its line links to (``tests/test_report.py``
-checks each against that CSV), and significance is the tables' own paired bootstrap (a 95 % CI that excludes 0;
-Table 6: p < 0.05). The headline table is the ``baselines`` table's average accuracy and WikiText-2 perplexity
-(Table 5's or Table 2's when the run has no baselines table).
+checks each against its own cell), and significance is the tables' own: the paired bootstrap's p, Holm-adjusted over
+the comparisons the table prints, below 0.05 (the CIs quoted beside it are unadjusted). The headline table is the
+``baselines`` table's average accuracy and WikiText-2 perplexity (Table 5's or Table 2's when the run has no
+baselines table).
 """
 
 from __future__ import annotations
@@ -16,9 +17,8 @@ import pandas as pd
 
 from ..artifacts import atomic_file
 from ..errors import PruneNetError
-from .paired import excludes_zero
+from .multiplicity import ALPHA, significant
 
-ALPHA = 0.05
 RESULT = "**Result:**"  # what follows it on a line is read from the linked table (the test checks every number)
 
 
@@ -48,13 +48,19 @@ def _versus(means: pd.DataFrame, reference: str) -> str:
     rows = means[means[col].notna()]
     if rows.empty:
         return ""
-    lo, hi = f"avg_ci_lo_vs_{reference}", f"avg_ci_hi_vs_{reference}"
-    sig = rows[[excludes_zero(a, b) for a, b in zip(rows[lo], rows[hi])]]
-    said = [f"{r['method']} at r = {r['ratio']:g} ({_diff(r[col], r[lo], r[hi])})" for _, r in sig.iterrows()]
+    lo, hi, adj = f"avg_ci_lo_vs_{reference}", f"avg_ci_hi_vs_{reference}", f"avg_p_holm_vs_{reference}"
+    sig = rows[rows[adj].map(significant)]
+    said = [
+        f"{r['method']} at r = {r['ratio']:g} ({_diff(r[col], r[lo], r[hi])}, Holm p = {r[adj]:.3f})"
+        for _, r in sig.iterrows()
+    ]
     name = "PruneNet" if reference == "prunenet" else reference
     if not said:
-        return f"No row differs significantly from {name} in average accuracy."
-    return f"Significantly different from {name} in average accuracy: {'; '.join(said)}; no other row is."
+        return f"No row differs significantly from {name} in average accuracy (Holm-adjusted)."
+    return (
+        f"Significantly different from {name} in average accuracy (Holm-adjusted p; CI unadjusted): "
+        f"{'; '.join(said)}; no other row is."
+    )
 
 
 def _ablation(means: pd.DataFrame) -> str:
@@ -63,33 +69,42 @@ def _ablation(means: pd.DataFrame) -> str:
         return "No paired comparison (the reference variant did not run at these ratios)."
     said = [
         f"{r['variant']} − {r['vs']} at r = {r['ratio']:g}: {_diff(r['avg_diff'], r['avg_ci_lo'], r['avg_ci_hi'])}, "
-        + ("significant" if excludes_zero(r["avg_ci_lo"], r["avg_ci_hi"]) else "not significant")
+        f"Holm p = {r['avg_p_holm']:.3f}, " + ("significant" if significant(r["avg_p_holm"]) else "not significant")
         for _, r in rows.iterrows()
     ]
-    return "Average accuracy, paired: " + "; ".join(said) + "."
+    return "Average accuracy, paired (CI unadjusted; significance on the Holm-adjusted p): " + "; ".join(said) + "."
 
 
 def _transfer(df: pd.DataFrame) -> str:
-    sig = df[df["avg_p"] < ALPHA]
+    sig = df[df["avg_p_holm"].map(significant)]
     said = [
-        f"policy from r = {r['policy_ratio']:g} at r = {r['ratio']:g} (p = {r['avg_p']:.3f})" for _, r in sig.iterrows()
+        f"policy from r = {r['policy_ratio']:g} at r = {r['ratio']:g} (Holm p = {r['avg_p_holm']:.3f})"
+        for _, r in sig.iterrows()
     ]
     if not said:
-        smallest = df["avg_p"].min()
-        return f"No transferred policy differs significantly from the same-ratio one (smallest p = {smallest:.3f})."
+        smallest = df["avg_p_holm"].min()
+        return (
+            "No transferred policy differs significantly from the same-ratio one "
+            f"(smallest Holm-adjusted p = {smallest:.3f})."
+        )
     return "Transferred policies that differ significantly from the same-ratio one: " + "; ".join(said) + "."
 
 
 def _pairs(df: pd.DataFrame) -> str:
     avg = df[df["task"] == "avg"]
-    sig = avg[[excludes_zero(lo, hi) for lo, hi in zip(avg["ci_lo"], avg["ci_hi"])]]
+    sig = avg[avg["p_holm"].map(significant)]
     said = [
-        f"{r['a']} − {r['b']} at r = {r['ratio']:g} ({_diff(r['diff'], r['ci_lo'], r['ci_hi'])})"
+        f"{r['a']} − {r['b']} at r = {r['ratio']:g} ({_diff(r['diff'], r['ci_lo'], r['ci_hi'])}, Holm p = "
+        f"{r['p_holm']:.3f})"
         for _, r in sig.iterrows()
     ]
     if not said:
-        return "No average-accuracy difference is significant."
-    return "Significant average-accuracy differences: " + "; ".join(said) + "; no other pair's is."
+        return "No average-accuracy difference is significant (Holm-adjusted p)."
+    return (
+        "Significant average-accuracy differences (Holm-adjusted p; CI unadjusted): "
+        + "; ".join(said)
+        + "; no other pair's is."
+    )
 
 
 def _speed(df: pd.DataFrame) -> str:
@@ -162,7 +177,9 @@ def summary(inputs: list[str], out: str, headline_table: str | None = None) -> l
     lines = ["# PruneNet run report", ""]
     lines += [
         "Every number below is read from the table its line links to; significance is that table's paired "
-        "bootstrap over items and seeds (a confidence interval that excludes zero), differences in accuracy points.",
+        f"bootstrap over items and seeds: a p-value that stays below {ALPHA:g} after Holm's adjustment over the "
+        "comparisons the table prints (the confidence intervals quoted are unadjusted), differences in accuracy "
+        "points.",
         "",
     ]
     headline_table = headline_table or next((t for t in HEADLINES if t in frames), None)

@@ -30,7 +30,7 @@ def accuracy_table(
 ) -> list[Path]:
     """Per-seed and mean rows (CSV), the mean ± sd table (Markdown); ``comparisons``: paired statistics under it,
     and on each mean row of the CSV its difference from PruneNet and from dense (:func:`with_versus`)."""
-    from .comparisons import comparison_markdown
+    from .verdicts import comparison_markdown
 
     tasks = tasks or TABLE2_TASKS
     results = load_results(inputs)
@@ -40,16 +40,20 @@ def accuracy_table(
     md += "".join(f"{n}\n" for n in notes or [])
     if comparisons is not None:
         md += "\n" + comparison_markdown(results, tasks, **comparisons)
-        summary = with_versus(summary, results, tasks, comparisons["iters"], comparisons["seed"])
+        summary = with_versus(summary, results, tasks, comparisons["iters"], comparisons["seed"], printed=False)
     return write_table(per_seed_and_mean(df, summary), out, out_md, md)
 
 
-def with_versus(summary: pd.DataFrame, results: list[dict], tasks: list[str], iters: int, seed: int) -> pd.DataFrame:
+def with_versus(
+    summary: pd.DataFrame, results: list[dict], tasks: list[str], iters: int, seed: int, printed: bool = True
+) -> pd.DataFrame:
     """The mean rows with their paired difference of average accuracy from PruneNet at their ratio and from dense
-    (``avg_diff_vs_prunenet``, ``avg_ci_lo_vs_…``, ``avg_ci_hi_vs_…``, ``avg_p_vs_…``; uniform rows without RFT)."""
+    (``avg_diff_vs_prunenet``, ``avg_ci_lo_vs_…``, ``avg_ci_hi_vs_…``, ``avg_p_vs_…``, ``avg_p_holm_vs_…``,
+    ``avg_mde_vs_…``; uniform rows without RFT). ``printed``: Holm's family is these differences (the baselines
+    table prints them), else every pair printed under the table (:func:`~.verdicts.comparison_markdown`)."""
     from .comparisons import versus_columns
 
-    versus = versus_columns(results, tasks, "prunenet", iters, seed)
+    versus = versus_columns(results, tasks, "prunenet", iters, seed, printed)
     if versus is None or versus.empty:
         return summary
     versus = versus.assign(schedule="uniform", rft="none")
@@ -173,7 +177,7 @@ def baselines(
 ) -> list[Path]:
     """Every method at every ratio on one parameter budget: size, accuracy, perplexity, compression time, and the
     paired difference from PruneNet — the one table a user reads to pick a method."""
-    from .comparisons import against_markdown
+    from .verdicts import against_markdown
 
     tasks = tasks or TABLE2_TASKS
     results = load_results(inputs)
