@@ -122,6 +122,31 @@ def method_options(sp, policy_help: str | None = None, policy: bool = True) -> N
                 )
 
 
+def released_options(t: argparse.ArgumentParser) -> None:
+    """``prunenet train``'s switches to the authors' public code: init, update and the ``--preset`` bundling them.
+
+    ``--preset official`` sets every flag of :data:`prunenet.choices.PRESETS` left at its default, whatever the
+    order on the command line (a flag given explicitly at its default value is taken as not given)."""
+    from . import choices
+
+    t.add_argument("--init", default="paper", choices=choices.INITS, help="paper: W_proj ~ U(±1/√n); official: U(0, 1)")
+    t.add_argument(
+        "--update",
+        default="paper",
+        choices=choices.UPDATES,
+        help="paper: a step per episode; official: the authors' loop (a step after every layer, docs/methods.md)",
+    )
+    t.add_argument("--preset", choices=tuple(choices.PRESETS), help="official: the authors' code in every setting")
+
+    def with_preset(args: argparse.Namespace) -> None:
+        for name, value in choices.PRESETS.get(args.preset, {}).items():
+            if getattr(args, name) == t.get_default(name):
+                setattr(args, name, value)
+        commands.cmd_train(args)
+
+    t.set_defaults(func=with_preset)
+
+
 def build_parser() -> argparse.ArgumentParser:
     from . import choices, reporting
     from .methods import METHODS
@@ -179,6 +204,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--eval-samples", type=POSITIVE_INT, default=20, help="draws used to compare the policy with random rows"
     )
     t.set_defaults(func=commands.cmd_train)
+    released_options(t)
 
     pr = sub.add_parser("prune", help="compress a checkpoint with any registered method")
     common(pr)
