@@ -5,7 +5,8 @@ D_l is the spectral distance between the layer's dense and pruned state matrix, 
 policy is updated with the discounted future penalties G_l = Σ_{k≥0} γ^k D_{l+k} (Eq. 7 prints
 D_{l+k+1}; :func:`discounted_future` says why the layer's own penalty is included).
 ``objective="official"`` reproduces the authors' public code instead: maximise the reward
-γ^l / D_l with no look-ahead.
+γ^l / D_l with no look-ahead. Their loop itself (a step after every layer, ``update="official"``) is
+:mod:`prunenet.released`.
 
 The estimator options change the variance of the gradient, not what is optimised: with
 ``samples`` = M > 1 each episode draws M row sets per layer and averages the REINFORCE
