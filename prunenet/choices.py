@@ -7,17 +7,37 @@ pattern all read these tuples; the modules that implement each option check agai
 from __future__ import annotations
 
 PENALTIES = ("ks", "ad")  # Kolmogorov–Smirnov (paper) | Anderson–Darling (T18)
-STATES = ("up", "gate", "down")  # FFN1 (paper) | LLaMA gate (official code) | FFN2 (T19)
+# FFN1 (paper) | LLaMA gate | FFN2 (T19) | first: the first FFN matrix, as the authors' code reads it (gate where the
+# FFN is gated, the LLaMA family; FFN1 = fc1 otherwise, OPT and Phi)
+STATES = ("up", "gate", "down", "first")
 ATTENTION_STATES = ("qkv",)  # self-attention's q/k/v rows, KV group by group (T20, method prunenet-attention)
 POLICY_STATES = STATES + ATTENTION_STATES  # what `prunenet train --state` takes
 OBJECTIVES = ("paper", "official")  # discounted future penalty | the authors' code: γ^l / D_l
 # Paper Eq. 3, W_imp = σ(W_proj W_up W_interᵀ): as the authors' code computes it, σ(W_up W_interᵀ W_projᵀ)
 # (row i scored by its own content) | as printed (row j scored by W_inter's row j against W_proj W_up)
 EQ3_READINGS = ("coded", "printed")
+INITS = ("paper", "official")  # W_proj ~ U(±1/√n), no bias | the authors' code: W_proj ~ U(0, 1), W_inter with a bias
+# When the policy is updated: once per episode from its draws' likelihood (paper) | the authors' loop: a step after
+# every layer on the log perturbed keep-probabilities of the kept rows from a fresh draw (docs/methods.md)
+UPDATES = ("paper", "official")
 BASELINES = ("none", "running", "loo")  # REINFORCE variance reduction (not in the paper)
 SPECTRA = ("svd", "gram")  # how singular values are computed (same KS distance)
 WHICH = ("best", "last")  # which episode's policy a method applies
 DATASETS = ("wikitext2", "ptb", "alpaca")  # text corpora: perplexity, calibration, recovery fine-tuning
+
+# The single switch to the authors' public code (LCS2-IIITD/PruneNet): the policy settings it sets (`prunenet train
+# --preset official`, config/official.yaml; tests/test_released.py checks both equal this).
+PRESETS = {
+    "paper": {"state": "up", "objective": "paper", "init": "paper", "update": "paper", "lr": 5e-4, "episodes": 20},
+    "official": {
+        "state": "first",
+        "objective": "official",
+        "init": "official",
+        "update": "official",
+        "lr": 1e-3,
+        "episodes": 20,
+    },
+}
 
 # Defaults used by more than one layer (CLI, PruneRequest, policy files): the first of each tuple, as the config
 # schema states them (tests/test_registry.py checks that the schema, the CLI and PruneRequest agree).

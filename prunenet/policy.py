@@ -25,7 +25,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from .choices import DEFAULT_WHICH, EQ3_READINGS, WHICH
+from .choices import DEFAULT_WHICH, EQ3_READINGS, INITS, WHICH
 from .errors import PruneNetError
 
 SELECTORS = ("policy", "deterministic", "random")
@@ -37,6 +37,11 @@ class PolicyNetwork(nn.Module):
     ``bias=True`` adds the bias ``b`` on ``W_inter`` that the authors' public code uses (``nn.Linear``:
     ``W' = W_up W_interᵀ + b``, b added to every row of W'). In the ``coded`` reading it adds the
     scalar ``W_proj · b`` to every logit; in the ``printed`` one it adds ``b_j Σ_i W_proj_i`` to row j's.
+
+    ``init="paper"`` draws W_proj ~ U(±1/√n) (nn.Linear's range): its signs cancel, so every logit starts near 0 and
+    the first policy is close to uniform. ``init="official"`` is the authors' ``SparsityPredictor``: W_inter and its
+    bias as ``nn.Linear(d, n)`` initialises them (U(±1/√d), drawn in that order), then W_proj ~ U(0, 1)
+    (``torch.rand``), whose all-positive weights do not cancel: the first importances spread well away from 0.5.
     """
 
     def __init__(
@@ -46,13 +51,20 @@ class PolicyNetwork(nn.Module):
         bias: bool = False,
         generator: torch.Generator | None = None,
         eq3: str = "coded",
+        init: str = "paper",
     ):
         super().__init__()
         if eq3 not in EQ3_READINGS:
             raise PruneNetError(f"unknown Eq. 3 reading {eq3!r}: use one of {', '.join(EQ3_READINGS)}")
+        if init not in INITS:
+            raise PruneNetError(f"unknown policy initialisation {init!r}: use one of {', '.join(INITS)}")
         self.n, self.d, self.eq3 = n, d, eq3
         bound_inter, bound_proj = 1 / math.sqrt(d), 1 / math.sqrt(n)  # nn.Linear's default init ranges
         self.W_inter = nn.Parameter((torch.rand(n, d, generator=generator) * 2 - 1) * bound_inter)
+        if init == "official":  # nn.Linear(d, n, bias=True), then torch.rand(n, 1): the authors' order
+            self.b_inter = nn.Parameter((torch.rand(n, generator=generator) * 2 - 1) * bound_inter)
+            self.W_proj = nn.Parameter(torch.rand(1, n, generator=generator))
+            return
         self.W_proj = nn.Parameter((torch.rand(1, n, generator=generator) * 2 - 1) * bound_proj)
         self.b_inter = nn.Parameter((torch.rand(n, generator=generator) * 2 - 1) * bound_inter) if bias else None
 

@@ -39,6 +39,10 @@ class TrainedPolicy:
 def check_train_config(cfg: TrainConfig) -> None:
     """Refuse a config in one line before the model loads, the attention trainer's limits included."""
     cfg.validate()
+    if cfg.update == "official":
+        from .released import check_config
+
+        check_config(cfg)
     if cfg.state in ATTENTION_STATES:
         from .attention_policy import check_config
 
@@ -62,8 +66,14 @@ def train_and_score(
     progress: bool = True,
     on_episode: Callable[[int, float], None] | None = None,
 ) -> TrainedPolicy:
-    """Train on ``task``, then score the best policy and random draws over ``eval_samples`` draws (seed + 1)."""
-    result = run_episodes(task, cfg, progress, on_episode)
+    """Train on ``task`` (in the loop ``cfg.update`` names), then score the best policy and random draws over
+    ``eval_samples`` draws (seed + 1)."""
+    if cfg.update == "official":  # the authors' loop (FFN rows only: check_train_config refused the rest)
+        from .released import run_released
+
+        result = run_released(task, cfg, progress, on_episode)
+    else:
+        result = run_episodes(task, cfg, progress, on_episode)
     best = result.network().to(task.device)
     evals = {
         "eval_penalty_policy": task.score("policy", best, eval_samples, cfg.seed + 1),

@@ -5,7 +5,8 @@ D_l is the spectral distance between the layer's dense and pruned state matrix, 
 policy is updated with the discounted future penalties G_l = Σ_{k≥0} γ^k D_{l+k} (Eq. 7 prints
 D_{l+k+1}; :func:`discounted_future` says why the layer's own penalty is included).
 ``objective="official"`` reproduces the authors' public code instead: maximise the reward
-γ^l / D_l with no look-ahead.
+γ^l / D_l with no look-ahead. Their loop itself (a step after every layer, ``update="official"``) is
+:mod:`prunenet.released`.
 
 The estimator options change the variance of the gradient, not what is optimised: with
 ``samples`` = M > 1 each episode draws M row sets per layer and averages the REINFORCE
@@ -27,7 +28,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from .arch import get_adapter
-from .choices import BASELINES, EQ3_READINGS, OBJECTIVES, POLICY_STATES
+from .choices import BASELINES, EQ3_READINGS, INITS, OBJECTIVES, POLICY_STATES, UPDATES
 from .errors import PruneNetError
 from .penalties import PENALTIES, distance, spectra
 from .policy import PolicyNetwork, draw_rows, n_keep, select_rows
@@ -47,6 +48,8 @@ class TrainConfig:
     samples: int = 1  # row sets drawn per layer and episode (paper: 1)
     spectrum: str = "svd"
     seed: int = 0
+    init: str = "paper"  # paper: W_proj ~ U(±1/√n), no bias | official: the authors' init (W_proj ~ U(0, 1), bias)
+    update: str = "paper"  # paper: a step per episode | official: the authors' loop (prunenet.released)
 
     def validate(self) -> None:
         n_keep(1000, self.ratio)
@@ -64,6 +67,10 @@ class TrainConfig:
             raise PruneNetError(f"unknown policy state {self.state!r}: use one of {', '.join(POLICY_STATES)}")
         if self.baseline not in BASELINES:
             raise PruneNetError(f"unknown baseline {self.baseline!r}: use one of {', '.join(BASELINES)}")
+        if self.init not in INITS:
+            raise PruneNetError(f"unknown policy initialisation {self.init!r}: use one of {', '.join(INITS)}")
+        if self.update not in UPDATES:
+            raise PruneNetError(f"unknown policy update {self.update!r}: use one of {', '.join(UPDATES)}")
         if self.samples < 1:
             raise PruneNetError(f"samples must be ≥ 1, got {self.samples}")
         if self.baseline == "loo" and self.samples < 2:
@@ -192,8 +199,10 @@ class EpisodeTask(Protocol):
 
 def make_policy(cfg: TrainConfig, n: int, d: int, generator: torch.Generator | None = None) -> PolicyNetwork:
     """The network ``cfg`` trains: the one place that decides its shape-independent settings (the bias the
-    authors' code has comes with ``objective: official``), so a trained state dict always fits it."""
-    return PolicyNetwork(n, d, bias=cfg.objective == "official", generator=generator, eq3=cfg.eq3)
+    authors' code has comes with ``objective: official`` or ``init: official``), so a trained state dict always
+    fits it."""
+    bias = "official" in (cfg.objective, cfg.init)
+    return PolicyNetwork(n, d, bias=bias, generator=generator, eq3=cfg.eq3, init=cfg.init)
 
 
 def _snapshot(policy: nn.Module) -> dict[str, torch.Tensor]:
@@ -270,8 +279,10 @@ def train_policy(
     progress: bool = True,
     on_episode: Callable[[int, float], None] | None = None,
 ) -> TrainResult:
-    """Train one shared policy on the stacked state matrices ``states`` (L, n, d)."""
+    """Train one shared policy on the stacked state matrices ``states`` (L, n, d) in the paper's loop."""
     cfg.validate()
+    if cfg.update != "paper":
+        raise PruneNetError("train_policy runs the paper's loop: for update official, use released.run_released")
     return run_episodes(RowTask(states, cfg), cfg, progress, on_episode)
 
 

@@ -89,6 +89,22 @@ def test_a_paper_configfile_replaces_the_models(workdir):
     assert "smollm2-135m" not in out and "resources/models/llama-2-7b" in out
 
 
+def test_the_official_overlay_trains_policies_as_the_authors_code(workdir):
+    """config/official.yaml (docs/methods.md "PruneNet: paper vs authors' code"): Table 16's policies are trained with
+    every released switch and the released learning rate, under an id that names them; random rows are unchanged."""
+    rc, out = dry_run(workdir, "results/tables/table16.csv", "--configfile", str(ROOT / "config/official.yaml"))
+    assert rc == 0, out[-2000:]
+    trains = re.findall(r"prunenet train .*", out)
+    assert trains and all(
+        "ks-first-official-init-official-update-official-lr0.001-t0." in t
+        and "--state first --objective official " in t
+        and "--init official --update official " in t
+        and "--lr 0.001 " in t
+        for t in trains
+    )
+    assert "results/eval/smollm2-135m/random/default/r0.3-s0.json" in out
+
+
 @pytest.mark.parametrize(
     "args, words",
     [

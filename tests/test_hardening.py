@@ -41,6 +41,16 @@ CASES = [
         + ["--state", "qkv", "--objective", "official"],
         "--objective paper",
     ),
+    (
+        ["train", "--model", NO_MODEL, "--out", "{tmp}/p.st", "--meta-out", "{tmp}/p.json", "--preset", "official"]
+        + ["--samples", "2", "--baseline", "loo"],
+        "--samples 1 --baseline none",
+    ),
+    (
+        ["train", "--model", NO_MODEL, "--out", "{tmp}/p.st", "--meta-out", "{tmp}/p.json", "--state", "qkv"]
+        + ["--update", "official"],
+        "--update paper",
+    ),
     (["rft", "--model", NO_MODEL, "--out", "{tmp}/r", "--log-csv", "{tmp}/r.csv", "--samples", "0"], "--samples"),
     (["prune", "--model", NO_MODEL, "--out", "{tmp}/m", "--ratio", "0.2", "--calib-samples", "0"], "--calib-samples"),
     (["prune", "--model", NO_MODEL, "--out", "{tmp}/m", "--ratio", "0.2,x"], "not a ratio or comma-separated"),

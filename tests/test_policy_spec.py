@@ -19,6 +19,9 @@ PAPER = {"penalty": "ks", "state": "up", "objective": "paper", "eq3": "coded", "
         ({"baseline": "loo", "samples": 4}, "ks-up-paper-loo4-t0.3"),
         ({"baseline": "none", "samples": 2}, "ks-up-paper-none2-t0.3"),
         ({"eq3": "printed", "baseline": "running", "samples": 1}, "ks-up-paper-printed-running1-t0.3"),
+        ({"init": "official"}, "ks-up-paper-init-official-t0.3"),  # the released init alone (issue 26)
+        ({"update": "official", "lr": 1e-5}, "ks-up-paper-update-official-lr1e-05-t0.3"),
+        ({"init": "paper", "update": "paper", "lr": 5e-4}, "ks-up-paper-t0.3"),
     ],
 )
 def test_policy_ids_name_every_dimension_that_differs_from_the_paper(changes, policy_id):
@@ -35,6 +38,10 @@ def test_the_train_command_gets_every_dimension_of_the_wildcard():
     )
     assert PolicySpec.parse("ks-qkv-paper-t0.5").train_args == (
         "--ratio 0.5 --penalty ks --state qkv --objective paper --eq3 coded --baseline none --samples 1"
+    )
+    assert PolicySpec.parse("ks-first-official-init-official-update-official-lr0.001-t0.3").train_args == (
+        "--ratio 0.3 --penalty ks --state first --objective official --eq3 coded --baseline none --samples 1 "
+        "--init official --update official"  # the learning rate is the rule's --lr, read from the same id
     )
 
 

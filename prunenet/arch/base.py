@@ -124,9 +124,12 @@ class ModelAdapter:
         """The n×d matrix the policy reads (one row per intermediate neuron).
 
         ``up`` is FFN1 (the paper's default), ``gate`` is LLaMA's gate (the official
-        code's choice) and ``down`` is FFN2 transposed (paper ablation T19).
+        code's choice) and ``down`` is FFN2 transposed (paper ablation T19). ``first`` is the first FFN matrix as the
+        official code reads it whatever the family: the gate where there is one, FFN1 (OPT's and Phi's fc1) otherwise.
         """
         up, gate, down = self.ffn(layer)
+        if state == "first":
+            state = "up" if gate is None else "gate"
         if state == "up":
             return up.weight
         if state == "gate":

@@ -2,8 +2,35 @@
 
 from __future__ import annotations
 
+import argparse
+
 from .. import commands
 from .arguments import NONNEG_INT, POSITIVE, POSITIVE_INT, method_options, model_flags, number, ppl_args, ratio_arg
+
+
+def released_options(t: argparse.ArgumentParser) -> None:
+    """``prunenet train``'s switches to the authors' public code: init, update and the ``--preset`` bundling them.
+
+    ``--preset official`` sets every flag of :data:`prunenet.choices.PRESETS` left at its default, whatever the
+    order on the command line (a flag given explicitly at its default value is taken as not given)."""
+    from .. import choices
+
+    t.add_argument("--init", default="paper", choices=choices.INITS, help="paper: W_proj ~ U(±1/√n); official: U(0, 1)")
+    t.add_argument(
+        "--update",
+        default="paper",
+        choices=choices.UPDATES,
+        help="paper: a step per episode; official: the authors' loop (a step after every layer, docs/methods.md)",
+    )
+    t.add_argument("--preset", choices=tuple(choices.PRESETS), help="official: the authors' code in every setting")
+
+    def with_preset(args: argparse.Namespace) -> None:
+        for name, value in choices.PRESETS.get(args.preset, {}).items():
+            if getattr(args, name) == t.get_default(name):
+                setattr(args, name, value)
+        commands.cmd_train(args)
+
+    t.set_defaults(func=with_preset)
 
 
 def _download(sub) -> None:
@@ -56,6 +83,7 @@ def _train(sub) -> None:
         "--eval-samples", type=POSITIVE_INT, default=20, help="draws used to compare the policy with random rows"
     )
     t.set_defaults(func=commands.cmd_train)
+    released_options(t)
 
 
 def _prune(sub) -> None:

@@ -20,7 +20,7 @@ rule train_policy:
         policy=lambda w: PolicySpec.parse(w.policy).train_args,
         episodes=POL["episodes"],
         gamma=POL["gamma"],
-        lr=POL["lr"],
+        lr=lambda w: PolicySpec.parse(w.policy).lr,
         eval_samples=POL["eval_samples"],
     shell:
         "{params.py} -m prunenet train --model {input} --model-name {wildcards.model} "
