@@ -122,6 +122,19 @@ def method_options(sp, policy_help: str | None = None, policy: bool = True) -> N
                 )
 
 
+def export_args(sub) -> None:
+    """``prunenet export CKPT --format gguf --type ... --out FILE`` (llama.cpp; see :mod:`prunenet.export`)."""
+    from .export import TYPES
+
+    x = sub.add_parser("export", help="write a checkpoint as a GGUF file for llama.cpp")
+    x.add_argument("checkpoint", help="checkpoint directory")
+    x.add_argument("--format", default="gguf", choices=["gguf"])
+    x.add_argument("--type", default="f16", choices=TYPES, help="tensor type (quantized ones via llama.cpp)")
+    x.add_argument("--merge-low-rank", action="store_true", help="multiply SVD-LLM/ASVD factors back (no saving)")
+    x.add_argument("--out", required=True, help="the .gguf file")
+    x.set_defaults(func=commands.cmd_export)
+
+
 def build_parser() -> argparse.ArgumentParser:
     from . import choices, reporting
     from .methods import METHODS
@@ -243,6 +256,8 @@ def build_parser() -> argparse.ArgumentParser:
     sp_.add_argument("--warmup", type=NONNEG_INT, default=1, help="untimed generations before the timed ones")
     sp_.add_argument("--repeats", type=POSITIVE_INT, default=5, help="timed generations (median and spread)")
     sp_.set_defaults(func=commands.cmd_speed)
+
+    export_args(sub)
 
     sw = sub.add_parser("sweep", help="perplexity of one method at many ratios, pruned in memory -> one JSON")
     common(sw)

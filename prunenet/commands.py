@@ -348,3 +348,14 @@ def cmd_report(args) -> None:
         for path in written:
             run.artifact(path)
     print("wrote " + ", ".join(map(str, written)))
+
+
+def cmd_export(args) -> None:
+    """Refuse what llama.cpp cannot run before loading, then write the GGUF and print what was written."""
+    from .export import export, plan
+
+    p = plan(args.checkpoint, args.type, args.merge_low_rank)
+    summary = export(p, args.out)
+    if summary["merged_low_rank"]:
+        print(f"merged {summary['merged_low_rank']} low-rank linears back into dense ones: their saving is gone")
+    print(json.dumps({"out": str(args.out), "type": args.type} | summary))
