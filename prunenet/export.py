@@ -100,16 +100,24 @@ def _rope_rows(w: torch.Tensor, heads: int) -> torch.Tensor:
 
 
 def layer_shapes(model: nn.Module) -> list[tuple[int, int, int]]:
-    """(FFN width, query heads, KV heads) of each decoder layer, read from the modules themselves."""
+    """(FFN width, query heads, KV heads) of each decoder layer as written: a removed FFN is one zero row.
+
+    Why not width 0: llama.cpp's ``deci`` skips the rest of a layer whose FFN width is 0, the attention's
+    residual add included (Nemotron's FFN-free layers have no attention either); one zero row adds nothing.
+    """
     hd = model.config.head_dim
     return [
-        (
-            layer.mlp.up_proj.out_features,
-            layer.self_attn.q_proj.out_features // hd,
-            layer.self_attn.k_proj.out_features // hd,
-        )
-        for layer in model.model.layers
+        (max(m.up_proj.out_features, 1), a.q_proj.out_features // hd, a.k_proj.out_features // hd)
+        for m, a in ((layer.mlp, layer.self_attn) for layer in model.model.layers)
     ]
+
+
+def _ffn(mlp: nn.Module) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """gate, up, down weights; a removed FFN (width 0) as one zero row (see :func:`layer_shapes`)."""
+    if mlp.up_proj.out_features:
+        return mlp.gate_proj.weight, mlp.up_proj.weight, mlp.down_proj.weight
+    d = mlp.up_proj.in_features
+    return torch.zeros(1, d), torch.zeros(1, d), torch.zeros(d, 1)
 
 
 def _tensors(model: nn.Module) -> list[tuple[str, torch.Tensor]]:
@@ -126,9 +134,8 @@ def _tensors(model: nn.Module) -> list[tuple[str, torch.Tensor]]:
             (f"blk.{i}.attn_output.weight", a.o_proj.weight),
             (f"blk.{i}.ffn_norm.weight", layer.post_attention_layernorm.weight),
         ]
-        if m.up_proj.out_features:
-            out += [(f"blk.{i}.ffn_gate.weight", m.gate_proj.weight), (f"blk.{i}.ffn_up.weight", m.up_proj.weight)]
-            out += [(f"blk.{i}.ffn_down.weight", m.down_proj.weight)]
+        gate, up, down = _ffn(m)
+        out += [(f"blk.{i}.ffn_gate.weight", gate), (f"blk.{i}.ffn_up.weight", up), (f"blk.{i}.ffn_down.weight", down)]
     out.append(("output_norm.weight", inner.norm.weight))
     if not model.config.tie_word_embeddings:
         out.append(("output.weight", model.lm_head.weight))
