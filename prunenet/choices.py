@@ -18,6 +18,7 @@ BASELINES = ("none", "running", "loo")  # REINFORCE variance reduction (not in t
 SPECTRA = ("svd", "gram")  # how singular values are computed (same KS distance)
 WHICH = ("best", "last")  # which episode's policy a method applies
 DATASETS = ("wikitext2", "ptb", "alpaca")  # text corpora: perplexity, calibration, recovery fine-tuning
+GGUF_TYPES = ("f32", "f16", "q8_0", "q4_k_m")  # `prunenet export --type` (quantized ones by llama.cpp's quantizer)
 
 # Defaults used by more than one layer (CLI, PruneRequest, policy files): the first of each tuple, as the config
 # schema states them (tests/test_registry.py checks that the schema, the CLI and PruneRequest agree).

@@ -124,12 +124,12 @@ def method_options(sp, policy_help: str | None = None, policy: bool = True) -> N
 
 def export_args(sub) -> None:
     """``prunenet export CKPT --format gguf --type ... --out FILE`` (llama.cpp; see :mod:`prunenet.export`)."""
-    from .export import TYPES
+    from . import choices
 
     x = sub.add_parser("export", help="write a checkpoint as a GGUF file for llama.cpp")
     x.add_argument("checkpoint", help="checkpoint directory")
     x.add_argument("--format", default="gguf", choices=["gguf"])
-    x.add_argument("--type", default="f16", choices=TYPES, help="tensor type (quantized ones via llama.cpp)")
+    x.add_argument("--type", default="f16", choices=choices.GGUF_TYPES, help="tensor type (q8_0, q4_k_m: llama.cpp)")
     x.add_argument("--merge-low-rank", action="store_true", help="multiply SVD-LLM/ASVD factors back (no saving)")
     x.add_argument("--out", required=True, help="the .gguf file")
     x.set_defaults(func=commands.cmd_export)

@@ -26,7 +26,6 @@ from torch import nn
 from .artifacts import atomic_file
 from .errors import PruneNetError
 
-TYPES = ("f32", "f16", "q8_0", "q4_k_m")
 QUANTIZED = {"q8_0": 7, "q4_k_m": 15}  # llama.cpp's LLAMA_FTYPE_MOSTLY_Q8_0 / _Q4_K_M
 FAMILIES = ("llama", "mistral")
 PRE_TOKENIZER = "smollm"  # llama.cpp's name for SmolLM's split: digits one by one, then GPT-2's regex
