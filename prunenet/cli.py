@@ -255,6 +255,12 @@ def build_parser() -> argparse.ArgumentParser:
     sp_.add_argument("--gen-len", type=_number(int, 2), default=32, help="tokens generated per sequence")
     sp_.add_argument("--warmup", type=NONNEG_INT, default=1, help="untimed generations before the timed ones")
     sp_.add_argument("--repeats", type=POSITIVE_INT, default=5, help="timed generations (median and spread)")
+    sp_.add_argument(
+        "--backend",
+        choices=["torch", "llamacpp"],
+        default="torch",
+        help="llamacpp: --model is a GGUF file (prunenet export), batch 1, every core, llama.cpp's own timings",
+    )
     sp_.set_defaults(func=commands.cmd_speed)
 
     export_args(sub)

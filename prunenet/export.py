@@ -23,7 +23,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from .artifacts import atomic_file
+from .artifacts import GGUF_META_KEY, META_FILE, atomic_file
 from .errors import PruneNetError
 
 QUANTIZED = {"q8_0": 7, "q4_k_m": 15}  # llama.cpp's LLAMA_FTYPE_MOSTLY_Q8_0 / _Q4_K_M
@@ -195,6 +195,8 @@ def write_gguf(model: nn.Module, checkpoint: Path, out: Path, type_: str) -> str
     arch = "llama" if len(set(shapes)) == 1 else "deci"
     writer = gguf.GGUFWriter(str(out), arch)
     writer.add_name(checkpoint.name)
+    meta = checkpoint / META_FILE  # what `prunenet speed --backend llamacpp` labels its result with
+    writer.add_string(GGUF_META_KEY, meta.read_text() if meta.is_file() else "{}")
     _hparams(writer, model, arch, gguf.LlamaFileType.MOSTLY_F16 if type_ == "f16" else gguf.LlamaFileType.ALL_F32)
     _tokenizer(writer, checkpoint, model.config.vocab_size)
     for name, t in _tensors(model):
@@ -223,6 +225,14 @@ def tensor_types(path: str | os.PathLike) -> dict[str, str]:
     import gguf
 
     return {t.name: t.tensor_type.name for t in gguf.GGUFReader(str(path)).tensors}
+
+
+def file_type(path: str | os.PathLike) -> str:
+    """The type a GGUF file was exported as (its ``general.file_type``), by the name ``--type`` takes."""
+    import gguf
+
+    code = int(gguf.GGUFReader(str(path)).fields["general.file_type"].contents())
+    return {0: "f32", 1: "f16", **{v: k for k, v in QUANTIZED.items()}}.get(code, f"ftype {code}")
 
 
 def fallbacks(types: dict[str, str], type_: str) -> dict[str, int]:

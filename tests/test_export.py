@@ -166,3 +166,27 @@ def test_quantized_export_names_its_fallbacks(per_layer, tmp_path, type_):
         assert types["blk.0.ffn_up.weight"] == "Q8_0" and summary["fallbacks"] == {}
     else:  # no row here is a multiple of 256: every k-quant falls back, and the summary says to what
         assert summary["fallbacks"] and not any(t in ("Q4_K", "Q6_K") for n, t in types.items() if n.startswith("blk."))
+
+
+def test_weight_bytes_per_token_count_every_weight_once(per_layer, tmp_path):
+    """f32, tied head: every parameter is read once per token (4 bytes each), plus the zero row of the removed FFN."""
+    from prunenet.speed_llamacpp import weight_bytes_per_token
+
+    gx.export(gx.plan(per_layer, "f32"), tmp_path / "m.gguf")
+    model, _ = load_model(str(per_layer), dtype="float32")
+    hidden = model.config.hidden_size
+    assert weight_bytes_per_token(tmp_path / "m.gguf") == 4 * (sum(p.numel() for p in model.parameters()) + 3 * hidden)
+
+
+def test_speed_cli_measures_the_gguf_in_llama_cpp(per_layer, tmp_path):
+    _llama_cpp()
+    gx.export(gx.plan(per_layer, "q8_0"), tmp_path / "m.gguf")
+    out = tmp_path / "speed.json"
+    args = ["speed", "--backend", "llamacpp", "--model", str(tmp_path / "m.gguf"), "--out", str(out)]
+    assert cli.main([*args, "--prompt-len", "16", "--gen-len", "4", "--repeats", "2", "--method", "x"]) == 0
+    result = json.loads(out.read_text())
+    cell = result["speed"]["cells"]["b1"]
+    assert result["backend"] == "llamacpp" and result["dtype"] == "q8_0" and list(result["speed"]["cells"]) == ["b1"]
+    assert len(cell["decode_tok_s"]["values"]) == 2 and min(cell["decode_tok_s"]["values"]) > 0
+    assert cell["prefill_tok_s"]["median"] > 0
+    assert cli.main(["speed", "--backend", "llamacpp", "--model", str(per_layer), "--out", str(out)]) == 2
