@@ -235,11 +235,15 @@ def file_type(path: str | os.PathLike) -> str:
     return {0: "f32", 1: "f16", **{v: k for k, v in QUANTIZED.items()}}.get(code, f"ftype {code}")
 
 
-def fallbacks(types: dict[str, str], type_: str) -> dict[str, int]:
-    """2-D weights of ``blk.*`` not stored in the requested type: their types and how many tensors each."""
+def fallbacks(types: dict[str, str], type_: str) -> dict[str, dict[str, int]]:
+    """``blk.*`` weights not stored in the requested type, by kind: ``{"ffn_down": {"Q5_0": 30}}``."""
     want = {"f32": "F32", "f16": "F16", "q8_0": "Q8_0", "q4_k_m": ("Q4_K", "Q6_K")}[type_]  # q4_k_m mixes in q6_K
-    skip = ("_norm.weight",)
-    return dict(Counter(t for n, t in types.items() if n.startswith("blk.") and not n.endswith(skip) and t not in want))
+    out: dict[str, Counter] = {}
+    for name, t in types.items():
+        kind = name.split(".")[2] if name.startswith("blk.") else None
+        if kind and not kind.endswith("_norm") and t not in want:
+            out.setdefault(kind, Counter())[t] += 1
+    return {k: dict(v) for k, v in sorted(out.items())}
 
 
 def export(p: Plan, out: str | os.PathLike) -> dict:
