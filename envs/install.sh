@@ -3,6 +3,7 @@
 #   CPU (default):  bash envs/install.sh
 #   GPU machines:   PRUNENET_TORCH="torch==2.13.0" bash envs/install.sh   (PyPI's default Linux wheel is the CUDA build)
 #   SLURM executor: bash envs/install.sh slurm                   (any extra of pyproject.toml, e.g. slurm)
+#   llama.cpp:      bash envs/install.sh llamacpp                (llama-cpp-python, built from source: see docs/export.md)
 # The CPU path pins torch 2.13.0 first, so lm-eval & co. do not pull a multi-GB CUDA torch.
 set -euo pipefail
 cd "$(dirname "$0")/.."

@@ -17,6 +17,8 @@ from .errors import PruneNetError
 # The metadata file beside every checkpoint (what wrote it, its sizes): here, below every checkpoint format, so
 # that each format (:mod:`prunenet.checkpoints`, SliceGPT's) writes it without importing the format registry.
 META_FILE = "prunenet_meta.json"
+# The same metadata inside a GGUF export (a string key), so a llama.cpp measurement names its checkpoint
+GGUF_META_KEY = "prunenet.meta"
 
 
 def _clear_stale(parent: Path, pattern: str) -> None:

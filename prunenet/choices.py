@@ -24,6 +24,7 @@ BASELINES = ("none", "running", "loo")  # REINFORCE variance reduction (not in t
 SPECTRA = ("svd", "gram")  # how singular values are computed (same KS distance)
 WHICH = ("best", "last")  # which episode's policy a method applies
 DATASETS = ("wikitext2", "ptb", "alpaca")  # text corpora: perplexity, calibration, recovery fine-tuning
+GGUF_TYPES = ("f32", "f16", "q8_0", "q4_k_m")  # `prunenet export --type` (quantized ones by llama.cpp's quantizer)
 
 # The single switch to the authors' public code (LCS2-IIITD/PruneNet): the policy settings it sets (`prunenet train
 # --preset official`, config/official.yaml; tests/test_released.py checks both equal this).

@@ -238,6 +238,23 @@ def cmd_evaluate(args) -> None:
     print(f"wrote {args.out}")
 
 
+def _speed_llamacpp(args, settings):
+    """Batch 1 in llama.cpp on a GGUF file: (result, the source checkpoint's metadata, the file's tensor type)."""
+    from dataclasses import replace
+
+    from .export import file_type
+    from .speed_llamacpp import gguf_meta, measure_gguf
+
+    if not str(args.model).endswith(".gguf") or not Path(args.model).is_file():
+        raise PruneNetError(f"--backend llamacpp measures a GGUF file (prunenet export): {args.model} is not one")
+    try:
+        import llama_cpp  # noqa: F401
+    except ImportError:
+        raise PruneNetError("--backend llamacpp needs llama.cpp: bash envs/install.sh llamacpp") from None
+    result = measure_gguf(args.model, replace(settings, batch_sizes=(1,)))
+    return result, gguf_meta(args.model), file_type(args.model)
+
+
 def cmd_speed(args) -> None:
     from . import tracking
     from .artifacts import write_json
@@ -248,14 +265,23 @@ def cmd_speed(args) -> None:
     settings = SpeedSettings(
         tuple(args.batch_sizes), args.prompt_len, args.gen_len, args.warmup, args.repeats, seed=args.seed
     )
-    meta = read_meta(args.model)
-    model, _ = load_model(args.model, device=args.device, dtype=args.dtype)
-    result = measure(model, model.config.vocab_size, settings)
-    out = _result_header(args, meta) | {
-        "dtype": str(next(model.parameters()).dtype).removeprefix("torch."),
-        "speed": asdict(result),
-        "provenance": provenance(),
-    }
+    if getattr(args, "backend", "torch") == "llamacpp":
+        result, meta, dtype = _speed_llamacpp(args, settings)
+    else:
+        meta = read_meta(args.model)
+        model, _ = load_model(args.model, device=args.device, dtype=args.dtype)
+        result = measure(model, model.config.vocab_size, settings)
+        dtype = str(next(model.parameters()).dtype).removeprefix("torch.")
+    backend = {"backend": "llamacpp"} if getattr(args, "backend", "torch") == "llamacpp" else {}
+    out = (
+        _result_header(args, meta)
+        | backend
+        | {
+            "dtype": dtype,
+            "speed": asdict(result),
+            "provenance": provenance(),
+        }
+    )
     tags = _tags(args, "speed", method=out["method"], setting=args.setting, ratio=out["ratio"], seed=out["seed"])
     params = asdict(settings) | as_params(out["provenance"])
     with tracking.run(tags["model"], f"speed {out['method']} r={out['ratio']}", params, tags) as run:
@@ -348,3 +374,14 @@ def cmd_report(args) -> None:
         for path in written:
             run.artifact(path)
     print("wrote " + ", ".join(map(str, written)))
+
+
+def cmd_export(args) -> None:
+    """Refuse what llama.cpp cannot run before loading, then write the GGUF and print what was written."""
+    from .export import export, plan
+
+    p = plan(args.checkpoint, args.type, args.merge_low_rank)
+    summary = export(p, args.out)
+    if summary["merged_low_rank"]:
+        print(f"merged {summary['merged_low_rank']} low-rank linears back into dense ones: their saving is gone")
+    print(json.dumps({"out": str(args.out), "type": args.type} | summary))

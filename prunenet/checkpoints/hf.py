@@ -12,6 +12,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from .. import hf_code
 from ..artifacts import META_FILE, atomic_dir, write_json
 
 NAME = "hf"
@@ -55,10 +56,15 @@ def load_weights(model: nn.Module, path: str | os.PathLike, config, dtype: torch
 
 
 def save(model: nn.Module, tokenizer, out_dir: str | os.PathLike, meta: dict | None = None) -> Path:
-    """Save atomically (temp dir, then rename), with a ``prunenet_meta.json`` beside the weights."""
+    """Save atomically (temp dir, then rename), with a ``prunenet_meta.json`` beside the weights.
+
+    Shapes no stock class expresses (per-layer widths, factors) get the code that loads them with stock
+    transformers (:func:`prunenet.hf_code.attach`); a plain checkpoint is written as before.
+    """
     out = Path(out_dir)
     with atomic_dir(out) as tmp:
         model.save_pretrained(str(tmp), safe_serialization=True)
+        hf_code.attach(tmp)
         tokenizer.save_pretrained(str(tmp))
         write_json(tmp / META_FILE, meta or {})
     return out

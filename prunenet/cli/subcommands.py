@@ -163,7 +163,26 @@ def _speed(sub) -> None:
     sp_.add_argument("--gen-len", type=number(int, 2), default=32, help="tokens generated per sequence")
     sp_.add_argument("--warmup", type=NONNEG_INT, default=1, help="untimed generations before the timed ones")
     sp_.add_argument("--repeats", type=POSITIVE_INT, default=5, help="timed generations (median and spread)")
+    sp_.add_argument(
+        "--backend",
+        choices=["torch", "llamacpp"],
+        default="torch",
+        help="llamacpp: --model is a GGUF file (prunenet export), batch 1, every core, llama.cpp's own timings",
+    )
     sp_.set_defaults(func=commands.cmd_speed)
+
+
+def _export(sub) -> None:
+    """``prunenet export CKPT --format gguf --type ... --out FILE`` (llama.cpp; see :mod:`prunenet.export`)."""
+    from .. import choices
+
+    x = sub.add_parser("export", help="write a checkpoint as a GGUF file for llama.cpp")
+    x.add_argument("checkpoint", help="checkpoint directory")
+    x.add_argument("--format", default="gguf", choices=["gguf"])
+    x.add_argument("--type", default="f16", choices=choices.GGUF_TYPES, help="tensor type (q8_0, q4_k_m: llama.cpp)")
+    x.add_argument("--merge-low-rank", action="store_true", help="multiply SVD-LLM/ASVD factors back (no saving)")
+    x.add_argument("--out", required=True, help="the .gguf file")
+    x.set_defaults(func=commands.cmd_export)
 
 
 def _sweep(sub) -> None:
@@ -255,4 +274,4 @@ def _report(sub) -> None:
     rep.set_defaults(func=commands.cmd_report)
 
 
-SUBCOMMANDS = (_download, _train, _prune, _prepare, _evaluate, _speed, _sweep, _rft, _spectra, _report)
+SUBCOMMANDS = (_download, _train, _prune, _prepare, _evaluate, _speed, _export, _sweep, _rft, _spectra, _report)

@@ -19,6 +19,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from .. import hf_code
 from ..artifacts import META_FILE, atomic_dir, write_json
 from ..errors import PruneNetError
 from ..surgery import set_weight
@@ -45,6 +46,7 @@ def save_sliced(model: nn.Module, tokenizer, out_dir: str | os.PathLike, meta: d
     state = {k: v.detach().to("cpu").contiguous().clone() for k, v in model.state_dict().items()}
     with atomic_dir(out) as tmp:
         model.config.save_pretrained(str(tmp))
+        hf_code.attach(tmp)  # LLaMA-family sliced models load with stock transformers (trust_remote_code)
         save_file(state, str(tmp / WEIGHTS_FILE), metadata={"format": "pt"})
         if tokenizer is not None:
             tokenizer.save_pretrained(str(tmp))
