@@ -82,18 +82,30 @@ def coerce(value: Any, node: Mapping, root: Mapping) -> Any:
     return value
 
 
-def resolve(config: Mapping, overrides: Mapping, overlays: Iterable[str | Path], schema: Mapping) -> dict:
+def resolve(
+    config: Mapping,
+    overrides: Mapping,
+    overlays: Iterable[str | Path],
+    schema: Mapping,
+    cli: Mapping | None = None,
+) -> dict:
     """The effective configuration: Snakemake's merge of defaults + overlays + ``--config`` values (``config``),
-    with typed values and the REPLACED keys taken whole from the overrides. Raises :class:`ConfigError`."""
+    with typed values and each REPLACED key taken whole from the last override naming it: ``--config`` (``cli``),
+    else the last overlay file (Snakemake merges overlays into each other too, so ``--configfile paper.yaml
+    mine.yaml`` would otherwise run both files' models). Raises :class:`ConfigError`."""
+    files = []
     for path in overlays:
-        if not yaml.safe_load(Path(path).read_text()):
+        doc = yaml.safe_load(Path(path).read_text())
+        if not doc:
             raise ConfigError(
                 f"--configfile {path} sets nothing: give it the keys to change (e.g. evaluate: {{limit: 3}})"
             )
+        files.append(doc)
     out = copy.deepcopy(dict(config))
     for key in REPLACED:
-        if key in overrides:
-            out[key] = copy.deepcopy(overrides[key])
+        named = [doc[key] for doc in [*files, cli or {}] if isinstance(doc, Mapping) and key in doc]
+        if named or key in overrides:
+            out[key] = copy.deepcopy(named[-1] if named else overrides[key])
     for key, value in overrides.items():
         if isinstance(value, dict) and not value:
             fix = "name at least one model" if key in REPLACED else "give the keys to change"

@@ -150,6 +150,22 @@ def test_coerce_reads_strings_as_the_schema_types():
     assert resolve(merged, {"models": {"b": "y"}}, [], SCHEMA)["models"] == {"b": "y"}
 
 
+def test_the_last_overlay_naming_models_gives_them_whole(tmp_path):
+    """``--configfile paper.yaml mine.yaml``: Snakemake merges the two files' models into each other; the last file
+    (or ``--config``) naming ``models`` is what runs, not the union."""
+    first, second = tmp_path / "first.yaml", tmp_path / "second.yaml"
+    first.write_text("models: {a: x, b: y}\n")
+    second.write_text("models: {c: z}\nseeds: [0]\n")
+    merged = {"models": {"a": "x", "b": "y", "c": "z"}, "seeds": [0]}  # Snakemake's merge of both files
+    assert resolve(merged, merged, [first, second], SCHEMA)["models"] == {"c": "z"}
+    assert resolve(merged, merged, [second, first], SCHEMA)["models"] == {"a": "x", "b": "y"}
+    cli = {"models": {"d": "w"}}
+    assert resolve(merged | cli, merged | cli, [first, second], SCHEMA, cli)["models"] == {"d": "w"}
+    third = tmp_path / "third.yaml"
+    third.write_text("seeds: [1]\n")  # a later overlay without models leaves the last one naming them
+    assert resolve(merged, merged, [first, second, third], SCHEMA)["models"] == {"c": "z"}
+
+
 def resources(out: str) -> dict[str, set[str]]:
     """rule -> the set of ``gpu=`` values its jobs ask for in a dry run ('' when none)."""
     found: dict[str, set[str]] = {}

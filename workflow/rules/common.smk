@@ -30,7 +30,11 @@ from prunenet.reporting.targets import TABLE_SPECS  # noqa: E402
 SCHEMA = ROOT / "config" / "schema.yaml"
 try:  # typed --config values, models replaced by an override, overrides that change nothing refused
     _effective = resolve(
-        config, workflow.config_settings.overwrite_config, workflow.config_settings.configfiles, load_configfile(SCHEMA)
+        config,
+        workflow.config_settings.overwrite_config,
+        workflow.config_settings.configfiles,
+        load_configfile(SCHEMA),
+        workflow.config_settings.config,
     )
 except ConfigError as err:
     raise WorkflowError(str(err)) from None
