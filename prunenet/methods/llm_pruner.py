@@ -10,11 +10,11 @@
    channels — the least important of that layer — chosen so the model loses PruneNet's parameter budget at the
    ratio (:mod:`prunenet.structured.budget` states the rule). ``structures: ffn`` prunes FFN channels only.
 
-Calibration: the shared request windows (the paper: 10 BookCorpus samples; offline: WikiText-2 validation, the
-config's ``llm-pruner`` section sets 10 × 128). Recovery (the paper's "w/ tune" rows) is this workflow's RFT stage
-(``rft.methods: [llm-pruner]``): the checkpoint is a per-layer-shapes one that :func:`prunenet.models.load_model`
-reads. Needs: calibration text and one backward pass per window (gradients of the scored weights: about the
-model's size again in memory).
+Calibration: the shared request windows (the release: 10 BookCorpus windows of 64 tokens; offline: WikiText-2
+validation; :attr:`Method.release` below, rendered in results/tables/settings.md). Recovery (the paper's "w/ tune"
+rows) is this workflow's RFT stage (``rft.methods: [llm-pruner]``): the checkpoint is a per-layer-shapes one that
+:func:`prunenet.models.load_model` reads. Needs: calibration text and one backward pass per window (gradients of
+the scored weights: about the model's size again in memory).
 """
 
 from __future__ import annotations
