@@ -93,7 +93,7 @@ SLICEGPT = register(
                 "calib_samples",
                 "128 (--cal-nsamples default)",
                 RELEASE,
-                CPU_WINDOWS + "; paper.yaml: 1024 as set before this table (the script's default is 128)",
+                CPU_WINDOWS + "; paper.yaml had 1024 before issue 26 (not found in the release)",
             ),
             Release(
                 "calib_seq_len",
