@@ -353,7 +353,7 @@ def cmd_report(args) -> None:
         ) from None
     if not isinstance(options, dict):
         raise PruneNetError('--options must be a JSON object, e.g. \'{"tasks": ["piqa"]}\'')
-    is_table = args.kind in reporting.TABLES
+    is_table = args.kind in reporting.WITH_MARKDOWN
     if is_table != bool(args.out_md):
         raise PruneNetError(f"report {args.kind} {'needs' if is_table else 'takes no'} --out-md")
     outputs = (args.out, args.out_md) if is_table else (args.out,)

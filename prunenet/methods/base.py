@@ -111,6 +111,26 @@ class Option:
         return f"{method}_{self.name}".replace("-", "_")
 
 
+@dataclass(frozen=True)
+class Release:
+    """One setting as the method's public release runs it, read there (never recalled), with why this differs.
+
+    Why here: the release value, where it was read and the reason for a deviation are stated once, beside the
+    method, and ``prunenet report settings`` renders them next to the configs' values (results/tables/settings.md),
+    so no document restates a value that can drift. ``setting``: the key in the method's config section.
+    """
+
+    setting: str
+    value: str  # as read in the release ("not checked" when it was not read there)
+    where: str  # repository and file (and flag) it was read in
+    why: str = ""  # one line: why this workflow's default (or paper.yaml) differs; empty when it does not
+
+
+NOT_CHECKED = "not checked"
+# Reasons several methods share (a :attr:`Release.why`), written once.
+CPU_WINDOWS = "CPU default: fewer/shorter windows so the embedded model's job fits minutes on one core"
+OFFLINE_SPLIT = "offline data has WikiText-2's validation split only (the hub, paper.yaml, reads its train split)"
+
 # ``run(model, tokenizer, request)``; a method with ``budget=True`` takes PruneNet's parameter budget as a 4th argument.
 RunFn = Callable[..., "tuple[nn.Module, dict]"]
 PrepareFn = Callable[["nn.Module", Any, PruneRequest], "dict[str, torch.Tensor]"]
@@ -158,6 +178,9 @@ class Method:
     policy_state: str | None = None
     # Prunes to PruneNet's parameter budget at each ratio, so it joins the same-budget comparisons (baselines.csv).
     same_budget: bool = True
+    # Its settings as its public release runs them (:class:`Release`), one entry per config key; rendered by
+    # ``prunenet report settings``. Empty: not checked against a release.
+    release: tuple[Release, ...] = ()
 
     def check(self, request: PruneRequest) -> None:
         """Reject a request this method cannot serve, before any model is loaded.

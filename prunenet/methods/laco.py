@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..errors import PruneNetError
 from . import register
-from .base import Method, Option, PruneRequest
+from .base import NOT_CHECKED, Method, Option, PruneRequest, Release
 
 if TYPE_CHECKING:
     from torch import nn
@@ -105,5 +105,9 @@ LACO = register(
         checkpoint="hf",
         stochastic=False,
         options=OPTIONS,
+        release=tuple(
+            Release(key, NOT_CHECKED, "no public release found (GitHub code search, 2026-12-02)")
+            for key in [o.name for o in OPTIONS] + ["calib_dataset", "calib_samples", "calib_seq_len"]
+        ),
     ),
 )

@@ -10,11 +10,11 @@
    channels — the least important of that layer — chosen so the model loses PruneNet's parameter budget at the
    ratio (:mod:`prunenet.structured.budget` states the rule). ``structures: ffn`` prunes FFN channels only.
 
-Calibration: the shared request windows (the paper: 10 BookCorpus samples; offline: WikiText-2 validation, the
-config's ``llm-pruner`` section sets 10 × 128). Recovery (the paper's "w/ tune" rows) is this workflow's RFT stage
-(``rft.methods: [llm-pruner]``): the checkpoint is a per-layer-shapes one that :func:`prunenet.models.load_model`
-reads. Needs: calibration text and one backward pass per window (gradients of the scored weights: about the
-model's size again in memory).
+Calibration: the shared request windows (the release: 10 BookCorpus windows of 64 tokens; offline: WikiText-2
+validation; :attr:`Method.release` below, rendered in results/tables/settings.md). Recovery (the paper's "w/ tune"
+rows) is this workflow's RFT stage (``rft.methods: [llm-pruner]``): the checkpoint is a per-layer-shapes one that
+:func:`prunenet.models.load_model` reads. Needs: calibration text and one backward pass per window (gradients of
+the scored weights: about the model's size again in memory).
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..errors import PruneNetError
 from . import register
-from .base import Method, Option, PruneRequest
+from .base import Method, Option, PruneRequest, Release
 
 if TYPE_CHECKING:
     from torch import nn
@@ -90,6 +90,10 @@ def run(model: nn.Module, tokenizer: Any, request: PruneRequest, budget: int) ->
     return model, meta
 
 
+# Where its release's values were read (Method.release).
+RELEASE = "horseee/LLM-Pruner hf_prune.py"
+README = "horseee/LLM-Pruner README.md (LLaMA-7B command)"
+
 LLM_PRUNER = register(
     Method(
         name="llm-pruner",
@@ -120,6 +124,30 @@ LLM_PRUNER = register(
             ),
             Option("first", int, 4, "first layers left unpruned (paper: 4 of LLaMA-7B's 32)"),
             Option("last", int, 2, "last layers left unpruned (paper: 2)"),
+        ),
+        release=(
+            Release(
+                "importance",
+                "param_mix (--taylor default; the README's LLaMA-7B command does not set it)",
+                RELEASE,
+                "element1 (param_first) as before this table; the release's param_mix is element2 here",
+            ),
+            Release("aggregation", "sum (--grouping_strategy)", RELEASE),
+            Release(
+                "structures",
+                "ffn+attention (--block_wise: q_proj head groups and gate_proj channels)",
+                RELEASE,
+            ),
+            Release("first", "4 (--block_*_layer_start 4)", README),
+            Release("last", "2 (--block_*_layer_end 30 of LLaMA-7B's 32)", README),
+            Release(
+                "calib_dataset",
+                "bookcorpus (get_examples('bookcorpus', ...))",
+                RELEASE,
+                "no BookCorpus here (offline or as a corpus choice): WikiText-2",
+            ),
+            Release("calib_samples", "10 (get_examples(..., 10, seq_len=64))", RELEASE),
+            Release("calib_seq_len", "64 (get_examples(..., seq_len=64))", RELEASE),
         ),
     ),
 )

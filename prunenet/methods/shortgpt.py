@@ -15,7 +15,7 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from . import register
-from .base import Method, PruneRequest
+from .base import CPU_WINDOWS, Method, PruneRequest, Release
 
 if TYPE_CHECKING:
     from torch import nn
@@ -48,6 +48,9 @@ def run(model: nn.Module, tokenizer: Any, request: PruneRequest, budget: int) ->
     return model, meta
 
 
+# Where its release's values were read (Method.release).
+RELEASE = "icip-cas/ShortGPT shortgpt/run_shortgpt.py, shortgpt/shortgpt.py"
+
 SHORTGPT = register(
     Method(
         name="shortgpt",
@@ -58,5 +61,20 @@ SHORTGPT = register(
         budget=True,
         checkpoint="hf",
         stochastic=False,
+        release=(
+            Release(
+                "calib_dataset",
+                "pg19, validation split (emozilla/pg19)",
+                RELEASE,
+                "no PG19 copy offline or corpus choice here: WikiText-2",
+            ),
+            Release(
+                "calib_samples",
+                "every book of the split, each cut into 256-token windows (eval_importance stride)",
+                RELEASE,
+                CPU_WINDOWS + "; a whole corpus is not a window count this workflow can name",
+            ),
+            Release("calib_seq_len", "256 (stride)", RELEASE),
+        ),
     ),
 )

@@ -12,7 +12,7 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from . import register
-from .base import Method, Option, PruneRequest
+from .base import CPU_WINDOWS, OFFLINE_SPLIT, Method, Option, PruneRequest, Release
 
 if TYPE_CHECKING:
     from torch import nn
@@ -51,6 +51,9 @@ def run(model: nn.Module, tokenizer: Any, request: PruneRequest, budget: int) ->
     return model, meta
 
 
+# Where its release's values were read (Method.release).
+RELEASE = "microsoft/TransformerCompression experiments/run_slicegpt.py"
+
 SLICEGPT = register(
     Method(
         name="slicegpt",
@@ -71,6 +74,32 @@ SLICEGPT = register(
                 "ratio: slice --ratio of the width (the paper's convention; shortcuts and an untied head make it "
                 "larger)",
                 choices=("params", "ratio"),
+            ),
+        ),
+        release=(
+            Release(
+                "budget",
+                "ratio: --sparsity of the hidden width, rounded down to --round-interval 8",
+                RELEASE,
+                "params: every method at PruneNet's parameter count, an equal-size comparison; paper.yaml: ratio",
+            ),
+            Release(
+                "calib_dataset",
+                "wikitext2, train split (--cal-dataset)",
+                RELEASE,
+                OFFLINE_SPLIT,
+            ),
+            Release(
+                "calib_samples",
+                "128 (--cal-nsamples default)",
+                RELEASE,
+                CPU_WINDOWS + "; paper.yaml had 1024 before issue 26 (not found in the release)",
+            ),
+            Release(
+                "calib_seq_len",
+                "2048 (--cal-max-seqlen)",
+                RELEASE,
+                CPU_WINDOWS,
             ),
         ),
     ),

@@ -11,7 +11,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from . import register
-from .base import Method, Option, PruneRequest
+from .base import CPU_WINDOWS, OFFLINE_SPLIT, Method, Option, PruneRequest, Release
 
 if TYPE_CHECKING:
     from torch import nn
@@ -41,6 +41,9 @@ def run(model: nn.Module, tokenizer: Any, request: PruneRequest, budget: int) ->
     return model, meta
 
 
+# Where its release's values were read (Method.release).
+RELEASE = "AIoT-MLSys-Lab/SVD-LLM SVDLLM.py"
+
 SVD_LLM = register(
     Method(
         name="svd-llm",
@@ -60,6 +63,21 @@ SVD_LLM = register(
                 "(paper v1's layer-wise closed-form update, recommended above 0.3)",
                 choices=("none", "closed-form"),
             ),
+        ),
+        release=(
+            Release(
+                "update",
+                "none with --step 1 (whitening only); closed-form with --step 2",
+                RELEASE,
+            ),
+            Release(
+                "calib_dataset",
+                "wikitext2 (--dataset; get_calib_train_data)",
+                RELEASE,
+                OFFLINE_SPLIT,
+            ),
+            Release("calib_samples", "256 (--whitening_nsamples)", RELEASE, CPU_WINDOWS),
+            Release("calib_seq_len", "2048 (--model_seq_len)", RELEASE, CPU_WINDOWS),
         ),
     ),
 )

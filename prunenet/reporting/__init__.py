@@ -12,6 +12,7 @@ from .ablations import ABLATIONS  # registers tables 7, 10, 13, 16-19
 from .figures import fig1, fig3, fig4, ppl_vs_ratio
 from .frames import accuracy_frame, load_results
 from .labels import TABLE2_TASKS
+from .settings import settings
 from .spectra import export_spectra
 from .speed import speedup
 from .summary import summary  # also registers table9 (inputs: `prunenet speed` JSONs)
@@ -19,13 +20,15 @@ from .tables import TABLES
 
 FIGURES = {"fig1": fig1, "fig3": fig3, "fig4": fig4, "ppl_vs_ratio": ppl_vs_ratio, "speedup": speedup}
 # kind -> function; tables also write a Markdown twin (--out-md)
-REPORTS = dict(TABLES.items()) | FIGURES | {"summary": summary}  # summary: results/report.md
+REPORTS = dict(TABLES.items()) | FIGURES | {"summary": summary, "settings": settings}  # summary: results/report.md
+WITH_MARKDOWN = (*TABLES.names(), "settings")  # kinds that write a Markdown twin (--out-md)
 
 __all__ = [
     "ABLATIONS",
     "FIGURES",
     "REPORTS",
     "TABLES",
+    "WITH_MARKDOWN",
     "TABLE2_TASKS",
     "accuracy_frame",
     "export_spectra",

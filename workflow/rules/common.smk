@@ -23,6 +23,7 @@ from prunenet.methods import METHODS  # noqa: E402
 from prunenet.policy_spec import PATTERN as POLICY_PATTERN, PolicySpec  # noqa: E402
 from prunenet.ratios import TAG_PATTERN, RatioSpec  # noqa: E402
 from prunenet.reporting import FIGURES, TABLES  # noqa: E402
+from prunenet.reporting.settings import NOTE as SETTINGS_NOTE, deviates, settings as SETTINGS_REPORT  # noqa: E402
 from prunenet.reporting.specs import EACH_CALIB  # noqa: E402
 from prunenet.reporting.summary import doc_text  # noqa: E402
 from prunenet.reporting.targets import TABLE_SPECS  # noqa: E402

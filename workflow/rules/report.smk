@@ -181,3 +181,26 @@ rule summary:
         caption="Every table and figure of this run, one line each: what it shows and what in it is significant.",
     shell:
         "{params.py} -m prunenet report summary --inputs {input} --out {output} > {log} 2>&1"
+
+
+rule settings:
+    """results/tables/settings.md: per method and setting, its release's value, this run's and paper.yaml's."""
+    input:
+        defaults=ROOT / "config" / "config.yaml",
+        paper=ROOT / "config" / "paper.yaml",
+    output:
+        csv=report("results/tables/settings.csv", caption=CAPTION, category="Tables"),
+        md="results/tables/settings.md",
+    log:
+        "results/logs/report/settings.log",
+    benchmark:
+        "results/benchmarks/report/settings.tsv"
+    conda:
+        CONDA_ENV
+    params:
+        py=PY,
+        opts=json.dumps({"here": {m: config[m] for m in METHODS.names() if m in config}}),
+        caption=caption(SETTINGS_REPORT),
+    shell:
+        "{params.py} -m prunenet report settings --inputs {input.defaults} {input.paper} --out {output.csv} "
+        "--out-md {output.md} --options {params.opts:q} > {log} 2>&1"

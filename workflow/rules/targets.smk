@@ -142,8 +142,13 @@ def table_options(table):
     """The ``--options`` of a table's report command: tasks, bootstrap, and an ablation's variants."""
     opts = {"tasks": table_tasks(table), "bootstrap": config["bootstrap"], "seed": SEEDS[0]}
     opts |= {"variants": ablation_variants(table)} if spec(table).variants else {}
-    notes = refusal_notes(table_methods(table)) if spec(table).notes else []
+    notes = refusal_notes(table_methods(table)) + settings_note(table_methods(table)) if spec(table).notes else []
     return opts | ({"notes": notes} if notes else {})
+
+
+def settings_note(methods):
+    """The line pointing to settings.md under a table with a method whose default deviates from its release."""
+    return [SETTINGS_NOTE] if any(deviates(METHODS.get(m)) for m in methods) else []
 
 
 SP = config["speed"]
@@ -289,5 +294,5 @@ def final_figures():
 
 
 def get_final_output():
-    """What `all` builds: every table and figure, and results/report.md, which lists them."""
-    return final_tables() + final_figures() + rules.summary.output
+    """What `all` builds: every table and figure, results/report.md, which lists them, and the settings table."""
+    return final_tables() + final_figures() + rules.summary.output + [rules.settings.output.md]
