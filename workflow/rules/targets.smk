@@ -67,9 +67,7 @@ def table_models(table):
     if source is None:
         return MODELS
     if not config.get(source):
-        raise WorkflowError(
-            f"{table} is built on the model config {source} names: set {source} to a key of models (--config {source}=NAME)"
-        )
+        raise WorkflowError(f"{table} is built on the model {source} names: set {source} to a key of models")
     return [config[source]]
 
 
