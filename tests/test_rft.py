@@ -259,3 +259,32 @@ def test_low_rank_checkpoints_are_refused_before_loading(tmp_path):
     (tmp_path / "config.json").write_text(json.dumps({"prunenet_low_rank": {"model.layers.0.mlp.up_proj": 4}}))
     with pytest.raises(PruneNetError, match="low-rank .* checkpoint: LoRA recovery fine-tuning"):
         load(str(tmp_path), {}, 1, "cpu", "float32")  # no weights there: reaching load_model would fail differently
+
+
+def test_slicegpt_checkpoint_fine_tunes_and_reloads(tiny_model, tokenizer, data_dir, tmp_path):
+    """RFT of a SliceGPT checkpoint (paper Tables 11, 12, 15): it loads through its format, LoRA finds its
+    projections, the shortcut matrices stay as sliced (LoRA does not target them), each projection moves by at most
+    a rank-r update, and the saved model reloads sliced with the merged weights."""
+    from prunenet import slicegpt as sg
+    from prunenet.slicegpt import checkpoint as sg_format
+
+    model = tiny_model("llama")
+    calib = torch.randint(0, model.config.vocab_size, (6, 32), generator=torch.Generator().manual_seed(1))
+    sliced = sg.slice_model(model, None, 0.3, calib, progress=False)
+    src = sg_format.save(sliced, tokenizer, tmp_path / "sliced", {"method": "slicegpt"})
+    summary = finetune(
+        str(src), str(tmp_path / "rft"), "wikitext2", 12, str(data_dir), seq_len=32, batch_size=4, lr=1e-2,
+        max_steps=2, lora_r=2, test_blocks=0,
+    )  # fmt: skip
+    assert summary["lora"]["target_modules"] == list(get_adapter(sliced).lora_targets)
+    before, after = _weights(src), _weights(tmp_path / "rft")
+    assert before.keys() == after.keys()
+    shortcuts = [k for k in before if "shortcut" in k]
+    assert shortcuts and all(torch.equal(before[k], after[k]) for k in shortcuts)
+    moved = [k for k in before if not torch.equal(before[k], after[k])]
+    assert moved and all(k.rsplit(".", 2)[-2] in summary["lora"]["target_modules"] for k in moved)
+    assert all(torch.linalg.matrix_rank(after[k] - before[k], atol=1e-6) <= 2 for k in moved)
+    reloaded, _ = load_model(str(tmp_path / "rft"))
+    assert sg.is_sliced_config(reloaded.config)
+    shapes = lambda m: {k: v.shape for k, v in m.state_dict().items()}  # noqa: E731
+    assert shapes(reloaded) == shapes(sliced)

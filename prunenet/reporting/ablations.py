@@ -1,4 +1,4 @@
-"""The paper's ablation tables (Tables 7, 10, 13, 16–19): named settings side by side at the same ratios.
+"""The paper's ablation tables (Tables 7, 10–19): named settings side by side at the same ratios.
 
 Each table compares a few *variants* (e.g. "KS" and "AD" policies, "Policy-based" and "Random" rows) on the
 same items, ratios and seeds; its :class:`Ablation` entry declares them (the workflow runs what they name).
@@ -32,18 +32,34 @@ class Ablation:
     """One paper ablation: its title, the name of the column that holds the variant (the paper's), its variants
     (reference first), whether a line under it names the models a variant's method refuses, and whether its variants
     share their seeds (``paired_seeds``: seed s of every variant comes from the same policy, so the bootstrap draws
-    the seeds of both sides together)."""
+    the seeds of both sides together); ``models``: a config key naming the one model of its rows (None: every
+    configured model)."""
 
     title: str
     column: str
     variants: tuple[Variant, ...]
     notes: bool = False
     paired_seeds: bool = False
+    models: str | None = None
 
     @property
     def spec(self) -> TableSpec:
         """What the workflow builds it from: dense and each variant's runs."""
-        return TableSpec("ablation", notes=self.notes, variants=self.variants)
+        return TableSpec("ablation", notes=self.notes, variants=self.variants, models=self.models)
+
+
+def _after_rft(dataset: str) -> tuple[Variant, Variant]:
+    """SliceGPT, then PruneNet, both fine-tuned on ``dataset`` at rft's ratios (paper Tables 11, 12, 15): SliceGPT
+    calibrated on the corpus it is fine-tuned on, as the paper's SliceGPT runs were; SliceGPT is the reference, so
+    the differences printed are PruneNet − SliceGPT."""
+    return (
+        Variant("SliceGPT", "slicegpt", "rft", calib=dataset, rft=dataset),
+        Variant("PruneNet", "prunenet", "rft", rft=dataset),
+    )
+
+
+# PruneNet and SliceGPT on Table 2's ratios without RFT (paper Table 14): PruneNet − SliceGPT
+WITHOUT_RFT = (Variant("SliceGPT", "slicegpt", "prune"), Variant("PruneNet", "prunenet", "prune"))
 
 
 ABLATIONS = {
@@ -58,11 +74,31 @@ ABLATIONS = {
         (Variant("PruneNet", "prunenet"), Variant("SliceGPT ({calib})", "slicegpt", calib=EACH_CALIB)),
         notes=True,
     ),
+    "table11": Ablation(
+        "PruneNet and SliceGPT after RFT on WikiText-2 (paper Table 11)", "Method", _after_rft("wikitext2"), notes=True
+    ),
+    "table12": Ablation(
+        "PruneNet and SliceGPT after RFT on Alpaca (paper Table 12)", "Method", _after_rft("alpaca"), notes=True
+    ),
     "table13": Ablation(
         "PruneNet and SliceGPT at a high compression ratio (paper Table 13)",
         "Method",
         (Variant("PruneNet", "prunenet", "high_ratio"), Variant("SliceGPT", "slicegpt", "high_ratio")),
         notes=True,
+    ),
+    "table14": Ablation(
+        "PruneNet and SliceGPT on the larger model, no RFT (paper Table 14)",
+        "Method",
+        WITHOUT_RFT,
+        notes=True,
+        models="large_model",
+    ),
+    "table15": Ablation(
+        "PruneNet and SliceGPT on the larger model after RFT on WikiText-2 (paper Table 15)",
+        "Method",
+        _after_rft("wikitext2"),
+        notes=True,
+        models="large_model",
     ),
     "table16": Ablation(
         "Learned policy vs random rows (paper Table 16)",

@@ -93,6 +93,11 @@ EV = config["evaluate"]
 PPL_BLOCKS_ARG = f"--ppl-blocks {EV['ppl_blocks']}" if EV["ppl_blocks"] else ""
 RFT_ENABLED = "rft" in config  # no rft section (or rft: null): no RFT targets
 RFT = config["rft"] if RFT_ENABLED else {}
+if config.get("large_model") and config["large_model"] not in config["models"]:
+    raise WorkflowError(
+        f"large_model {config['large_model']!r} is not a key of models ({', '.join(config['models'])}): name one of "
+        "them (paper Tables 14/15)"
+    )
 TRANSFER = config["transfer"]
 SWEEP = config["sweep"]
 COMPARE = config["compare"]
@@ -116,11 +121,12 @@ def supported(model, method):
     return method == "dense" or model_type(model) not in METHODS.get(method).refuses
 
 
-def refusal_notes(methods):
-    """One line per (model, method) the workflow skips because the method refuses the model's architecture."""
+def refusal_notes(methods, models=None):
+    """One line per (model, method) the workflow skips because the method refuses the model's architecture
+    (``models``: a table's models, default every configured one)."""
     return [
         f"Not run: {meth} on {m} — {meth} refuses {model_type(m)} models (see docs/methods.md, SliceGPT)."
-        for m in MODELS
+        for m in models or MODELS
         for meth in dict.fromkeys(methods)
         if not supported(m, meth)
     ]

@@ -1,5 +1,5 @@
 rule table:
-    """Any registered table (paper Tables 1-10, 13, 16-19, 21-23, the baselines table) from the result JSONs."""
+    """Any registered table (paper Tables 1-19, 21-23, the baselines table) from the result JSONs."""
     input:
         lambda w: table_inputs(w.table),
     output:

@@ -60,10 +60,26 @@ def transfer_evals():
 ABL = config["ablations"]
 
 
+def table_models(table):
+    """The models of a table's rows: every configured model, or the one a config key names (``TableSpec.models``,
+    e.g. large_model for paper Tables 14/15)."""
+    source = spec(table).models
+    if source is None:
+        return MODELS
+    if not config.get(source):
+        raise WorkflowError(f"{table} is built on the model {source} names: set {source} to a key of models")
+    return [config[source]]
+
+
 def variant_ratios(key):
-    """The ratio wildcards an ablation variant runs at (``Variant.ratios``: a key of config ``ablations``)."""
+    """The ratio wildcards an ablation variant runs at (``Variant.ratios``: a key of config ``ablations``, or
+    ``prune`` / ``rft`` for prune.ratios / rft.ratios)."""
     if key == "ratios":
         return [ratio_tag(r) for r in (ABL["ratios"] or PRUNE["ratios"])]
+    if key == "prune":
+        return RATIOS
+    if key == "rft":
+        return rft_ratios()
     if key == "high_ratio":
         return [ratio_tag(ABL["high_ratio"])]
     schedule = RatioSpec.of(ABL["schedule"])
@@ -71,29 +87,52 @@ def variant_ratios(key):
 
 
 def ablation_runs(table):
-    """label -> [(method, setting, ratio)] of one ablation table from its spec's variants, reference first.
+    """label -> [(method, setting, ratio, rft dataset or None)] of one ablation table from its spec's variants,
+    reference first.
 
     Each variant runs at its ratios (the same for every variant but the schedule's, which is compared at its mean
     ratio) with its method's seeds; a variant over ``each`` corpus is one variant per ablations.calib_datasets.
     """
     out = {}
     for v in spec(table).variants:
+        if v.rft and not RFT_ENABLED:
+            raise WorkflowError(f"{table} compares runs after RFT: add an rft section to the config (rft.ratios)")
         for calib in ABL["calib_datasets"] if v.calib == EACH_CALIB else [v.calib]:
             label = v.label.format(calib=calib, schedule=ABL["schedule"])
             rs = variant_ratios(v.ratios)
-            out[label] = [(v.method, setting(v.method, r, calib=calib, **v.policy), r) for r in rs]
+            out[label] = [(v.method, setting(v.method, r, calib=calib, **v.policy), r, v.rft) for r in rs]
     return out
 
 
+def rft_eval_file(model, method, setting_, ratio, dataset):
+    """The evaluation of a run fine-tuned on ``dataset``: its first seed, rft.table_size samples."""
+    return rules.evaluate_rft.output[0].format(
+        model=model,
+        method=method,
+        setting=setting_,
+        ratio=ratio,
+        seed=SEEDS[0],
+        dataset=dataset,
+        samples=RFT["table_size"],
+    )
+
+
+def variant_evals(model, method, setting_, ratio, rft):
+    """One variant run's evaluations: every seed of its method, or, fine-tuned, the first seed's after RFT."""
+    if rft:
+        return [rft_eval_file(model, method, setting_, ratio, rft)]
+    return [eval_file(model, method, setting_, ratio, s) for s in method_seeds(method)]
+
+
 def ablation_variants(table):
-    """label -> evaluation JSONs (every model, every seed of the method) of one ablation table."""
+    """label -> evaluation JSONs (every model of the table) of one ablation table."""
     return {
         label: [
-            eval_file(m, meth, st, r, s)
-            for m in MODELS
-            for meth, st, r in runs
+            f
+            for m in table_models(table)
+            for meth, st, r, rft in runs
             if supported(m, meth)
-            for s in method_seeds(meth)
+            for f in variant_evals(m, meth, st, r, rft)
         ]
         for label, runs in ablation_runs(table).items()
     }
@@ -129,7 +168,7 @@ def attention_evals(table):
 def table_methods(table):
     """The methods a table's rows come from (for its notes on skipped models)."""
     if spec(table).variants:
-        return [meth for runs in ablation_runs(table).values() for meth, _, _ in runs]
+        return [run[0] for runs in ablation_runs(table).values() for run in runs]
     methods = spec(table).methods
     if methods == "compare":
         return compare_methods(table)
@@ -142,7 +181,8 @@ def table_options(table):
     """The ``--options`` of a table's report command: tasks, bootstrap, and an ablation's variants."""
     opts = {"tasks": table_tasks(table), "bootstrap": config["bootstrap"], "seed": SEEDS[0]}
     opts |= {"variants": ablation_variants(table)} if spec(table).variants else {}
-    notes = refusal_notes(table_methods(table)) + settings_note(table_methods(table)) if spec(table).notes else []
+    methods = table_methods(table)
+    notes = refusal_notes(methods, table_models(table)) + settings_note(methods) if spec(table).notes else []
     return opts | ({"notes": notes} if notes else {})
 
 
@@ -227,7 +267,7 @@ def run_evals(table):
 
 def ablation_evals(table):
     """Dense and every variant's runs of an ablation table."""
-    dense = [eval_file(m, "dense", NO_SETTING, "0", SEEDS[0]) for m in MODELS]
+    dense = [eval_file(m, "dense", NO_SETTING, "0", SEEDS[0]) for m in table_models(table)]
     return dense + [f for files in ablation_variants(table).values() for f in files]
 
 
@@ -246,7 +286,8 @@ INPUTS = {  # a spec's inputs kind -> (table -> its evaluation JSONs)
     "attention": attention_evals,
     "rft": rft_table_evals,
 }
-BUILT = {"transfer": bool(TRANSFER), "rft": RFT_ENABLED}  # kinds `all` builds only when configured
+# the optional config sections a table may need (TableSpec.needs): `all` builds it only when they are configured
+BUILT = {"transfer": bool(TRANSFER), "rft": RFT_ENABLED, "large_model": bool(config.get("large_model"))}
 
 
 def table_inputs(table):
@@ -280,8 +321,8 @@ def sweep_files(model):
 
 def final_tables():
     """The tables `all` builds: every registered table in its spec order; the transfer table with transfer
-    policies configured, the RFT tables with an rft section."""
-    tables = [t for t, sp in TABLE_SPECS.items() if BUILT.get(sp.inputs, True)]
+    policies configured, the RFT tables with an rft section, Tables 14/15 with a large_model."""
+    tables = [t for t, sp in TABLE_SPECS.items() if all(BUILT[n] for n in sp.needs)]
     return expand(rules.table.output.csv, table=tables)
 
 
