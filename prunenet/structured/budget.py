@@ -47,12 +47,14 @@ def plan(
     budget: int, layers: int, channels: int, channel_params: int, kv_groups: int, group_params_: int, heads: bool
 ) -> Plan:
     """The (KV groups, FFN channels) each of ``layers`` pruned layers loses to remove ~``budget`` parameters."""
-    best: tuple[float, int, Plan] | None = None
+    best: tuple[int, int, Plan] | None = None
     for h in range(kv_groups if heads else 1):
         rest = budget / layers - h * group_params_
         c = min(max(round(rest / channel_params), 0), channels - 1)
         p = Plan(h, c, layers * (h * group_params_ + c * channel_params))
-        key = (abs(h / kv_groups - c / channels), h)
+        # |h/KV − c/n| scaled by KV·n: exact integers, so equal ratio distances do tie (and fewer heads win);
+        # in floats 1/3 − 59/96 and 2/3 − 37/96 differ in the last bit and the tie went to more heads
+        key = (abs(h * channels - c * kv_groups), h)
         # a head count that overshoots the budget even with no channel removed is never taken
         if rest < 0 and h > 0:
             continue
