@@ -1,10 +1,9 @@
-"""LLM-Pruner: groups against a masked dense model, Taylor scores against finite differences, the budget rule
-against brute force, checkpoints against the in-memory model."""
+"""LLM-Pruner: groups against a masked dense model, Taylor scores against finite differences, checkpoints against
+the in-memory model (the groups it removes and the budget rule: tests/test_llm_pruner_ranking.py)."""
 
 from __future__ import annotations
 
 import copy
-import itertools
 
 import pytest
 import torch
@@ -18,7 +17,7 @@ from prunenet.methods.pipeline import apply
 from prunenet.models import load_model, save_checkpoint
 from prunenet.slicing import prune_ffn
 from prunenet.stats import count_params
-from prunenet.structured.budget import group_params, plan
+from prunenet.structured.budget import group_params
 from prunenet.structured.groups import aggregate, attention_members, ffn_members, kept
 from prunenet.structured.taylor import gradients, member_scores, sample_loss, scored_params
 from prunenet.surgery import slice_attention
@@ -181,29 +180,6 @@ def test_fisher_diagonal_is_the_mean_squared_per_sample_gradient(tiny_model):
     expect += (stats.mean(b)[5] * b[5] - 0.5 * stats.fisher_mean(b)[5] * b[5] ** 2).abs()
     assert member_scores(m, stats, "element2")[5].item() == pytest.approx(expect.item(), rel=1e-12)
     assert all(p.grad is None for p in model.parameters())  # nothing left behind
-
-
-# ------------------------------------------------------------------------------------------------------- budget
-
-
-def test_plan_matches_brute_force():
-    """The rule of prunenet.structured.budget, checked by enumerating every (heads, channels) pair."""
-    for budget, layers, n, cp, kv, gp in itertools.product(
-        (0, 5_000, 40_000, 120_000), (3, 24), (96, 1536), (192, 1728), (2, 3), (12_288, 295_000)
-    ):
-        got = plan(budget, layers, n, cp, kv, gp, heads=True)
-        best = None
-        for h in range(kv):
-            if budget / layers - h * gp < 0 and h > 0:
-                continue
-            cands = [(abs(layers * (h * gp + c * cp) - budget), c) for c in range(n)]
-            c = min(cands)[1]
-            key = (abs(h / kv - c / n), h)
-            if best is None or key < best[0]:
-                best = (key, h, c)
-        assert (got.heads, got.channels) == best[1:]
-        assert got.removed == layers * (got.heads * gp + got.channels * cp)
-        assert plan(budget, layers, n, cp, kv, gp, heads=False).heads == 0
 
 
 # ------------------------------------------------------------------------------------------------------- method
