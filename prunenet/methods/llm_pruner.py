@@ -128,9 +128,8 @@ LLM_PRUNER = register(
         release=(
             Release(
                 "importance",
-                "param_mix (--taylor default; the README's LLaMA-7B command does not set it)",
+                "param_first (--taylor default since e30a6f6; scripts/llama_prune.sh passes it too)",
                 RELEASE,
-                "element1 (param_first) as before this table; the release's param_mix is element2 here",
             ),
             Release("aggregation", "sum (--grouping_strategy)", RELEASE),
             Release(
