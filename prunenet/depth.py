@@ -93,7 +93,7 @@ def nominal_layers(ratio: float, n_layers: int) -> int:
     where its threshold does); ShortGPT's README removes 9 of LLaMA-2-7B's 32 layers, and the paper's Table 4 labels
     that row (taken from Men et al. 2024) "30 %": ⌊0.3·32⌋ = 9, where rounding gives 10.
     """
-    return min(math.floor(ratio * n_layers + 1e-9), n_layers - 1)  # 1e-9: 0.3·30 is 8.999… in floating point
+    return min(math.floor(ratio * n_layers + 1e-9), n_layers - 1)  # 1e-9: 0.58·50 is 28.999… in floating point
 
 
 def lowest_layers(scores: torch.Tensor, k: int) -> list[int]:
