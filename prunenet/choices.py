@@ -23,6 +23,9 @@ UPDATES = ("paper", "official")
 BASELINES = ("none", "running", "loo")  # REINFORCE variance reduction (not in the paper)
 SPECTRA = ("svd", "gram")  # how singular values are computed (same KS distance)
 WHICH = ("best", "last")  # which episode's policy a method applies
+# What a baseline's --ratio sizes (`<method>.budget`): PruneNet's parameter count at the ratio (equal size) | the ratio
+# as the method's release defines it (its nominal ratio, Method.nominal)
+BUDGETS = ("params", "ratio")
 DATASETS = ("wikitext2", "ptb", "alpaca")  # text corpora: perplexity, calibration, recovery fine-tuning
 GGUF_TYPES = ("f32", "f16", "q8_0", "q4_k_m")  # `prunenet export --type` (quantized ones by llama.cpp's quantizer)
 

@@ -12,11 +12,13 @@ every per-layer config list is cut the same way, so ``AutoModelForCausalLM.from_
 loads the result as it is.
 
 Fair budgets: :func:`prunenet.budget.ffn_rows_budget` is the parameter count PruneNet removes at a ratio,
-and :func:`layers_for_budget` picks the number of layers whose removal comes nearest to it.
+and :func:`layers_for_budget` picks the number of layers whose removal comes nearest to it. At the nominal
+ratio (``budget: ratio``) the count is :func:`nominal_layers` instead.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import torch
@@ -82,6 +84,21 @@ def layers_for_budget(scores: torch.Tensor, layer_params: Sequence[int], budget:
         if abs(removed - budget) < best_gap:
             best_k, best_gap = k, abs(removed - budget)
     return sorted(order[:best_k])
+
+
+def nominal_layers(ratio: float, n_layers: int) -> int:
+    """Layers a depth pruner removes at its nominal ratio: ``⌊r·L⌋`` (at most ``L − 1``).
+
+    Why the floor: neither release takes a ratio (ShortGPT's takes a count, ``n_prune_layers``; LaCo's walk stops
+    where its threshold does); ShortGPT's README removes 9 of LLaMA-2-7B's 32 layers, and the paper's Table 4 labels
+    that row (taken from Men et al. 2024) "30 %": ⌊0.3·32⌋ = 9, where rounding gives 10.
+    """
+    return min(math.floor(ratio * n_layers + 1e-9), n_layers - 1)  # 1e-9: 0.58·50 is 28.999… in floating point
+
+
+def lowest_layers(scores: torch.Tensor, k: int) -> list[int]:
+    """The ``k`` layers with the lowest scores (ties: the lower index), in ascending index order."""
+    return sorted(torch.argsort(torch.as_tensor(scores), stable=True).tolist()[:k])
 
 
 def remove_layers(model: nn.Module, drop: Sequence[int]) -> nn.Module:

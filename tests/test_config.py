@@ -89,6 +89,53 @@ def test_a_paper_configfile_replaces_the_models(workdir):
     assert "smollm2-135m" not in out and "resources/models/llama-2-7b" in out
 
 
+def _budgets(out: str) -> dict[str, set[str]]:
+    """Each method's ``--<method>-budget`` values over the prune commands of a dry run ("none": no such flag)."""
+    found: dict[str, set[str]] = {}
+    for line in re.findall(r"prunenet prune .*", out):
+        method = re.search(r"--method (\S+)", line)[1]
+        flag = re.search(rf"--{method}-budget (\w+)", line)
+        found.setdefault(method, set()).add(flag[1] if flag else "none")
+    return found
+
+
+def test_the_paper_configfile_prunes_the_papers_baselines_at_their_nominal_ratio(workdir):
+    """config/paper.yaml: every baseline of the paper's Tables 2, 4 and 5 runs at its release's ratio (budget:
+    ratio), LLM Surgeon (in none of them) at PruneNet's size; the defaults run every baseline at PruneNet's size."""
+    targets = ["results/tables/table4.csv", "results/tables/table5.csv", "results/tables/baselines.csv"]
+    baselines = {"slicegpt", "shortgpt", "laco", "svd-llm", "asvd", "llm-pruner", "llm-surgeon"}
+    rc, out = dry_run(workdir, *targets)
+    assert rc == 0, out[-2000:]
+    assert {m: b for m, b in _budgets(out).items() if m in baselines} == dict.fromkeys(baselines, {"params"})
+    rc, out = dry_run(workdir, *targets, "--configfile", str(ROOT / "config/paper.yaml"))
+    assert rc == 0, out[-2000:]
+    paper = dict.fromkeys(baselines - {"llm-surgeon"}, {"ratio"}) | {"llm-surgeon": {"params"}}
+    assert {m: b for m, b in _budgets(out).items() if m in baselines} == paper
+
+
+def test_each_nominal_ratio_is_one_budget_key_stated_once(tmp_path):
+    """A method whose release defines its own ratio has one ``budget`` key, default params, whose schema description
+    is the registry's statement of what ``ratio`` means; a bad value on the CLI exits 2 with one line before any
+    model loads (the workflow's config is refused by the schema: test_overrides_that_change_nothing_…)."""
+    from prunenet.methods import METHODS
+
+    nominal = [name for name, m in METHODS.items() if m.nominal]
+    assert set(nominal) == {"slicegpt", "shortgpt", "laco", "svd-llm", "asvd", "llm-pruner", "llm-surgeon"}
+    for name, method in METHODS.items():
+        section = SCHEMA["properties"].get(name, {}).get("properties", {})
+        if name not in nominal:
+            assert "budget" not in section, name
+            continue
+        option = next(o for o in method.options if o.name == "budget")
+        assert method.nominal in option.help
+        assert section["budget"] == {"enum": ["params", "ratio"], "default": "params", "description": option.help}
+        cmd = [sys.executable, "-m", "prunenet", "prune", "--model", str(tmp_path / "absent"), "--out", str(tmp_path)]
+        cmd += ["--ratio", "0.3", "--method", name, f"--{name}-budget", "nominal"]
+        res = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+        assert res.returncode == 2 and len(res.stderr.strip().splitlines()) == 1, res.stderr
+        assert f"--{name}-budget" in res.stderr and "'params', 'ratio'" in res.stderr
+
+
 def test_the_official_overlay_trains_policies_as_the_authors_code(workdir):
     """config/official.yaml (docs/methods.md "PruneNet: paper vs authors' code"): Table 16's policies are trained with
     every released switch and the released learning rate, under an id that names them; random rows are unchanged."""
@@ -113,6 +160,7 @@ def test_the_official_overlay_trains_policies_as_the_authors_code(workdir):
         (["--config", "evaluate={limt: 5}"], "'limt' was unexpected"),
         (["--config", "prune={methods: []}"], "should be non-empty"),
         (["--config", "evaluate={limit: 0}"], "less than the minimum"),
+        (["--config", "llm-pruner={budget: nominal}"], "'nominal' is not one of ['params', 'ratio']"),
     ],
 )
 def test_overrides_that_change_nothing_or_empty_the_dag_are_refused(workdir, args, words):

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import copy
+import math
+from dataclasses import replace
+from fractions import Fraction
 
 import pytest
 import torch
@@ -12,7 +15,7 @@ from transformers import AutoModelForCausalLM, Gemma3TextConfig, Qwen3Config
 from prunenet.arch import get_adapter
 from prunenet.budget import ffn_rows_budget
 from prunenet.checkpoints import hf, read_meta
-from prunenet.depth import block_influence, layers_for_budget, remove_layers
+from prunenet.depth import block_influence, layers_for_budget, nominal_layers, remove_layers
 from prunenet.errors import PruneNetError
 from prunenet.methods import METHODS, PruneRequest, compress
 from prunenet.methods.pipeline import apply
@@ -165,6 +168,37 @@ def test_shortgpt_method_saves_a_plain_checkpoint(tiny_model, tokenizer, data_di
     ids = _ids(len(tokenizer))
     with torch.no_grad():
         torch.testing.assert_close(reloaded(ids).logits, expected(ids).logits, atol=1e-6, rtol=0)
+
+
+def test_nominal_layer_count_is_the_floor_of_r_times_l():
+    """⌊r·L⌋ in exact arithmetic (0.58·50 is 28.999… in floating point), at most L − 1."""
+    for n in range(1, 129):
+        for r in [k / 100 for k in range(1, 100)]:
+            assert nominal_layers(r, n) == min(math.floor(Fraction(str(r)) * n), n - 1), (r, n)
+
+
+@pytest.mark.parametrize("ratio", [0.3, 0.35])
+def test_shortgpt_at_the_nominal_ratio_removes_floor_r_l_layers(tokenizer, data_dir, ratio):
+    """budget=ratio: the ⌊r·L⌋ lowest-BI layers go (the release takes a layer count; round(0.35·10) would be 4),
+    recorded as such; budget=params (the default) still removes the count nearest PruneNet's parameter budget."""
+    from conftest import tiny_config
+
+    config = tiny_config("llama", len(tokenizer))
+    config.num_hidden_layers = 10
+    torch.manual_seed(0)
+    model = AutoModelForCausalLM.from_config(config).eval()
+    per_layer = [count_params(layer) for layer in get_adapter(model).layers()]
+    base = PruneRequest(ratio=ratio, data_dir=str(data_dir), calib_samples=3, calib_seq_len=24)
+    pruned, meta = apply(
+        METHODS.get("shortgpt"), copy.deepcopy(model), tokenizer, replace(base, options={"budget": "ratio"})
+    )
+    bi = torch.tensor(meta["block_influence"])
+    k = math.floor(Fraction(str(ratio)) * 10)
+    assert meta["removed_layers"] == sorted(torch.argsort(bi, stable=True).tolist()[:k]) and meta["budget"] == "ratio"
+    assert count_params(model) - count_params(pruned) == meta["params_removed"] == k * per_layer[0]
+    _, default = apply(METHODS.get("shortgpt"), copy.deepcopy(model), tokenizer, base)
+    assert "budget" not in default and default["param_budget"] == ffn_rows_budget(model, ratio)
+    assert default["removed_layers"] == layers_for_budget(bi, per_layer, default["param_budget"])
 
 
 def test_shortgpt_is_deterministic_for_a_seed(tiny_model, tokenizer, data_dir):

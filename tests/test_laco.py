@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import copy
 import itertools
+import math
 import random
+from fractions import Fraction
 
 import pytest
 import torch
@@ -281,6 +283,19 @@ def test_removed_layers_are_the_nearest_whole_layer_count(tokenizer, data_dir, f
     assert sum(len(g) - 1 for g in meta["merged_groups"]) == k
     assert all(m["similarity"] > meta["threshold_used"] for m in meta["merges"])
     assert all(len(m["layers"]) <= 4 for m in meta["merges"])  # C = 4 layers at most per merge
+
+
+@pytest.mark.parametrize("ratio", [0.3, 0.35])
+def test_nominal_ratio_removes_floor_r_l_layers(tokenizer, data_dir, ratio):
+    """budget=ratio: the walk removes ⌊r·L⌋ layers (round(0.35·10) would be 4), whatever PruneNet's budget is."""
+    model = _model("llama", len(tokenizer), layers=10)
+    per_layer = count_params(get_adapter(model).layers()[0])
+    req = PruneRequest(ratio, data_dir=str(data_dir), calib_samples=3, calib_seq_len=16, options={"budget": "ratio"})
+    pruned, meta = apply(LACO, copy.deepcopy(model), tokenizer, req)
+    k = math.floor(Fraction(str(ratio)) * 10)
+    assert meta["layers_removed"] == len(meta["removed_layers"]) == k and meta["budget"] == "ratio"
+    assert meta["params_removed"] == count_params(model) - count_params(pruned) == k * per_layer
+    assert meta["param_budget"] is None and k != _nearest_count(per_layer, 10, ffn_rows_budget(model, ratio))
 
 
 def test_threshold_relaxes_until_the_budget_is_met(tokenizer, data_dir):

@@ -208,6 +208,36 @@ def test_method_meets_the_budget_and_reloads(tiny_model, tokenizer, data_dir, tm
     assert count_params(reloaded) == count_params(pruned)
 
 
+@pytest.mark.parametrize("family", ["llama", "opt"])
+@pytest.mark.parametrize("ratio", [0.3, 0.5, 0.6])
+def test_nominal_ratio_is_the_releases_pruning_ratio(tiny_model, tokenizer, data_dir, family, ratio):
+    """budget=ratio: each pruned layer loses what hf_prune.py's --pruning_ratio removes there (MetaPruner:
+    n − int(n·(1 − r)) of gate_proj's n channels; of q_proj's q rows q − int(q·(1 − r)), in whole head groups),
+    sized here from the modules' own shapes."""
+    model = tiny_model(family)
+    adapter = get_adapter(model)
+    layer = adapter.layers()[1]
+    up, gate, down = adapter.ffn(layer)
+    a = adapter.attention(layer)
+    per_channel = sum(lin.in_features + (lin.bias is not None) for lin in (up, gate) if lin is not None)
+    per_channel += down.out_features
+    unit = a.group_size * a.head_dim  # q rows of one KV group (one head in the release's LLaMA)
+    rows = lambda lin, k: k * (lin.in_features + (lin.bias is not None))  # noqa: E731
+    per_group = rows(a.q, unit) + rows(a.k, a.head_dim) + rows(a.v, a.head_dim) + unit * a.o.out_features
+    n, q = up.out_features, a.q.out_features
+    c, h = n - int(n * (1 - ratio)), (q - int(q * (1 - ratio))) // unit
+    request = _request(data_dir, ratio, budget="ratio")
+    pruned, meta = apply(METHODS.get("llm-pruner"), copy.deepcopy(model), tokenizer, request)
+    assert (meta["channels_removed_per_layer"], meta["kv_groups_removed_per_layer"]) == (c, h)
+    layers = len(adapter.layers()) - 1  # first = 1, last = 0
+    assert (
+        meta["params_removed"]
+        == count_params(model) - count_params(pruned)
+        == layers * (c * per_channel + h * per_group)
+    )
+    assert meta["budget"] == "ratio" and meta["param_budget"] is None
+
+
 def test_heads_are_pruned_when_the_budget_calls_for_them(tiny_model, tokenizer, data_dir):
     """Tiny LLaMA at 0.6: the rule removes one of the two KV groups in each pruned layer; the first stays whole."""
     model = tiny_model("llama")

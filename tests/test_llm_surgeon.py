@@ -135,6 +135,26 @@ def test_method_meets_the_budget_and_reloads(tiny_model, tokenizer, data_dir, tm
         torch.testing.assert_close(reloaded(ids).logits, pruned(ids).logits, atol=1e-5, rtol=0)
 
 
+@pytest.mark.parametrize("family", ["llama", "opt"])
+def test_nominal_ratio_is_the_releases_sparsity(tiny_model, tokenizer, data_dir, family):
+    """budget=ratio: the target is the release's structured one, int(r · Σ weights and biases of every linear in a
+    decoder layer) (threshold.py); structures go until it is met, overshooting by less than one KV group."""
+    model = tiny_model(family)
+    adapter = get_adapter(model)
+    inside = {id(m) for layer in adapter.layers() for m in layer.modules()}
+    linears = [m for m in model.modules() if isinstance(m, torch.nn.Linear) and id(m) in inside]
+    target = int(0.3 * sum(m.weight.numel() + (m.bias.numel() if m.bias is not None else 0) for m in linears))
+    a = adapter.attention(adapter.layers()[0])
+    unit = a.group_size * a.head_dim
+    rows = lambda lin, k: k * (lin.in_features + (lin.bias is not None))  # noqa: E731
+    group = rows(a.q, unit) + rows(a.k, a.head_dim) + rows(a.v, a.head_dim) + unit * a.o.out_features
+    request = _request(data_dir, 0.3, shots=2, budget="ratio")
+    pruned, meta = apply(METHODS.get("llm-surgeon"), copy.deepcopy(model), tokenizer, request)
+    assert meta["param_target"] == target and meta["budget"] == "ratio" and meta["param_budget"] is None
+    assert meta["params_removed"] == count_params(model) - count_params(pruned)
+    assert target <= meta["params_removed"] < target + group
+
+
 def test_nothing_removed_is_the_identity(tiny_model, tokenizer, data_dir):
     model = tiny_model("llama")
     pruned, meta = apply(METHODS.get("llm-surgeon"), copy.deepcopy(model), tokenizer, _request(data_dir, 0.0001))

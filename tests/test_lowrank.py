@@ -320,6 +320,47 @@ def test_method_meets_the_budget_and_the_parameter_formula(tiny_model, tokenizer
         assert k * (mod.out_features + mod.in_features) < mod.out_features * mod.in_features
 
 
+def _block_linears(model: nn.Module) -> dict[str, nn.Linear]:
+    """Every nn.Linear inside a decoder layer by path (the releases' find_layers), found by walking the modules."""
+    inside = {id(m) for layer in get_adapter(model).layers() for m in layer.modules()}
+    return {p: m for p, m in model.named_modules() if isinstance(m, nn.Linear) and id(m) in inside}
+
+
+@pytest.mark.parametrize("family", ["llama", "opt"])
+@pytest.mark.parametrize("ratio", [0.2, 0.5])
+def test_svd_llm_nominal_ratio_is_the_releases_rank(tiny_model, tokenizer, data_dir, family, ratio):
+    """budget=ratio: SVDLLM.py's ranks, int(m·n·(1 − --ratio)/(m + n)) for every block linear, so the removal is
+    Σ m·n − k(m + n); budget=params (the default) is still PruneNet's count."""
+    model = tiny_model(family)
+    keep = 1 - ratio  # SVDLLM.py: args.ratio = 1 - args.ratio
+    ranks = {
+        p: int(m.out_features * m.in_features * keep / (m.out_features + m.in_features))
+        for p, m in _block_linears(model).items()
+    }
+    shapes = {p: (m.out_features, m.in_features) for p, m in _block_linears(model).items()}
+    expected = sum(o * i - ranks[p] * (o + i) for p, (o, i) in shapes.items())
+    request = _request(data_dir, ratio, budget="ratio")
+    compressed, meta = apply(METHODS.get("svd-llm"), copy.deepcopy(model), tokenizer, request)
+    assert meta["ranks"] == ranks and meta["budget"] == "ratio" and meta["param_budget"] is None
+    assert meta["params_removed"] == count_params(model) - count_params(compressed) == expected
+    _, default = apply(METHODS.get("svd-llm"), copy.deepcopy(model), tokenizer, _request(data_dir, ratio))
+    assert "budget" not in default and default["param_budget"] == ffn_rows_budget(model, ratio)
+
+
+@pytest.mark.parametrize("family", ["llama", "opt"])
+def test_asvd_nominal_ratio_targets_r_of_the_block_linears(tiny_model, tokenizer, data_dir, family):
+    """budget=ratio: the rank search's target is r of the block linears' weights (ASVD4LLM's
+    --param_ratio_target = 1 − r of the same sum), met as closely as the default's target."""
+    model = tiny_model(family)
+    target = round(0.4 * sum(m.weight.numel() for m in _block_linears(model).values()))
+    request = _request(data_dir, 0.4, budget="ratio")
+    compressed, meta = apply(METHODS.get("asvd"), copy.deepcopy(model), tokenizer, request)
+    assert meta["param_target"] == target and meta["budget"] == "ratio" and meta["param_budget"] is None
+    assert meta["params_removed"] == count_params(model) - count_params(compressed)
+    assert abs(meta["params_removed"] - target) <= 1e-3 * count_params(model)
+    assert target != ffn_rows_budget(model, 0.4)
+
+
 @pytest.mark.parametrize("name", ["svd-llm", "asvd"])
 @pytest.mark.parametrize("family", ["llama", "opt"])
 def test_saved_checkpoint_reloads_the_in_memory_model(tiny_model, tokenizer, data_dir, tmp_path, name, family):

@@ -76,6 +76,19 @@ def test_every_method_appears_and_declarations_name_real_settings(tmp_path):
     assert "| llm-pruner" in md and "hf_prune.py" in md
 
 
+def test_every_baselines_budget_is_a_row(tmp_path):
+    """Each method with a nominal ratio shows its budget: here params, paper.yaml ratio for the baselines the paper
+    compared at their own ratio (Tables 2, 4, 5), and the release's own definition beside them."""
+    df = _build(tmp_path, *_configs(tmp_path))
+    for name, method in METHODS.items():
+        rows = df.loc[(df["method"] == name) & (df["setting"] == "budget")]
+        assert len(rows) == (1 if method.nominal else 0), name
+        if method.nominal:
+            paper = "params" if name == "llm-surgeon" else "ratio"
+            assert (_cell(df, name, "budget", "here"), _cell(df, name, "budget", "paper.yaml")) == ("params", paper)
+            assert _cell(df, name, "budget", "release") != "not checked", name
+
+
 def test_bad_inputs_are_refused(tmp_path, capsys):
     capsys.readouterr()
     argv = ["report", "settings", "--inputs", str(ROOT / "config" / "config.yaml")]

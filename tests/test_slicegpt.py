@@ -359,15 +359,35 @@ def test_parameter_budget_width(family_model, family, tokenizer):
     calib = _ids(model.config.vocab_size, (2, 16))
     slicegpt = METHODS.get("slicegpt")
     fixed = dataclasses.replace(request, options={"budget": "ratio"})
+    from prunenet.methods.pipeline import budget
     from prunenet.methods.slicegpt import slicing_ratio
 
-    budget = ffn_rows_budget(model, 0.3)  # what pipeline.apply hands a method declaring budget=True
-    ratio, meta = slicing_ratio(model, request, budget)
+    # what pipeline.apply hands the method: PruneNet's count by default, the ratio alone at budget: ratio
+    assert budget(slicegpt, model, request).params == ffn_rows_budget(model, 0.3)
+    ratio, meta = slicing_ratio(model, request, budget(slicegpt, model, request))
     assert meta["kept_width"] == kept and sg.sliced_dim(model.config.hidden_size, ratio) == kept
-    assert slicing_ratio(model, fixed, budget) == (0.3, {"budget": "ratio"})
+    assert slicing_ratio(model, fixed, budget(slicegpt, model, fixed)) == (0.3, {"budget": "ratio"})
     sliced = sg.slice_model(copy.deepcopy(model), None, ratio, calib, progress=False)
     assert count_params(sliced) == expected_params(model.config, family, kept)
     assert slicegpt.options[0].default == "params"
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_nominal_ratio_is_the_releases_width(family_model, family, tmp_path, tokenizer, data_dir):
+    """budget=ratio: the kept width is the release's (run_slicegpt.py: int((1 - sparsity) * d), then down to a
+    multiple of --round-interval 8), so the model has the closed-form count of that width."""
+    from prunenet.methods import PruneRequest, compress
+    from prunenet.models import save_checkpoint
+
+    model = family_model(family)
+    save_checkpoint(model, tokenizer, tmp_path / "dense")
+    d = model.config.hidden_size
+    for r in (0.2, 0.3):
+        width = int((1 - r) * d)
+        width -= width % 8
+        req = PruneRequest(r, data_dir=str(data_dir), calib_samples=2, calib_seq_len=16, options={"budget": "ratio"})
+        meta, _ = compress(str(tmp_path / "dense"), tmp_path / f"r{r}", "slicegpt", req)
+        assert meta["budget"] == "ratio" and meta["stats"]["params"] == expected_params(model.config, family, width)
 
 
 def test_the_kept_subspace_is_the_top_principal_directions_of_the_calibration_stream(family_model):

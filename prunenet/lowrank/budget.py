@@ -77,6 +77,12 @@ def uniform_ratio(shapes: Sequence[Shape], budget: int, iters: int = 60) -> tupl
     return best, ranks_for_ratio(shapes, best)
 
 
+def nominal_removal(shapes: Sequence[Shape], ratio: float) -> int:
+    """The weights a nominal ratio ``r`` asks to remove from these matrices: ``round(r · Σ out·in)`` (ASVD's
+    ``--param_ratio_target`` is the kept fraction ``1 − r`` of the same sum)."""
+    return round(ratio * sum(o * i for o, i in shapes))
+
+
 def check_budget(removed_params: int, budget: int, dense_params: int, method: str, tolerance: float = 0.01) -> None:
     """Refuse a result whose removal misses PruneNet's budget by more than ``tolerance`` of the dense size."""
     if abs(removed_params - budget) > tolerance * dense_params:

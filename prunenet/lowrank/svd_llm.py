@@ -23,7 +23,7 @@ from torch import nn
 
 from ..arch import get_adapter
 from .activations import Calibration, capture, recording, run_block
-from .budget import uniform_ratio
+from .budget import ranks_for_ratio, uniform_ratio
 from .factor import cholesky_whitening, closed_form_u, svd_llm_factors
 from .layers import LowRankLinear, block_linears, decoder_linears, replace
 
@@ -67,15 +67,21 @@ def _factor_block(
 
 @torch.no_grad()
 def compress_svd_llm(
-    model: nn.Module, calib: torch.Tensor, budget: int, update: str = "none", batch_size: int = 8
+    model: nn.Module,
+    calib: torch.Tensor,
+    budget: int | None,
+    update: str = "none",
+    batch_size: int = 8,
+    keep: float | None = None,
 ) -> tuple[nn.Module, SvdLlmResult]:
-    """Factor every decoder projection of ``model`` in place so that it loses ``budget`` parameters."""
+    """Factor every decoder projection of ``model`` in place so that it loses ``budget`` parameters, or (``budget``
+    None) at the parameter ratio ``keep`` (the release's ``1 − --ratio``) itself."""
     if update not in UPDATES:
         raise ValueError(f"update must be one of {UPDATES}, not {update!r}")
     linears = decoder_linears(model)
     paths = {id(m): p for p, m in linears.items()}
     shapes = [(m.out_features, m.in_features) for m in linears.values()]
-    ratio, rank_list = uniform_ratio(shapes, budget)
+    ratio, rank_list = uniform_ratio(shapes, budget) if budget is not None else (keep, ranks_for_ratio(shapes, keep))
     ranks = dict(zip(linears, rank_list))
     out = SvdLlmResult(ratio=ratio)
 

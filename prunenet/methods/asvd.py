@@ -2,7 +2,8 @@
 
 The algorithm lives in :mod:`prunenet.lowrank.asvd`. The sensitivity-based truncation rank search picks
 each projection's parameter ratio from ``ratios`` with the threshold whose total removal is nearest the
-parameters PruneNet removes at ``--ratio`` (:func:`prunenet.budget.ffn_rows_budget`); the checkpoint is
+parameters PruneNet removes at ``--ratio`` (:func:`prunenet.budget.ffn_rows_budget`), or at ``budget: ratio``
+nearest ``r`` of the decoder projections' weights (:func:`nominal_target`); the checkpoint is
 :mod:`prunenet.checkpoints.low_rank`.
 """
 
@@ -13,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..errors import PruneNetError
 from . import register
-from .base import Method, Option, PruneRequest
+from .base import EQUAL_SIZE, Budget, Method, Option, PruneRequest, Release
 
 if TYPE_CHECKING:
     from torch import nn
@@ -59,7 +60,7 @@ def prepare(model: nn.Module, tokenizer: Any, request: PruneRequest) -> dict:
     return prepare_asvd(model, calib, calib[:n, :seq], ratios, alpha=alpha)
 
 
-def run(model: nn.Module, tokenizer: Any, request: PruneRequest, budget: int) -> tuple[nn.Module, dict]:
+def run(model: nn.Module, tokenizer: Any, request: PruneRequest, budget: Budget) -> tuple[nn.Module, dict]:
     from ..checkpoints.low_rank import mark
     from ..lowrank.asvd import compress_asvd
     from ..lowrank.budget import check_budget
@@ -68,12 +69,13 @@ def run(model: nn.Module, tokenizer: Any, request: PruneRequest, budget: int) ->
     ratios, alpha, n, seq = _sizes(request)
     state = ASVD.state(model, tokenizer, request)
     dense = count_params(model)
-    model, res = compress_asvd(model, state, budget, ratios)
+    target = nominal_target(model, budget.ratio) if budget.nominal else budget.params
+    model, res = compress_asvd(model, state, target, ratios)
     removed = dense - count_params(model)
-    check_budget(removed, budget, dense, "asvd")
+    check_budget(removed, target, dense, "asvd")
     mark(model, res.ranks)
     meta = {
-        "param_budget": budget,
+        "param_budget": budget.params,
         "params_removed": removed,
         "alpha": alpha,
         "candidate_ratios": ratios,
@@ -86,7 +88,17 @@ def run(model: nn.Module, tokenizer: Any, request: PruneRequest, budget: int) ->
         "sens_seq_len": seq,
         "stage_seconds": res.seconds,
     }
+    if budget.nominal:
+        meta["param_target"] = target
     return model, meta
+
+
+def nominal_target(model: nn.Module, ratio: float) -> int:
+    """The removal ``budget: ratio`` asks of the rank search: ``r`` of the decoder projections' weights."""
+    from ..lowrank.budget import nominal_removal
+    from ..lowrank.layers import decoder_linears
+
+    return nominal_removal([(m.out_features, m.in_features) for m in decoder_linears(model).values()], ratio)
 
 
 ASVD = register(
@@ -98,6 +110,8 @@ ASVD = register(
         validate=validate,
         needs_calibration=True,
         budget=True,
+        nominal="the rank search's removal nearest r of the decoder projections' weights (the release's "
+        "--param_ratio_target is 1 - r; its search also admits lm_head)",
         checkpoint="low-rank",
         stochastic=False,
         options=(
@@ -110,6 +124,15 @@ ASVD = register(
             ),
             Option("sens_samples", int, 1, "calibration windows the sensitivities are measured on (the first ones)"),
             Option("sens_seq_len", int, 16, "tokens of each sensitivity window (its first ones)"),
+        ),
+        release=(
+            Release(
+                "budget",
+                "ratio: --param_ratio_target, the kept share of every nn.Linear's weights (lm_head included) that "
+                "the search stays under",
+                "hahnyuan/ASVD4LLM binary_search.py, sensitivity.py",
+                EQUAL_SIZE + "; paper.yaml: ratio (paper Table 5)",
+            ),
         ),
     ),
 )

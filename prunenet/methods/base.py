@@ -12,7 +12,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from ..choices import DEFAULT_STATE, DEFAULT_WHICH
+from ..choices import BUDGETS, DEFAULT_STATE, DEFAULT_WHICH
 from ..errors import PruneNetError
 from ..ratios import RatioSpec
 
@@ -69,6 +69,10 @@ class PruneRequest:
     def __post_init__(self) -> None:
         if self.ratio is not None:
             object.__setattr__(self, "ratio", RatioSpec.of(self.ratio))
+
+    def nominal(self, method: Method) -> bool:
+        """Whether ``method`` runs at its release's ratio (option ``budget: ratio``) rather than PruneNet's size."""
+        return bool(method.nominal) and self.option(BUDGET, method) == "ratio"
 
     def option(self, name: str, method: Method) -> Any:
         """The value of ``method``'s option ``name`` in this request (its default when not given)."""
@@ -129,9 +133,35 @@ class Release:
 NOT_CHECKED = "not checked"
 # Reasons several methods share (a :attr:`Release.why`), written once.
 CPU_WINDOWS = "CPU default: fewer/shorter windows so the embedded model's job fits minutes on one core"
+EQUAL_SIZE = "params: every baseline at PruneNet's parameter count, an equal-size comparison"
 OFFLINE_SPLIT = "offline data has WikiText-2's validation split only (the hub, paper.yaml, reads its train split)"
 
-# ``run(model, tokenizer, request)``; a method with ``budget=True`` takes PruneNet's parameter budget as a 4th argument.
+BUDGET = "budget"  # the option a method with a nominal ratio gets (``<method>.budget``, ``--<method>-budget``)
+
+
+def budget_option(nominal: str) -> Option:
+    """The ``budget`` option of a method whose release defines its own ratio: ``params`` (the default, PruneNet's
+    parameter count) or ``ratio`` (``nominal``, the release's meaning of the ratio). The schema states the same
+    help as the key's description (tests/test_registry.py)."""
+    help_ = f"params: PruneNet's parameter count at --ratio (equal size); ratio: {nominal}"
+    return Option(BUDGET, str, BUDGETS[0], help_, BUDGETS)
+
+
+@dataclass(frozen=True)
+class Budget:
+    """What a sized method (``Method.budget``) prunes to at ``ratio``, decided once per prune by
+    :func:`prunenet.methods.pipeline.apply`: PruneNet's parameter count there (``params``: the parameters to
+    remove), or, when ``params`` is None, ``ratio`` as the method's release defines it (:attr:`Method.nominal`)."""
+
+    ratio: float
+    params: int | None = None
+
+    @property
+    def nominal(self) -> bool:
+        return self.params is None
+
+
+# ``run(model, tokenizer, request)``; a method with ``budget=True`` takes a :class:`Budget` as a 4th argument.
 RunFn = Callable[..., "tuple[nn.Module, dict]"]
 PrepareFn = Callable[["nn.Module", Any, PruneRequest], "dict[str, torch.Tensor]"]
 
@@ -154,8 +184,11 @@ class Method:
     needs_policy: bool = False
     needs_calibration: bool = False  # draws calibration windows; its checkpoint records which (calibration_meta)
     # Prunes to PruneNet's parameter budget at the ratio (:func:`prunenet.budget.ffn_rows_budget`): ``run`` takes
-    # it as a 4th argument, computed once per prune by :func:`prunenet.methods.pipeline.apply`.
+    # it as a 4th argument (a :class:`Budget`), computed once per prune by :func:`prunenet.methods.pipeline.apply`.
     budget: bool = False
+    # What ``--ratio`` means at ``budget: ratio``, as the method's own release defines it (one line; empty: the method
+    # has no ratio of its own). Non-empty gives the method the ``budget`` option (:func:`budget_option`), first.
+    nominal: str = ""
     per_layer: bool = False  # accepts a ratio per layer / a schedule (paper T7)
     checkpoint: str = "per-layer-shapes"  # the name of its format in prunenet.checkpoints.FORMATS
     offload: bool = False  # loads the model on CPU and moves one layer at a time to the device
@@ -181,6 +214,17 @@ class Method:
     # Its settings as its public release runs them (:class:`Release`), one entry per config key; rendered by
     # ``prunenet report settings``. Empty: not checked against a release.
     release: tuple[Release, ...] = ()
+
+    def __post_init__(self) -> None:
+        if self.nominal:
+            if not self.budget:
+                raise ValueError(f"method {self.name!r}: a nominal ratio needs budget=True")
+            object.__setattr__(self, "options", (budget_option(self.nominal), *self.options))
+
+    def own_options(self, request: PruneRequest) -> dict[str, Any]:
+        """The method's option values in ``request``, ``budget`` excluded: what its algorithm reads (the budget is
+        the pipeline's, :func:`prunenet.methods.pipeline.apply`)."""
+        return {o.name: request.option(o.name, self) for o in self.options if o.name != BUDGET}
 
     def check(self, request: PruneRequest) -> None:
         """Reject a request this method cannot serve, before any model is loaded.

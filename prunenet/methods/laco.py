@@ -5,7 +5,8 @@ merging C layers into one wherever the merged model's last-layer representation 
 windows stays cosine-similar to the dense model's (s > T). As for ShortGPT, the number of layers to remove
 is the whole-layer count whose parameters come nearest to what PruneNet removes at the same ratio
 (:func:`prunenet.budget.ffn_rows_budget`, :func:`prunenet.depth.layers_for_budget`); the walk stops as soon as
-that many are gone (the last merge combines fewer than C layers if fewer remain), and a walk that ends short
+that many are gone (the last merge combines fewer than C layers if fewer remain; at ``budget: ratio``,
+⌊r·L⌋ layers, :func:`prunenet.depth.nominal_layers`), and a walk that ends short
 is repeated from the dense model at T − step (the paper tunes T per target ratio) until one reaches it. The
 result is a plain ``from_pretrained`` checkpoint with fewer layers.
 
@@ -28,7 +29,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..errors import PruneNetError
 from . import register
-from .base import NOT_CHECKED, Method, Option, PruneRequest, Release
+from .base import EQUAL_SIZE, NOT_CHECKED, Budget, Method, Option, PruneRequest, Release
 
 if TYPE_CHECKING:
     from torch import nn
@@ -54,11 +55,11 @@ def validate(request: PruneRequest) -> None:
         raise PruneNetError(f"laco.threshold_step must be positive, got {opt['threshold_step']}")
 
 
-def run(model: nn.Module, tokenizer: Any, request: PruneRequest, budget: int) -> tuple[nn.Module, dict]:
+def run(model: nn.Module, tokenizer: Any, request: PruneRequest, budget: Budget) -> tuple[nn.Module, dict]:
     import torch
 
     from ..arch import get_adapter
-    from ..depth import layers_for_budget
+    from ..depth import layers_for_budget, nominal_layers
     from ..layer_collapse import Walk, apply_collapse, check_collapse, layer_collapse
     from ..stats import count_params
 
@@ -66,8 +67,10 @@ def run(model: nn.Module, tokenizer: Any, request: PruneRequest, budget: int) ->
     t0 = time.perf_counter()
     dense_params = count_params(model)
     layer_params = [count_params(layer) for layer in get_adapter(model).layers()]
-    # equal scores: only the count is taken from the budget rule; which layers go is the walk's to decide
-    n_remove = len(layers_for_budget(torch.zeros(len(layer_params)), layer_params, budget))
+    if budget.nominal:
+        n_remove = nominal_layers(budget.ratio, len(layer_params))
+    else:  # equal scores: only the count is taken from the budget rule; which layers go is the walk's to decide
+        n_remove = len(layers_for_budget(torch.zeros(len(layer_params)), layer_params, budget.params))
     # a group never spans more than the mergeable range (a shallow model: C layers may not fit at all)
     span = len(layer_params) - opt["keep_last"] - opt["lowest"]
     merge = min(opt["merge"], span) if span >= 2 else opt["merge"]  # (an invalid C or range is refused below)
@@ -87,7 +90,7 @@ def run(model: nn.Module, tokenizer: Any, request: PruneRequest, budget: int) ->
         "final_pass": collapse.trace,
         "laco_options": opt,
         "merge_used": merge,
-        "param_budget": budget,
+        "param_budget": budget.params,
         "params_removed": dense_params - count_params(model),
         "score_seconds": time.perf_counter() - t0,
     }
@@ -102,12 +105,22 @@ LACO = register(
         validate=validate,
         needs_calibration=True,
         budget=True,
+        nominal="floor(r L) of the L decoder layers removed by the walk (the release sets no ratio: its threshold "
+        "ends the walk)",
         checkpoint="hf",
         stochastic=False,
         options=OPTIONS,
-        release=tuple(
-            Release(key, NOT_CHECKED, "no public release found (GitHub code search, 2026-12-02)")
-            for key in [o.name for o in OPTIONS] + ["calib_dataset", "calib_samples", "calib_seq_len"]
+        release=(
+            Release(
+                "budget",
+                "no ratio: the walk runs to the lowest layer and its threshold decides how many layers merge",
+                "yangyifei729/LaCo laco_llama-13b.ipynb",
+                EQUAL_SIZE + "; paper.yaml: ratio (paper Table 4)",
+            ),
+            *(
+                Release(key, NOT_CHECKED, "no public release found (GitHub code search, 2026-12-02)")
+                for key in [o.name for o in OPTIONS] + ["calib_dataset", "calib_samples", "calib_seq_len"]
+            ),
         ),
     ),
 )

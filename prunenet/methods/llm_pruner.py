@@ -8,7 +8,8 @@
 3. **Which layers, how much**: layers ``first`` … ``L − 1 − last`` are pruned (the paper keeps the first 4 and
    the last 2 of LLaMA-7B's 32 layers; the same counts here), each losing the same number of KV groups and FFN
    channels — the least important of that layer — chosen so the model loses PruneNet's parameter budget at the
-   ratio (:mod:`prunenet.structured.budget` states the rule). ``structures: ffn`` prunes FFN channels only.
+   ratio (:mod:`prunenet.structured.budget` states the rule; at ``budget: ratio`` the release's own reading of the
+   ratio, :func:`prunenet.structured.budget.nominal_plan`). ``structures: ffn`` prunes FFN channels only.
 
 Calibration: the shared request windows (the release: 10 BookCorpus windows of 64 tokens; offline: WikiText-2
 validation; :attr:`Method.release` below, rendered in results/tables/settings.md). Recovery (the paper's "w/ tune"
@@ -24,7 +25,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..errors import PruneNetError
 from . import register
-from .base import Method, Option, PruneRequest, Release
+from .base import EQUAL_SIZE, Budget, Method, Option, PruneRequest, Release
 
 if TYPE_CHECKING:
     from torch import nn
@@ -37,7 +38,7 @@ def validate(request: PruneRequest) -> None:
         raise PruneNetError(f"llm-pruner.first and llm-pruner.last must be >= 0, got {first}, {last}")
 
 
-def run(model: nn.Module, tokenizer: Any, request: PruneRequest, budget: int) -> tuple[nn.Module, dict]:
+def run(model: nn.Module, tokenizer: Any, request: PruneRequest, budget: Budget) -> tuple[nn.Module, dict]:
     import torch
 
     from ..arch import get_adapter
@@ -48,7 +49,7 @@ def run(model: nn.Module, tokenizer: Any, request: PruneRequest, budget: int) ->
     from ..structured.taylor import gradients, member_scores, scored_params
     from ..surgery import slice_attention
 
-    opt = {o.name: request.option(o.name, LLM_PRUNER) for o in LLM_PRUNER.options}
+    opt = LLM_PRUNER.own_options(request)
     t0 = time.perf_counter()
     adapter = get_adapter(model)
     layers = list(adapter.layers())
@@ -79,7 +80,7 @@ def run(model: nn.Module, tokenizer: Any, request: PruneRequest, budget: int) ->
             slice_attention(model, layer, keep)
     del stats
     prune_ffn(model, rows)  # records the widths (per_layer_shapes.mark)
-    meta = settle(model, dense, budget, "llm-pruner") | {
+    meta = settle(model, dense, budget.params, "llm-pruner") | {
         "pruned_layers": pruned,
         "kv_groups_removed_per_layer": p.heads,
         "channels_removed_per_layer": p.channels,
@@ -102,6 +103,8 @@ LLM_PRUNER = register(
         validate=validate,
         needs_calibration=True,
         budget=True,
+        nominal="each pruned layer loses n - int(n (1 - r)) of its n FFN channels and the whole KV groups within q - "
+        "int(q (1 - r)) of its q query rows (the release's --pruning_ratio)",
         stochastic=False,
         options=(
             Option(
@@ -126,6 +129,13 @@ LLM_PRUNER = register(
             Option("last", int, 2, "last layers left unpruned (paper: 2)"),
         ),
         release=(
+            Release(
+                "budget",
+                "ratio: --pruning_ratio of each pruned layer's gate_proj channels and q_proj heads (README: 0.25 "
+                "for ~20 % of Llama's parameters)",
+                RELEASE,
+                EQUAL_SIZE + "; paper.yaml: ratio (paper Tables 4, 5)",
+            ),
             Release(
                 "importance",
                 "param_first (--taylor default since e30a6f6; scripts/llama_prune.sh passes it too)",
@@ -152,13 +162,18 @@ LLM_PRUNER = register(
 )
 
 
-def _plan(budget: int, pruned: list[int], ffn: dict, attn: dict, heads: bool) -> tuple[Any, int]:
-    """How many FFN channels (and KV groups) every pruned layer loses to meet ``budget``, and the KV group count;
-    the layers share one shape, so the first pruned layer's groups size the plan."""
-    from ..structured.budget import group_params, plan
+def _plan(budget: Budget, pruned: list[int], ffn: dict, attn: dict, heads: bool) -> tuple[Any, int]:
+    """How many FFN channels (and KV groups) every pruned layer loses — to meet PruneNet's parameter count, or at
+    the release's reading of the nominal ratio — and the KV group count; the layers share one shape, so the first
+    pruned layer's groups size the plan."""
+    from ..structured.budget import group_params, nominal_plan, plan
 
     probe = pruned[0]
     kv = attn[probe][0].index.shape[0] if heads else 1
     n_channels = ffn[probe][0].index.shape[0]
     attn_params = group_params(attn[probe]) if heads else 0
-    return plan(budget, len(pruned), n_channels, group_params(ffn[probe]), kv, attn_params, heads), kv
+    channel_params = group_params(ffn[probe])
+    if budget.nominal:
+        q_rows = attn[probe][0].index.numel() if heads else 1
+        return nominal_plan(budget.ratio, len(pruned), n_channels, channel_params, q_rows, kv, attn_params, heads), kv
+    return plan(budget.params, len(pruned), n_channels, channel_params, kv, attn_params, heads), kv

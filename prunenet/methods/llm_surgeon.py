@@ -8,8 +8,9 @@ Each **shot** ``s = 1 … shots`` (default 5):
 2. the OBS cost of removing each remaining structure alone (:mod:`prunenet.structured.surgeon`): an FFN
    channel = one input column of down, a KV group = the o columns its query heads write;
 3. a **global threshold** over all layers: structures in increasing cost are taken until the model has lost
-   ``s / shots`` of the parameter budget (PruneNet's at the ratio; every layer keeps at least one channel and
-   one KV group), so layers lose different amounts;
+   ``s / shots`` of the parameter budget (PruneNet's at the ratio, or at ``budget: ratio`` r of the decoder
+   projections' weights as the release's ``--sparsity``; every layer keeps at least one channel and one KV group),
+   so layers lose different amounts;
 4. each layer's chosen columns are removed together with the correlated OBS update of the rest of its weight
    matrix, and the structures are sliced out physically (gate/up rows and q/k/v rows go with their columns).
 
@@ -26,7 +27,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..errors import PruneNetError
 from . import register
-from .base import CPU_WINDOWS, OFFLINE_SPLIT, Method, Option, PruneRequest, Release
+from .base import CPU_WINDOWS, EQUAL_SIZE, OFFLINE_SPLIT, Budget, Method, Option, PruneRequest, Release
 
 if TYPE_CHECKING:
     from torch import nn
@@ -124,17 +125,18 @@ def _operate(model: nn.Module, chosen: dict, inverses: dict) -> list[int]:
     return prune_ffn(model, rows)
 
 
-def run(model: nn.Module, tokenizer: Any, request: PruneRequest, budget: int) -> tuple[nn.Module, dict]:
+def run(model: nn.Module, tokenizer: Any, request: PruneRequest, budget: Budget) -> tuple[nn.Module, dict]:
     from ..arch import get_adapter
     from ..stats import count_params
     from ..structured.budget import settle
     from ..structured.surgeon import estimate
 
-    opt = {o.name: request.option(o.name, LLM_SURGEON) for o in LLM_SURGEON.options}
+    opt = LLM_SURGEON.own_options(request)
     heads = opt["structures"] == "ffn+attention"
     t0 = time.perf_counter()
     adapter = get_adapter(model)
     dense = count_params(model)
+    total = nominal_target(model, budget.ratio) if budget.nominal else budget.params
     blocks = request.calibration(tokenizer)
     shots, removed = [], 0
     for s in range(1, opt["shots"] + 1):
@@ -144,7 +146,7 @@ def run(model: nn.Module, tokenizer: Any, request: PruneRequest, budget: int) ->
         kfac = dict(zip(linears, estimate(model, list(linears.values()), blocks)))
         ranked, inverses = _candidates(model, kfac, heads, opt["damping"])
         del kfac
-        target = round(budget * s / opt["shots"])
+        target = round(total * s / opt["shots"])
         chosen, removed = _choose(model, ranked, heads, removed, target)
         _operate(model, chosen, inverses)
         shots.append(
@@ -157,11 +159,22 @@ def run(model: nn.Module, tokenizer: Any, request: PruneRequest, budget: int) ->
                 "seconds": round(time.perf_counter() - t0, 3),
             }
         )
-    meta = settle(model, dense, budget, "llm-surgeon") | {
+    meta = settle(model, dense, budget.params, "llm-surgeon") | {
         "shots": shots,
         "llm_surgeon_options": opt,
     }
+    if budget.nominal:
+        meta["param_target"] = total
     return model, meta
+
+
+def nominal_target(model: nn.Module, ratio: float) -> int:
+    """The removal ``budget: ratio`` asks for: ``int(r · Σ weights and biases of every decoder projection)``, the
+    release's structured target (threshold.py ``structured_threshold``: ``int(target_sparsity · total_params)``)."""
+    from ..lowrank.layers import decoder_linears
+
+    lins = decoder_linears(model).values()
+    return int(ratio * sum(m.weight.numel() + (m.bias.numel() if m.bias is not None else 0) for m in lins))
 
 
 # Where its release's values were read (Method.release).
@@ -177,6 +190,8 @@ LLM_SURGEON = register(
         validate=validate,
         needs_calibration=True,
         budget=True,
+        nominal="structures removed until int(r x the decoder projections' weights and biases) are gone (the "
+        "release's --sparsity)",
         stochastic=False,
         options=(
             Option("shots", int, 5, "shots: curvature re-estimated and 1/shots of the budget removed in each"),
@@ -190,6 +205,12 @@ LLM_SURGEON = register(
             Option("damping", float, 0.01, "λ: A and G get λ·mean(diag) on the diagonal"),
         ),
         release=(
+            Release(
+                "budget",
+                "ratio: --sparsity, the share of every decoder linear's weights removed (structured_threshold)",
+                "Qualcomm-AI-research/llm-surgeon threshold.py",
+                EQUAL_SIZE + "; paper.yaml too (not in the paper's tables)",
+            ),
             Release(
                 "shots",
                 "40 (--shots 40; also surgeon.py's default)",

@@ -1,7 +1,7 @@
 """Run any registered method on a checkpoint and save the result with what every method reports.
 
 Three steps, each done once per prune: :func:`check` (before any model loads: arguments, the method's needs,
-the prepared file read and matched), :func:`apply` (the plumbing every method shares: the parameter budget in,
+the prepared file read and matched), :func:`apply` (the plumbing every method shares: the budget in,
 the calibration record out; the in-memory sweep calls it too) and :func:`compress` (load, apply, measure, save).
 """
 
@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from . import METHODS
-from .base import Method, PruneRequest
+from .base import Budget, Method, PruneRequest
 
 if TYPE_CHECKING:
     from torch import nn
@@ -38,17 +38,30 @@ def check(name: str, request: PruneRequest, source: str | Path | None = None) ->
 
 
 def apply(method: Method, model: nn.Module, tokenizer: Any, request: PruneRequest) -> tuple[nn.Module, dict]:
-    """Run ``method`` on the loaded model with what it declares it needs; add the calibration record it drew."""
-    if method.budget:
-        from ..budget import ffn_rows_budget
+    """Run ``method`` on the loaded model with what it declares it needs; add the calibration record it drew.
 
-        budget = ffn_rows_budget(model, float(request.ratio), request.ffn_multiple)
-        model, own = method.run(model, tokenizer, request, budget)
+    A sized method gets its :class:`Budget`: PruneNet's parameter count at the ratio, or (``budget: ratio``) the
+    ratio alone, which the method reads as its release does (:attr:`Method.nominal`); the latter is recorded.
+    """
+    if method.budget:
+        model, own = method.run(model, tokenizer, request, budget(method, model, request))
+        if request.nominal(method):
+            own = own | {"budget": "ratio"}
     else:
         model, own = method.run(model, tokenizer, request)
     if method.needs_calibration:
         own = own | request.calibration_meta()
     return model, own
+
+
+def budget(method: Method, model: nn.Module, request: PruneRequest) -> Budget:
+    """The size ``method`` prunes ``model`` to at the request's ratio (one place decides: here)."""
+    ratio = float(request.ratio)
+    if request.nominal(method):
+        return Budget(ratio)
+    from ..budget import ffn_rows_budget
+
+    return Budget(ratio, ffn_rows_budget(model, ratio, request.ffn_multiple))
 
 
 def compress(

@@ -26,12 +26,13 @@ SECONDS = "prunenet_prepare_seconds"
 
 
 def fingerprint(method: Method, request: PruneRequest, source: str | Path) -> dict[str, Any]:
-    """What a prepared state depends on: everything of the request except the ratio (and the state itself)."""
+    """What a prepared state depends on: everything of the request except the ratio, what the ratio means (the
+    ``budget`` option) and the state itself."""
     record: dict[str, Any] = {
         "method": method.name,
         "source": str(Path(source).resolve()),
         "seed": request.seed,
-        "options": {o.name: request.option(o.name, method) for o in method.options},
+        "options": method.own_options(request),
     }
     if method.needs_calibration:
         data = str(Path(request.data_dir).resolve()) if request.data_dir else None  # None: the hub

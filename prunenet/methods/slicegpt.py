@@ -1,8 +1,8 @@
 """SliceGPT (Ashkboos et al., ICLR 2024) as a method: calibration windows, then rotate and slice.
 
 The algorithm lives in :mod:`prunenet.slicegpt`; this entry picks the slicing ratio (by default
-the one that puts SliceGPT on PruneNet's parameter budget, :mod:`prunenet.slicegpt.budget`; option
-``budget: ratio`` slices the nominal ratio as the paper does), draws the calibration data and
+the one that puts SliceGPT on PruneNet's parameter budget, :mod:`prunenet.slicegpt.budget`; at
+``budget: ratio`` the nominal ratio as the paper does), draws the calibration data and
 records what was used.
 """
 
@@ -12,27 +12,27 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from . import register
-from .base import CPU_WINDOWS, OFFLINE_SPLIT, Method, Option, PruneRequest, Release
+from .base import CPU_WINDOWS, EQUAL_SIZE, OFFLINE_SPLIT, Budget, Method, PruneRequest, Release
 
 if TYPE_CHECKING:
     from torch import nn
 
 
-def slicing_ratio(model: nn.Module, request: PruneRequest, budget: int) -> tuple[float, dict]:
-    """The fraction of the residual width to delete: the request's ratio, or (budget ``params``) the one whose
-    sliced model keeps the parameter count PruneNet leaves at that ratio (:mod:`prunenet.slicegpt.budget`)."""
-    if request.option("budget", SLICEGPT) == "ratio":
-        return float(request.ratio), {"budget": "ratio"}
+def slicing_ratio(model: nn.Module, request: PruneRequest, budget: Budget) -> tuple[float, dict]:
+    """The fraction of the residual width to delete: the nominal ratio itself, or the one whose sliced model keeps
+    the parameter count PruneNet leaves at that ratio (:mod:`prunenet.slicegpt.budget`)."""
+    if budget.nominal:
+        return budget.ratio, {"budget": "ratio"}
     from ..slicegpt.budget import width_for_params
     from ..stats import count_params
 
-    target = count_params(model) - budget
+    target = count_params(model) - budget.params
     kept = width_for_params(model, target, request.round_to)
     d = model.config.hidden_size
     return 1.0 - kept / d, {"budget": "params", "param_target": target, "kept_width": kept}
 
 
-def run(model: nn.Module, tokenizer: Any, request: PruneRequest, budget: int) -> tuple[nn.Module, dict]:
+def run(model: nn.Module, tokenizer: Any, request: PruneRequest, budget: Budget) -> tuple[nn.Module, dict]:
     from ..slicegpt import slice_model
 
     t0 = time.perf_counter()
@@ -60,28 +60,19 @@ SLICEGPT = register(
         summary="PCA rotation of the residual stream, then delete its trailing dimensions (needs calibration)",
         run=run,
         needs_calibration=True,
-        budget=True,  # its default option slices to it (param_target); ``budget: ratio`` ignores it
+        budget=True,
         checkpoint="slicegpt",
         offload=True,
         stochastic=False,
         refuses=("gemma2", "gemma3_text"),  # post-norms on block outputs (arch/llama.py: tested equal)
-        options=(
-            Option(
-                "budget",
-                str,
-                "params",
-                "params: slice to the width whose model has PruneNet's parameter count at --ratio (fair budget); "
-                "ratio: slice --ratio of the width (the paper's convention; shortcuts and an untied head make it "
-                "larger)",
-                choices=("params", "ratio"),
-            ),
-        ),
+        nominal="r of the hidden width sliced off, the kept width rounded down to a multiple of --round-to (the "
+        "release's --sparsity, --round-interval)",
         release=(
             Release(
                 "budget",
                 "ratio: --sparsity of the hidden width, rounded down to --round-interval 8",
                 RELEASE,
-                "params: every method at PruneNet's parameter count, an equal-size comparison; paper.yaml: ratio",
+                EQUAL_SIZE + "; paper.yaml: ratio (paper Tables 2, 4, 5)",
             ),
             Release(
                 "calib_dataset",

@@ -2,7 +2,8 @@
 
 The algorithm lives in :mod:`prunenet.lowrank.svd_llm`. Every attention and FFN projection of every decoder
 block is factored at one uniform parameter ratio, bisected so that the model loses the parameters PruneNet
-removes at ``--ratio`` (:func:`prunenet.budget.ffn_rows_budget`); the checkpoint is
+removes at ``--ratio`` (:func:`prunenet.budget.ffn_rows_budget`), or at ``budget: ratio`` factored at the
+parameter ratio ``1 − r`` itself as the release does; the checkpoint is
 :mod:`prunenet.checkpoints.low_rank`.
 """
 
@@ -11,13 +12,13 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from . import register
-from .base import CPU_WINDOWS, OFFLINE_SPLIT, Method, Option, PruneRequest, Release
+from .base import CPU_WINDOWS, EQUAL_SIZE, OFFLINE_SPLIT, Budget, Method, Option, PruneRequest, Release
 
 if TYPE_CHECKING:
     from torch import nn
 
 
-def run(model: nn.Module, tokenizer: Any, request: PruneRequest, budget: int) -> tuple[nn.Module, dict]:
+def run(model: nn.Module, tokenizer: Any, request: PruneRequest, budget: Budget) -> tuple[nn.Module, dict]:
     from ..checkpoints.low_rank import mark
     from ..lowrank.budget import check_budget
     from ..lowrank.svd_llm import compress_svd_llm
@@ -25,12 +26,14 @@ def run(model: nn.Module, tokenizer: Any, request: PruneRequest, budget: int) ->
 
     dense = count_params(model)
     update = request.option("update", SVD_LLM)
-    model, res = compress_svd_llm(model, request.calibration(tokenizer), budget, update=update)
+    keep = 1.0 - budget.ratio if budget.nominal else None  # the release's --ratio is the fraction removed
+    model, res = compress_svd_llm(model, request.calibration(tokenizer), budget.params, update=update, keep=keep)
     removed = dense - count_params(model)
-    check_budget(removed, budget, dense, "svd-llm")
+    if not budget.nominal:
+        check_budget(removed, budget.params, dense, "svd-llm")
     mark(model, res.ranks)
     meta = {
-        "param_budget": budget,
+        "param_budget": budget.params,
         "params_removed": removed,
         "param_ratio": round(res.ratio, 8),  # fraction of each factored matrix's weights kept
         "update": update,
@@ -51,6 +54,8 @@ SVD_LLM = register(
         run=run,
         needs_calibration=True,
         budget=True,
+        nominal="every decoder projection (m x n) factored at rank int(m n (1 - r) / (m + n)), about r of its weights"
+        " removed (the release's --ratio)",
         checkpoint="low-rank",
         stochastic=False,
         options=(
@@ -65,6 +70,12 @@ SVD_LLM = register(
             ),
         ),
         release=(
+            Release(
+                "budget",
+                "ratio: --ratio removed from every projection (ratio = 1 - --ratio; rank int(m n ratio / (m + n)))",
+                RELEASE,
+                EQUAL_SIZE + "; paper.yaml: ratio (paper Table 5)",
+            ),
             Release(
                 "update",
                 "none with --step 1 (whitening only); closed-form with --step 2",

@@ -97,7 +97,7 @@ _compared(
 _compared(
     "table4",
     "Paper Table 4: PruneNet against the depth pruners (ShortGPT, LaCo) and SliceGPT on PIQA and HellaSwag, every "
-    "method on PruneNet's parameter budget; paired comparisons under it.",
+    "method at its configured budget (PruneNet's size or its own ratio; settings.md); paired comparisons under it.",
     PAPER_TASKS["table4"],
 )
 _compared(

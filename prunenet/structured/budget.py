@@ -63,9 +63,29 @@ def plan(
     return best[2]
 
 
-def settle(model: nn.Module, dense_params: int, budget: int, method: str) -> dict:
+def nominal_plan(
+    ratio: float,
+    layers: int,
+    channels: int,
+    channel_params: int,
+    q_rows: int,
+    kv_groups: int,
+    group_params_: int,
+    heads: bool,
+) -> Plan:
+    """LLM-Pruner's own reading of ``--pruning_ratio`` r (hf_prune.py, torch-pruning's ``MetaPruner``): each pruned
+    layer's gate_proj loses ``n − int(n·(1 − r))`` channels and its q_proj ``q − int(q·(1 − r))`` rows, taken as
+    whole groups (``consecutive_groups``: the floor over a group's q rows; a KV group here, a head in the release's
+    LLaMA, where the two coincide). At least one channel and one group stay."""
+    c = min(channels - int(channels * (1 - ratio)), channels - 1)
+    h = min((q_rows - int(q_rows * (1 - ratio))) // (q_rows // kv_groups), kv_groups - 1) if heads else 0
+    return Plan(h, c, layers * (h * group_params_ + c * channel_params))
+
+
+def settle(model: nn.Module, dense_params: int, budget: int | None, method: str) -> dict:
     """After a group method sliced ``model``: record each layer's KV heads in the config, refuse a missed budget
-    (:func:`prunenet.lowrank.budget.check_budget`), and return the size entries every such method reports."""
+    (:func:`prunenet.lowrank.budget.check_budget`; None: a nominal ratio, nothing to meet), and return the size
+    entries every such method reports."""
     from ..arch import get_adapter
     from ..checkpoints.per_layer_shapes import mark_heads
     from ..lowrank.budget import check_budget
@@ -76,7 +96,8 @@ def settle(model: nn.Module, dense_params: int, budget: int, method: str) -> dic
     kv_heads = [adapter.attention(layer).num_kv_heads for layer in layers]
     mark_heads(model, kv_heads)
     removed = dense_params - count_params(model)
-    check_budget(removed, budget, dense_params, method)
+    if budget is not None:
+        check_budget(removed, budget, dense_params, method)
     return {
         "param_budget": budget,
         "params_removed": removed,
