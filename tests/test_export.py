@@ -103,9 +103,9 @@ def test_merged_low_rank_exports_the_product(tok, tmp_path):
     assert summary["merged_low_rank"] == 2 and summary["arch"] == "llama"
     reference, _ = load_model(str(src), dtype="float32")
     ids = torch.tensor([_ids()])
-    with torch.no_grad():
+    with torch.no_grad():  # u @ v and x @ v.T @ u.T round differently in float32: ~1e-5 on logits of size ~10
         torch.testing.assert_close(
-            _read_back(tmp_path / "m.gguf")(ids).logits, reference(ids).logits, atol=1e-5, rtol=0
+            _read_back(tmp_path / "m.gguf")(ids).logits, reference(ids).logits, atol=1e-4, rtol=1e-5
         )
 
 
