@@ -30,11 +30,23 @@ sys.path.insert(0, str(ROOT))
 SHAPES: dict[str, tuple[str, dict]] = {
     "llama2-7b": (
         "LlamaConfig",
-        dict(hidden_size=4096, intermediate_size=11008, num_attention_heads=32, num_key_value_heads=32, vocab_size=32000),
+        dict(
+            hidden_size=4096,
+            intermediate_size=11008,
+            num_attention_heads=32,
+            num_key_value_heads=32,
+            vocab_size=32000,
+        ),
     ),
     "phi-2": (
         "PhiConfig",
-        dict(hidden_size=2560, intermediate_size=10240, num_attention_heads=32, vocab_size=51200, partial_rotary_factor=0.4),
+        dict(
+            hidden_size=2560,
+            intermediate_size=10240,
+            num_attention_heads=32,
+            vocab_size=51200,
+            partial_rotary_factor=0.4,
+        ),
     ),
     "tiny": (
         "LlamaConfig",
@@ -85,7 +97,8 @@ def train_policy(model, train_argv: list[str], work: Path) -> str:
     from prunenet.training import TrainConfig
 
     out, meta = work / "policy.safetensors", work / "policy.json"
-    args = build_parser().parse_args(["train", "--model", "rehearsal", "--out", str(out), "--meta-out", str(meta)] + train_argv)
+    head = ["train", "--model", "rehearsal", "--out", str(out), "--meta-out", str(meta)]
+    args = build_parser().parse_args(head + train_argv)
     cfg = TrainConfig(**{f.name: getattr(args, f.name) for f in fields(TrainConfig)})
     check_train_config(cfg)
     trained = train_and_score(policy_task(model, cfg), cfg, "rehearsal", args.eval_samples, progress=False)

@@ -103,7 +103,8 @@ def plan(name: str, cfg: dict) -> Plan:
         s = section
         p.knob, p.target = "--asvd-sens-samples", s["sens_samples"] * s["sens_seq_len"] / SEQ
         p.prune |= {"--asvd-sens-seq-len": str(SEQ), "--calib-samples": str(UNITS[-1]), "--calib-seq-len": str(SEQ)}
-        p.reduced.append(f"statistics {s['calib_samples']}x{s['calib_seq_len']} -> {UNITS[-1]}x{SEQ} tokens, not scaled")
+        stats = f"{s['calib_samples']}x{s['calib_seq_len']}"
+        p.reduced.append(f"statistics {stats} -> {UNITS[-1]}x{SEQ} tokens, not scaled")
     elif name == "llm-pruner":  # 10 x 64 tokens run as configured; with 2-4 layers none would be in first..L-last
         p.prune |= {"--llm-pruner-first": "0", "--llm-pruner-last": "0"}
         p.reduced.append(f"all layers pruned (paper: {section['first']}..L-{section['last']}): an upper bound")
@@ -173,15 +174,14 @@ def _brief(row: dict) -> str:
     return f"{row['cpu_s']:.1f} CPU-s ({row['wall_s']:.1f} s wall), peak RSS {row['peak_rss'] / GB:.2f} GB"
 
 
-def summarize(p: Plan, cases: dict, offload: bool, device: str) -> dict:
+def summarize(p: Plan, cases: dict, offload: bool) -> dict:
     """The fits of one method's cases and its prediction at TARGET_LAYERS layers and the configured setting."""
     ok = [c for c in cases.values() if "error" not in c]
     if not cases or len(ok) < len(cases) or len({c["layers"] for c in ok}) < 2:
         return {"error": next((c["error"] for c in cases.values() if "error" in c), "fewer than two layer counts")}
-    peak = "peak_cuda" if device.startswith("cuda") else "peak_rss"
     grid = {(c["layers"], c["units"]): c for c in ok}
     seconds = fit({k: c["cpu_s"] for k, c in grid.items()})
-    memory = fit({k: c[peak] - (0 if peak == "peak_cuda" else c["base_rss"]) for k, c in grid.items()})
+    memory = fit({k: _peak(c) for k, c in grid.items()})
     weights = fit({(k[0], 1): c["weight_bytes_fp32"] for k, c in grid.items()})
     mult = p.multiplier[1] if p.multiplier else 1.0
     target = p.target if p.knob else 1
@@ -222,15 +222,21 @@ def table(results: dict, shape: str) -> str:
         if "error" in s:
             lines.append(f"| {name} | not measured: {s['error']} |" + " |" * 10)
             continue
-        top = {c["layers"]: c for c in r["cases"].values() if c["units"] == max(c2["units"] for c2 in r["cases"].values())}
-        cpu = " / ".join(f"{top[k]['cpu_s']:.1f}" for k in sorted(top))
-        mem = " / ".join(f"{(top[k].get('peak_cuda') or top[k]['peak_rss'] - top[k]['base_rss']) / GB:.2f}" for k in sorted(top))
+        units = max(c["units"] for c in r["cases"].values())
+        top = [c for _, c in sorted((c["layers"], c) for c in r["cases"].values() if c["units"] == units)]
+        cpu = " / ".join(f"{c['cpu_s']:.1f}" for c in top)
+        mem = " / ".join(f"{_peak(c) / GB:.2f}" for c in top)
         lines.append(
             f"| {name} | {s['scaled']} | {cpu} | {s['seconds_per_layer']:.1f} | {s['pred_cpu_s']:.0f} | {mem} | "
             f"{s['bytes_per_layer'] / GB:.2f} | {s['holds']} | {s['pred_peak_fp32'] / GB:.1f} | "
             f"{s['pred_peak_bf16'] / GB:.1f} | {'yes' if s['fits_24gb_bf16'] else 'no'} | {paper.get(name, '—')} |"
         )
     return "\n".join(lines)
+
+
+def _peak(case: dict) -> float:
+    """A case's peak: on the device, or the RSS above the process's footprint before the model."""
+    return case["peak_cuda"] if "peak_cuda" in case else case["peak_rss"] - case["base_rss"]
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -260,16 +266,18 @@ def main(argv: list[str] | None = None) -> int:
         p = plan(name, cfg)
         cases = measure(p, args.shape, sorted(args.layers), args.device, args.rss_cap_gb * GB, args.timeout)
         results[name] = {"plan": p.__dict__, "cases": cases}
-        results[name]["summary"] = summarize(p, cases, METHODS.get(name).offload, args.device)
+        results[name]["summary"] = summarize(p, cases, METHODS.get(name).offload)
         if args.out:  # after every method: a long run that stops still leaves what it measured
             args.out.write_text(json.dumps({"shape": args.shape, "device": args.device, "methods": results}, indent=1))
     print(table(results, args.shape))
     unmeasured = [n for n, r in results.items() if "error" in r["summary"]]
     if unmeasured:
         print(f"not measured: {', '.join(unmeasured)}")
-    print(f"CPU seconds of the method's work (getrusage); {TARGET_LAYERS}-layer predictions fitted on layers "
-          f"{sorted(args.layers)}; peak = fixed + per-layer x {TARGET_LAYERS} (whole model) or fixed + one layer "
-          "(layer by layer); bf16 halves the weights only")
+    print(
+        f"CPU seconds of the method's work (getrusage); {TARGET_LAYERS}-layer predictions fitted on layers "
+        f"{sorted(args.layers)}; peak = fixed + per-layer x {TARGET_LAYERS} (whole model) or fixed + one layer "
+        "(layer by layer); bf16 halves the weights only"
+    )
     from rehearsal_fit import Prediction
 
     preds = {
