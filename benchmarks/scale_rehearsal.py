@@ -6,7 +6,7 @@ Per method and layer count, a random-weight model of the shape (transformers' ``
 is pruned at ratio 0.3 with ``config/paper.yaml``'s settings (merged onto config.yaml and read through
 :func:`prunenet.config.resolve`, as the workflow reads them) in its own process (benchmarks/rehearsal_case.py),
 calibrating on random token ids. A setting the cost is linear in (calibration windows, policy episodes) runs at
-1 and 2 units and is extrapolated to the configured value (:mod:`rehearsal_fit`); the table says which. Time is
+two values and is extrapolated to the configured value (:mod:`rehearsal_fit`); the table says which. Time is
 CPU seconds of the method's work (``getrusage``; the machine may be shared), memory the case's peak RSS above its
 footprint before the model (``torch.cuda.max_memory_allocated`` with ``--device cuda``). The last line is the
 headline: how many methods are predicted to fit a 24 GB GPU at LLaMA-2-7B in bfloat16.
@@ -37,7 +37,9 @@ from rehearsal_fit import GB, fit, headline, predict  # noqa: E402
 RATIO = 0.3
 TARGET_LAYERS = 32  # LLaMA-2-7B (Phi-2 also has 32)
 SEQ = 128  # calibration tokens per window while measuring; the configured windows are counted in these units
-UNITS = (1, 2)  # the two values a linear setting is measured at
+# The two values a linear setting is measured at: calibration windows far enough apart that their cost stands out
+# of the CPU-time noise of a shared machine (1 and 2 windows of 128 tokens did not), policy episodes at 1 and 2.
+CALIB_UNITS, EPISODE_UNITS = (1, 8), (1, 2)
 LABELS = {"llama2-7b": "LLaMA-2-7B", "phi-2": "Phi-2", "tiny": "tiny"}
 # Paper Table 9(a) (A100-40GB, seconds, 30 %): PruneNet's compression time; SliceGPT's from the text beside it.
 PAPER_T9A = {
@@ -55,6 +57,7 @@ class Plan:
     prune: dict[str, str]
     train: dict[str, str] = field(default_factory=dict)
     knob: str | None = None
+    units: tuple[int, int] = CALIB_UNITS
     target: float = 1.0
     multiplier: tuple[str, float] | None = None
     reduced: list[str] = field(default_factory=list)
@@ -98,13 +101,13 @@ def plan(name: str, cfg: dict) -> Plan:
         p.train = dict(zip(*[iter(shlex.split(PolicySpec.from_config(pol, RATIO, **dims).train_args))] * 2))
         p.train |= {"--gamma": str(pol["gamma"]), "--lr": str(pol["lr"]), "--eval-samples": str(pol["eval_samples"])}
         p.prune["--which"] = pol["which"]
-        p.knob, p.target = "--episodes", float(pol["episodes"])
+        p.knob, p.target, p.units = "--episodes", float(pol["episodes"]), EPISODE_UNITS
     if name == "asvd":  # the sensitivity search dominates: scale its windows, shorten the statistics pass
         s = section
-        p.knob, p.target = "--asvd-sens-samples", s["sens_samples"] * s["sens_seq_len"] / SEQ
-        p.prune |= {"--asvd-sens-seq-len": str(SEQ), "--calib-samples": str(UNITS[-1]), "--calib-seq-len": str(SEQ)}
+        p.knob, p.target, p.units = "--asvd-sens-samples", s["sens_samples"] * s["sens_seq_len"] / SEQ, EPISODE_UNITS
+        p.prune |= {"--asvd-sens-seq-len": str(SEQ), "--calib-samples": str(p.units[-1]), "--calib-seq-len": str(SEQ)}
         stats = f"{s['calib_samples']}x{s['calib_seq_len']}"
-        p.reduced.append(f"statistics {stats} -> {UNITS[-1]}x{SEQ} tokens, not scaled")
+        p.reduced.append(f"statistics {stats} -> {p.units[-1]}x{SEQ} tokens, not scaled")
     elif name == "llm-pruner":  # 10 x 64 tokens run as configured; with 2-4 layers none would be in first..L-last
         p.prune |= {"--llm-pruner-first": "0", "--llm-pruner-last": "0"}
         p.reduced.append(f"all layers pruned (paper: {section['first']}..L-{section['last']}): an upper bound")
@@ -157,7 +160,7 @@ def measure(p: Plan, shape: str, layers: list[int], device: str, rss_cap: float,
     """Every (layers, units) case of one method; stops at the first failure."""
     cases = {}
     for n_layers in layers:
-        for units in UNITS if p.knob else (1,):
+        for units in p.units if p.knob else (1,):
             prune_argv, train_argv = p.argv(units, shape, device)
             case = {"shape": shape, "layers": n_layers, "method": p.method, "device": device}
             row = run_case(case | {"prune_argv": prune_argv, "train_argv": train_argv}, rss_cap, timeout)
@@ -200,7 +203,7 @@ def summarize(p: Plan, cases: dict, offload: bool) -> dict:
 
 
 def _scaled(p: Plan) -> str:
-    parts = [f"{p.knob} {UNITS[0]},{UNITS[-1]} -> {p.target:g}"] if p.knob else ["as configured"]
+    parts = [f"{p.knob} {p.units[0]},{p.units[1]} -> {p.target:g}"] if p.knob else ["as configured"]
     if p.knob and p.knob != "--episodes":
         parts[0] += f" (windows of {SEQ} tokens)"
     if p.multiplier:
@@ -211,8 +214,8 @@ def _scaled(p: Plan) -> str:
 def table(results: dict, shape: str) -> str:
     """The Markdown table: measured, per layer, predicted at TARGET_LAYERS, beside the paper's Table 9(a)."""
     head = (
-        "| method | scaled (measured -> configured) | CPU-s L2 / L4 (measured) | CPU-s per layer (scaled) | "
-        f"pred. CPU-s {TARGET_LAYERS} layers | peak GB L2 / L4 (measured) | GB per layer | holds | "
+        "| method | scaled (measured -> configured) | CPU-s per layer count (measured) | CPU-s per layer (scaled) | "
+        f"pred. CPU-s {TARGET_LAYERS} layers | peak GB per layer count (measured) | GB per layer | holds | "
         "pred. peak fp32 GB | pred. peak bf16 GB | fits 24 GB (bf16) | paper T9(a) s, A100 |"
     )
     lines = [head, "|" + "---|" * head.count(" | ") + "---|"]
@@ -224,8 +227,8 @@ def table(results: dict, shape: str) -> str:
             continue
         units = max(c["units"] for c in r["cases"].values())
         top = [c for _, c in sorted((c["layers"], c) for c in r["cases"].values() if c["units"] == units)]
-        cpu = " / ".join(f"{c['cpu_s']:.1f}" for c in top)
-        mem = " / ".join(f"{_peak(c) / GB:.2f}" for c in top)
+        cpu = ", ".join(f"L{c['layers']}: {c['cpu_s']:.1f}" for c in top)
+        mem = ", ".join(f"L{c['layers']}: {_peak(c) / GB:.2f}" for c in top)
         lines.append(
             f"| {name} | {s['scaled']} | {cpu} | {s['seconds_per_layer']:.1f} | {s['pred_cpu_s']:.0f} | {mem} | "
             f"{s['bytes_per_layer'] / GB:.2f} | {s['holds']} | {s['pred_peak_fp32'] / GB:.1f} | "
@@ -250,6 +253,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--out", type=Path, help="write every case and the predictions as JSON")
     ap.add_argument("--rss-cap-gb", type=float, default=9.0, help="kill a case whose RSS passes this (default 9)")
     ap.add_argument("--timeout", type=float, default=1800.0, help="seconds per case before it is killed")
+    ap.add_argument("--resume", action="store_true", help="keep the methods --out already holds measured")
     args = ap.parse_args(argv)
     if len(set(args.layers)) != 2 or min(args.layers) < 1:
         ap.error(f"--layers needs two different positive counts, e.g. --layers 2 4 (got {args.layers})")
@@ -262,7 +266,10 @@ def main(argv: list[str] | None = None) -> int:
 
     cfg = paper_config()
     results = {}
-    for name in args.methods:
+    if args.resume and args.out and args.out.exists():  # a long run continued: its measured methods kept
+        done = json.loads(args.out.read_text())["methods"]
+        results = {n: r for n, r in done.items() if "error" not in r["summary"]}
+    for name in [n for n in args.methods if n not in results]:
         p = plan(name, cfg)
         cases = measure(p, args.shape, sorted(args.layers), args.device, args.rss_cap_gb * GB, args.timeout)
         results[name] = {"plan": p.__dict__, "cases": cases}
