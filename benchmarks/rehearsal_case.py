@@ -21,6 +21,7 @@ import resource
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -87,8 +88,33 @@ def random_calibration(vocab: int):
     return blocks
 
 
-def train_policy(model, train_argv: list[str], work: Path) -> str:
-    """``prunenet train`` on the in-memory model (the CLI's parser and config checks); returns the policy file."""
+class Clock:
+    """CPU and wall seconds summed over the ``with`` blocks it times (the method's work, model building excluded)."""
+
+    def __init__(self) -> None:
+        self.cpu = self.wall = 0.0
+
+    def __enter__(self) -> Clock:
+        self._cpu, self._wall = cpu_seconds(), time.perf_counter()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.cpu += cpu_seconds() - self._cpu
+        self.wall += time.perf_counter() - self._wall
+
+
+def build(config, device: str):
+    """The random-weight model (seed 0), in float32 on ``device``."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    torch.manual_seed(0)
+    return AutoModelForCausalLM.from_config(config, dtype=torch.float32).eval().to(device)
+
+
+def train_policy(make: Callable, train_argv: list[str], work: Path, clock: Clock) -> str:
+    """``prunenet train`` (the CLI's parser and config checks) on a model ``make`` builds, freed before training as
+    the train command frees it (the workflow prunes in a second process); returns the policy file."""
     from dataclasses import fields
 
     from prunenet.cli import build_parser
@@ -101,7 +127,12 @@ def train_policy(model, train_argv: list[str], work: Path) -> str:
     args = build_parser().parse_args(head + train_argv)
     cfg = TrainConfig(**{f.name: getattr(args, f.name) for f in fields(TrainConfig)})
     check_train_config(cfg)
-    trained = train_and_score(policy_task(model, cfg), cfg, "rehearsal", args.eval_samples, progress=False)
+    model = make()
+    with clock:
+        task = policy_task(model, cfg)
+    del model
+    with clock:
+        trained = train_and_score(task, cfg, "rehearsal", args.eval_samples, progress=False)
     save_policy(out, meta, trained.result.best, trained.result.last, trained.meta, eq3=cfg.eq3)
     return str(out)
 
@@ -109,7 +140,6 @@ def train_policy(model, train_argv: list[str], work: Path) -> str:
 def run_case(case: dict) -> dict:
     """Build the model, run the method as ``prunenet prune`` does, and measure it."""
     import torch
-    from transformers import AutoModelForCausalLM
 
     import prunenet.data
     from prunenet.cli import build_parser
@@ -118,30 +148,29 @@ def run_case(case: dict) -> dict:
     from prunenet.methods.pipeline import apply, check
 
     torch.set_num_threads(1)
-    cuda = case["device"].startswith("cuda")
+    device = case["device"]
+    cuda = device.startswith("cuda")
     method = METHODS.get(case["method"])
     base_rss = rss_bytes()
-    torch.manual_seed(0)
     config = model_config(case["shape"], case["layers"])
-    model = AutoModelForCausalLM.from_config(config, dtype=torch.float32).eval()
-    params = sum(p.numel() for p in model.parameters())
     prunenet.data.calibration_blocks = random_calibration(config.vocab_size)
     if cuda:
         torch.cuda.reset_peak_memory_stats()
-        model = model if method.offload else model.to(case["device"])  # as pipeline.compress places it
-    cpu0, wall0 = cpu_seconds(), time.perf_counter()
+    clock = Clock()
     with tempfile.TemporaryDirectory() as tmp:
         argv = list(case["prune_argv"])
         if method.needs_policy:
-            argv += ["--policy", train_policy(model, case["train_argv"], Path(tmp))]
-        args = build_parser().parse_args(argv)
-        request = check(case["method"], _prune_request(args))
-        pruned, _ = apply(method, model, None, request)
-    if cuda:
-        torch.cuda.synchronize()
+            argv += ["--policy", train_policy(lambda: build(config, device), case["train_argv"], Path(tmp), clock)]
+        model = build(config, "cpu" if method.offload else device)  # as pipeline.compress places it
+        params = sum(p.numel() for p in model.parameters())
+        with clock:
+            request = check(case["method"], _prune_request(build_parser().parse_args(argv)))
+            pruned, _ = apply(method, model, None, request)
+            if cuda:
+                torch.cuda.synchronize()
     out = {
-        "cpu_s": cpu_seconds() - cpu0,
-        "wall_s": time.perf_counter() - wall0,
+        "cpu_s": clock.cpu,
+        "wall_s": clock.wall,
         "params": params,
         "params_after": sum(p.numel() for p in pruned.parameters()),
         "weight_bytes_fp32": 4 * params,

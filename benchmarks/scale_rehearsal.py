@@ -191,7 +191,7 @@ def summarize(p: Plan, cases: dict, offload: bool) -> dict:
     pred = predict(seconds, memory, weights, TARGET_LAYERS, target, offload, mult)
     return {
         "seconds_per_layer": seconds.per_layer(target) * mult,
-        "bytes_per_layer": memory.per_layer(target),
+        "bytes_per_layer": memory.per_layer(max(p.units) if p.knob else 1),  # at the measured units
         "params_target": (weights(TARGET_LAYERS)) / 4,
         "holds": "one layer" if offload else "whole model",
         "pred_cpu_s": pred.seconds,
@@ -215,7 +215,7 @@ def table(results: dict, shape: str) -> str:
     """The Markdown table: measured, per layer, predicted at TARGET_LAYERS, beside the paper's Table 9(a)."""
     head = (
         "| method | scaled (measured -> configured) | CPU-s per layer count (measured) | CPU-s per layer (scaled) | "
-        f"pred. CPU-s {TARGET_LAYERS} layers | peak GB per layer count (measured) | GB per layer | holds | "
+        f"pred. CPU-s {TARGET_LAYERS} layers | peak GB per layer count (measured) | GB per layer (measured) | holds | "
         "pred. peak fp32 GB | pred. peak bf16 GB | fits 24 GB (bf16) | paper T9(a) s, A100 |"
     )
     lines = [head, "|" + "---|" * head.count(" | ") + "---|"]
