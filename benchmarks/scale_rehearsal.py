@@ -281,8 +281,8 @@ def main(argv: list[str] | None = None) -> int:
     if unmeasured:
         print(f"not measured: {', '.join(unmeasured)}")
     print(
-        f"CPU seconds of the method's work (getrusage); {TARGET_LAYERS}-layer predictions fitted on layers "
-        f"{sorted(args.layers)}; peak = fixed + per-layer x {TARGET_LAYERS} (whole model) or fixed + one layer "
+        f"CPU seconds of the method's work (getrusage); {TARGET_LAYERS}-layer predictions fitted on each row's "
+        f"two layer counts; peak = fixed + per-layer x {TARGET_LAYERS} (whole model) or fixed + one layer "
         "(layer by layer); bf16 halves the weights only"
     )
     from rehearsal_fit import Prediction
