@@ -269,9 +269,12 @@ def main(argv: list[str] | None = None) -> int:
     if args.resume and args.out and args.out.exists():  # a long run continued: its measured methods kept
         done = json.loads(args.out.read_text())["methods"]
         results = {n: r for n, r in done.items() if "error" not in r["summary"]}
-    for name in [n for n in args.methods if n not in results]:
+    for name in args.methods:
         p = plan(name, cfg)
-        cases = measure(p, args.shape, sorted(args.layers), args.device, args.rss_cap_gb * GB, args.timeout)
+        if name in results:  # measured before: its summary recomputed by this code
+            cases = results[name]["cases"]
+        else:
+            cases = measure(p, args.shape, sorted(args.layers), args.device, args.rss_cap_gb * GB, args.timeout)
         results[name] = {"plan": p.__dict__, "cases": cases}
         results[name]["summary"] = summarize(p, cases, METHODS.get(name).offload)
         if args.out:  # after every method: a long run that stops still leaves what it measured
