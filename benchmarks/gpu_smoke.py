@@ -1,6 +1,11 @@
 """One-shot smoke test of the CUDA path on tiny random-weight LLaMA-, OPT- and Phi-shaped models (< 5 min on one GPU).
 
     python benchmarks/gpu_smoke.py --tokenizer DIR --data-dir DIR [--device cuda] [--out DIR] [--families llama opt phi]
+    python benchmarks/gpu_smoke.py --rehearsal [--rehearsal-shape llama2-7b] [--rehearsal-layers 2 4] [--out DIR]
+
+``--rehearsal`` runs benchmarks/scale_rehearsal.py on the device instead (every method on random-weight models of
+the paper's widths, peak memory from ``torch.cuda.max_memory_allocated``; no tokenizer or data needed) and writes
+``rehearsal.json`` under ``--out`` when given.
 
 ``--tokenizer`` is any directory ``AutoTokenizer.from_pretrained`` loads (e.g. a SmolLM2 checkpoint),
 ``--data-dir`` the benchmark data laid out like ``../shared/data`` (only ``wikitext2/`` is read). Nothing
@@ -419,14 +424,32 @@ class Family:
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--tokenizer", required=True, help="a directory AutoTokenizer.from_pretrained loads (no download)")
-    ap.add_argument("--data-dir", required=True, help="benchmark data laid out like ../shared/data (wikitext2/)")
+    ap.add_argument("--tokenizer", help="a directory AutoTokenizer.from_pretrained loads (no download)")
+    ap.add_argument("--data-dir", help="benchmark data laid out like ../shared/data (wikitext2/)")
     ap.add_argument("--device", default="cuda", help="torch device (default cuda)")
     ap.add_argument("--out", default=None, help="scratch directory, kept (default: a temporary one, removed)")
     ap.add_argument("--families", nargs="+", choices=FAMILIES, default=list(FAMILIES))
     ap.add_argument("--sweep-method", default=None, help="method of the ppl sweep (default prunenet, else random)")
     ap.add_argument("--allow-cpu", action="store_true", help=argparse.SUPPRESS)  # development without a GPU only
-    return ap.parse_args(argv)
+    ap.add_argument("--rehearsal", action="store_true", help="run benchmarks/scale_rehearsal.py on the device instead")
+    ap.add_argument("--rehearsal-shape", choices=["llama2-7b", "phi-2", "tiny"], default="llama2-7b")
+    ap.add_argument("--rehearsal-layers", type=int, nargs=2, default=[2, 4], metavar="L")
+    args = ap.parse_args(argv)
+    if not args.rehearsal and (args.tokenizer is None or args.data_dir is None):
+        ap.error("the smoke test needs --tokenizer DIR and --data-dir DIR (or pass --rehearsal)")
+    return args
+
+
+def rehearsal(args: argparse.Namespace) -> int:
+    """The scale rehearsal on ``args.device`` (benchmarks/scale_rehearsal.py, its peak from the CUDA allocator)."""
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    import scale_rehearsal
+
+    argv = ["--device", args.device, "--shape", args.rehearsal_shape, "--layers", *map(str, args.rehearsal_layers)]
+    if args.out:
+        Path(args.out).mkdir(parents=True, exist_ok=True)
+        argv += ["--out", str(Path(args.out) / "rehearsal.json")]
+    return scale_rehearsal.main(argv)
 
 
 def wikitext_prefix(tokenizer, data_dir: str):
@@ -480,6 +503,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.device.startswith("cuda") and not torch.cuda.is_available():
         print(f"gpu_smoke: --device {args.device} but torch sees no CUDA device: pass --device cpu (development only)")
         return 2
+    if args.rehearsal:
+        return rehearsal(args)
     for path, what in ((Path(args.tokenizer), "--tokenizer"), (Path(args.data_dir) / "wikitext2", "--data-dir")):
         if not path.is_dir():
             print(f"gpu_smoke: {what}: {path} is not a directory")

@@ -19,7 +19,7 @@ from prunenet.slicing import prune_ffn
 from prunenet.stats import count_params
 from prunenet.structured.budget import group_params
 from prunenet.structured.groups import aggregate, attention_members, ffn_members, kept
-from prunenet.structured.taylor import gradients, member_scores, sample_loss, scored_params
+from prunenet.structured.taylor import Gradients, gradients, member_scores, sample_loss, scored_params
 from prunenet.surgery import slice_attention
 
 FAMILIES = ["llama", "opt", "phi"]
@@ -180,6 +180,58 @@ def test_fisher_diagonal_is_the_mean_squared_per_sample_gradient(tiny_model):
     expect += (stats.mean(b)[5] * b[5] - 0.5 * stats.fisher_mean(b)[5] * b[5] ** 2).abs()
     assert member_scores(m, stats, "element2")[5].item() == pytest.approx(expect.item(), rel=1e-12)
     assert all(p.grad is None for p in model.parameters())  # nothing left behind
+
+
+def _gradients_after_backward(model, blocks, params, fisher):
+    """The former path: each window's whole backward first, then every .grad added to the sums at once."""
+    stats = Gradients(params, fisher)
+    for p in model.parameters():
+        p.requires_grad_(p in set(stats.params))
+    for ids in blocks:
+        sample_loss(model, ids[None]).backward()
+        for p in stats.params:
+            g = p.grad.double()
+            stats.grad[p] += g
+            if fisher:
+                stats.fisher[p] += g * g
+            p.grad = None
+        stats.samples += 1
+    for p in model.parameters():
+        p.requires_grad_(True)
+    return stats
+
+
+@pytest.mark.parametrize("importance", ["element1", "element2"])
+def test_gradients_folded_in_hooks_equal_the_whole_backward_path(
+    tiny_model, tokenizer, data_dir, monkeypatch, importance
+):
+    """Folding each .grad into the sums in its post-accumulate hook (and freeing it) gives bit-identical sums, scores
+    and pruned model, and no two scored parameters hold a .grad at once."""
+    import prunenet.structured.taylor as taylor
+
+    model = tiny_model("llama")
+    layer = get_adapter(model).layers()[1]
+    members = ffn_members(model, layer) + attention_members(model, layer)
+    ids = _ids(model.config.vocab_size, (3, 12))
+    live = []
+    fold = taylor.Gradients.fold
+    counted = lambda s, p: live.append(sum(q.grad is not None for q in s.params)) or fold(s, p)  # noqa: E731
+    monkeypatch.setattr(taylor.Gradients, "fold", counted)
+    hooked = gradients(model, ids, scored_params(members), fisher=importance == "element2")
+    monkeypatch.setattr(taylor.Gradients, "fold", fold)
+    assert live and max(live) == 1  # only the parameter being folded has a gradient
+    whole = _gradients_after_backward(model, ids, scored_params(members), importance == "element2")
+    for p, q in zip(hooked.params, whole.params, strict=True):
+        assert torch.equal(hooked.grad[p], whole.grad[q])
+        if importance == "element2":
+            assert torch.equal(hooked.fisher[p], whole.fisher[q])
+    request = _request(data_dir, 0.3, importance=importance)
+    new, meta = apply(METHODS.get("llm-pruner"), copy.deepcopy(model), tokenizer, request)
+    monkeypatch.setattr(taylor, "gradients", _gradients_after_backward)
+    old, old_meta = apply(METHODS.get("llm-pruner"), copy.deepcopy(model), tokenizer, request)
+    assert meta["removed_kv_groups"] == old_meta["removed_kv_groups"]
+    assert new.state_dict().keys() == old.state_dict().keys()
+    assert all(torch.equal(v, old.state_dict()[k]) for k, v in new.state_dict().items())
 
 
 # ------------------------------------------------------------------------------------------------------- method

@@ -11,7 +11,9 @@ The paper scores a structure by ``|ΔL|``, either
 
 ``L`` is the mean next-token loss over all calibration samples; ``g`` its gradient (the mean of the per-sample
 gradients ``g_s``). Each sample gets its own backward pass, so ``g`` and the Fisher diagonal come from the same
-passes; only the weights being scored keep gradients.
+passes; only the weights being scored get gradients, and each is folded into the sums as soon as autograd has
+accumulated it (a post-accumulate-grad hook) and then freed, so the model's ``.grad`` tensors never all exist at
+once (what the sums hold, float64 per scored weight, still does).
 """
 
 from __future__ import annotations
@@ -37,14 +39,13 @@ class Gradients:
         self.fisher = {p: torch.zeros_like(p, dtype=torch.float64) for p in self.params} if fisher else None
         self.samples = 0
 
-    def add(self) -> None:
-        """Accumulate the gradients currently in ``.grad`` (one sample's)."""
-        for p in self.params:
-            g = p.grad.double()
-            self.grad[p] += g
-            if self.fisher is not None:
-                self.fisher[p] += g * g
-        self.samples += 1
+    def fold(self, p: torch.Tensor) -> None:
+        """Add ``p``'s gradient (one sample's) to the sums and free it: a post-accumulate-grad hook."""
+        g = p.grad.double()
+        self.grad[p] += g
+        if self.fisher is not None:
+            self.fisher[p] += g * g
+        p.grad = None
 
     def mean(self, p: nn.Parameter) -> torch.Tensor:
         return self.grad[p] / self.samples
@@ -66,19 +67,21 @@ def gradients(model: nn.Module, blocks: torch.Tensor, params: Iterable[nn.Parame
     wanted = set(stats.params)
     was = {p: p.requires_grad for p in model.parameters()}
     training = model.training
+    hooks = []
     model.eval()  # no dropout: the loss the pruned model is judged by
     try:
         for p in model.parameters():
             p.requires_grad_(p in wanted)
             p.grad = None
+        hooks += [p.register_post_accumulate_grad_hook(stats.fold) for p in stats.params]
         device = next(model.parameters()).device
         for ids in blocks:
             loss = sample_loss(model, ids[None].to(device))
             loss.backward()
-            stats.add()
-            for p in stats.params:
-                p.grad = None
+            stats.samples += 1
     finally:
+        for hook in hooks:
+            hook.remove()
         for p, flag in was.items():
             p.requires_grad_(flag)
         model.train(training)

@@ -1,0 +1,194 @@
+"""One case of the scale rehearsal (benchmarks/scale_rehearsal.py), run in its own process.
+
+    python benchmarks/rehearsal_case.py CASE.json OUT.json
+
+CASE.json: shape, layers, method, device, and the ``prunenet prune`` (and, for a policy method, ``prunenet
+train``) argument lists the parent built from the config. The case builds a random-weight model of that shape with
+transformers' own config class, replaces the calibration corpus by seeded random token ids (this measures cost, not
+quality), and runs the method through the CLI's own parser, request builder, :func:`prunenet.methods.pipeline.check`
+and :func:`prunenet.methods.pipeline.apply` (what ``prunenet prune`` runs between loading and saving). It writes the
+CPU seconds and wall seconds of that work, the process's RSS before the model and at its peak, the model's size
+and, on CUDA, ``torch.cuda.max_memory_allocated``.
+
+Why a process per case: ``ru_maxrss`` is a process's peak, so each case gets a fresh one.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import resource
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+# Transformers' config arguments per shape (LLaMA-2-7B and Phi-2 as published; tiny for the tests).
+SHAPES: dict[str, tuple[str, dict]] = {
+    "llama2-7b": (
+        "LlamaConfig",
+        dict(
+            hidden_size=4096,
+            intermediate_size=11008,
+            num_attention_heads=32,
+            num_key_value_heads=32,
+            vocab_size=32000,
+        ),
+    ),
+    "phi-2": (
+        "PhiConfig",
+        dict(
+            hidden_size=2560,
+            intermediate_size=10240,
+            num_attention_heads=32,
+            vocab_size=51200,
+            partial_rotary_factor=0.4,
+        ),
+    ),
+    "tiny": (
+        "LlamaConfig",
+        dict(hidden_size=64, intermediate_size=160, num_attention_heads=4, num_key_value_heads=4, vocab_size=256),
+    ),
+}
+
+
+def model_config(shape: str, layers: int):
+    """The transformers config of ``shape`` with ``layers`` decoder layers."""
+    import transformers
+
+    cls, kwargs = SHAPES[shape]
+    return getattr(transformers, cls)(num_hidden_layers=layers, max_position_embeddings=4096, **kwargs)
+
+
+def rss_bytes() -> int:
+    """This process's resident set now (``ru_maxrss`` only gives the peak)."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) * 1024
+    return 0
+
+
+def cpu_seconds() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+def random_calibration(vocab: int):
+    """A stand-in for :func:`prunenet.data.calibration_blocks`: seeded random token ids of the asked shape."""
+    import torch
+
+    def blocks(tokenizer, dataset="wikitext2", data_dir=None, n_samples=1, seq_len=2, seed=0):
+        gen = torch.Generator().manual_seed(int(seed))
+        return torch.randint(0, vocab, (int(n_samples), int(seq_len)), generator=gen)
+
+    return blocks
+
+
+class Clock:
+    """CPU and wall seconds summed over the ``with`` blocks it times (the method's work, model building excluded)."""
+
+    def __init__(self) -> None:
+        self.cpu = self.wall = 0.0
+
+    def __enter__(self) -> Clock:
+        self._cpu, self._wall = cpu_seconds(), time.perf_counter()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.cpu += cpu_seconds() - self._cpu
+        self.wall += time.perf_counter() - self._wall
+
+
+def build(config, device: str):
+    """The random-weight model (seed 0), in float32 on ``device``."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    torch.manual_seed(0)
+    return AutoModelForCausalLM.from_config(config, dtype=torch.float32).eval().to(device)
+
+
+def train_policy(make: Callable, train_argv: list[str], work: Path, clock: Clock) -> str:
+    """``prunenet train`` (the CLI's parser and config checks) on a model ``make`` builds, freed before training as
+    the train command frees it (the workflow prunes in a second process); returns the policy file."""
+    from dataclasses import fields
+
+    from prunenet.cli import build_parser
+    from prunenet.policy import save_policy
+    from prunenet.policy_training import check_train_config, policy_task, train_and_score
+    from prunenet.training import TrainConfig
+
+    out, meta = work / "policy.safetensors", work / "policy.json"
+    head = ["train", "--model", "rehearsal", "--out", str(out), "--meta-out", str(meta)]
+    args = build_parser().parse_args(head + train_argv)
+    cfg = TrainConfig(**{f.name: getattr(args, f.name) for f in fields(TrainConfig)})
+    check_train_config(cfg)
+    model = make()
+    with clock:
+        task = policy_task(model, cfg)
+    del model
+    with clock:
+        trained = train_and_score(task, cfg, "rehearsal", args.eval_samples, progress=False)
+    save_policy(out, meta, trained.result.best, trained.result.last, trained.meta, eq3=cfg.eq3)
+    return str(out)
+
+
+def run_case(case: dict) -> dict:
+    """Build the model, run the method as ``prunenet prune`` does, and measure it."""
+    import torch
+
+    import prunenet.data
+    from prunenet.cli import build_parser
+    from prunenet.commands import _prune_request
+    from prunenet.methods import METHODS
+    from prunenet.methods.pipeline import apply, check
+
+    torch.set_num_threads(1)
+    device = case["device"]
+    cuda = device.startswith("cuda")
+    method = METHODS.get(case["method"])
+    base_rss = rss_bytes()
+    config = model_config(case["shape"], case["layers"])
+    prunenet.data.calibration_blocks = random_calibration(config.vocab_size)
+    if cuda:
+        torch.cuda.reset_peak_memory_stats()
+    clock = Clock()
+    with tempfile.TemporaryDirectory() as tmp:
+        argv = list(case["prune_argv"])
+        if method.needs_policy:
+            argv += ["--policy", train_policy(lambda: build(config, device), case["train_argv"], Path(tmp), clock)]
+        model = build(config, "cpu" if method.offload else device)  # as pipeline.compress places it
+        params = sum(p.numel() for p in model.parameters())
+        with clock:
+            request = check(case["method"], _prune_request(build_parser().parse_args(argv)))
+            pruned, _ = apply(method, model, None, request)
+            if cuda:
+                torch.cuda.synchronize()
+    out = {
+        "cpu_s": clock.cpu,
+        "wall_s": clock.wall,
+        "params": params,
+        "params_after": sum(p.numel() for p in pruned.parameters()),
+        "weight_bytes_fp32": 4 * params,
+        "base_rss": base_rss,
+        "peak_rss": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
+    }
+    if cuda:
+        out["peak_cuda"] = torch.cuda.max_memory_allocated()
+    return out
+
+
+def main(argv: list[str]) -> int:
+    os.environ["PRUNENET_MLFLOW"] = "0"
+    os.environ.setdefault("TQDM_DISABLE", "1")
+    case = json.loads(Path(argv[0]).read_text())
+    Path(argv[1]).write_text(json.dumps(run_case(case)))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

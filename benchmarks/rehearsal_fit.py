@@ -1,0 +1,92 @@
+"""The scale rehearsal's arithmetic: fit cost against layers (and a linear setting), extrapolate, judge the fit.
+
+Model: a measured cost y (CPU seconds, peak bytes) at L decoder layers and n units of a setting the method's cost
+is linear in (calibration windows, policy episodes) is y = a + b·L + c·n + d·L·n, fitted exactly from 2 × 2
+measurements (or y = a + b·L from two layer counts when nothing is scaled). Why bilinear: a per-layer cost that
+itself grows with the calibration tokens (a layer's forward pass) is d, work done once per layer whatever the
+tokens (an SVD, an eigendecomposition) is b, so scaling a setting up does not also scale the work it does not drive.
+
+Peak memory on the device: a whole-model method holds every layer (fixed + per-layer × L, at L = 32); a
+layer-by-layer method (``Method.offload``) holds one (fixed + one layer, at L = 1). bfloat16: the weights take half
+their float32 bytes; the method's own working memory is kept at its float32 size (statistics in float32: an
+upper bound).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+GB = 10**9
+FIT_LIMIT = 24 * GB  # "a 24 GB GPU", read as 24·10⁹ bytes (a 24 GiB card has 7 % more)
+
+
+@dataclass(frozen=True)
+class Bilinear:
+    """y = a + b·L + c·n + d·L·n."""
+
+    a: float
+    b: float
+    c: float = 0.0
+    d: float = 0.0
+
+    def __call__(self, layers: float, n: float = 1.0) -> float:
+        return self.a + self.b * layers + self.c * n + self.d * layers * n
+
+    def per_layer(self, n: float = 1.0) -> float:
+        """What one more layer costs at ``n`` units."""
+        return self.b + self.d * n
+
+
+def fit(points: dict[tuple[int, float], float]) -> Bilinear:
+    """The exact fit through (layers, n) -> y at two layer counts and one or two values of n."""
+    layers = sorted({p[0] for p in points})
+    ns = sorted({p[1] for p in points})
+    if len(layers) != 2 or len(ns) > 2 or len(points) != len(layers) * len(ns):
+        raise ValueError(f"need a full grid of 2 layer counts x 1 or 2 values of n, got {sorted(points)}")
+    (l1, l2) = layers
+
+    def line(n: float) -> tuple[float, float]:  # (intercept, slope) in L at n
+        slope = (points[(l2, n)] - points[(l1, n)]) / (l2 - l1)
+        return points[(l1, n)] - slope * l1, slope
+
+    if len(ns) == 1:
+        return Bilinear(*line(ns[0]))
+    (n1, n2) = ns
+    (i1, s1), (i2, s2) = line(n1), line(n2)
+    c, d = (i2 - i1) / (n2 - n1), (s2 - s1) / (n2 - n1)
+    return Bilinear(i1 - c * n1, s1 - d * n1, c, d)
+
+
+@dataclass(frozen=True)
+class Prediction:
+    """One method's extrapolation to the target model (``layers`` decoder layers, ``n`` units of its setting)."""
+
+    seconds: float  # CPU seconds of the method's work, times its multiplier (e.g. LLM Surgeon's shots)
+    peak_fp32: float  # bytes on the device with float32 weights
+    peak_bf16: float  # bytes with bfloat16 weights (working memory kept at float32 size)
+
+    @property
+    def fits(self) -> bool:
+        return self.peak_bf16 <= FIT_LIMIT
+
+
+def predict(
+    seconds: Bilinear,
+    memory: Bilinear,
+    weights: Bilinear,
+    layers: int,
+    n: float,
+    layer_by_layer: bool,
+    multiplier: float = 1.0,
+) -> Prediction:
+    """Extrapolate to ``layers`` layers and ``n`` units. ``memory``: peak bytes above the process's footprint
+    before the model (weights included); ``weights``: float32 weight bytes against layers."""
+    held = 1 if layer_by_layer else layers
+    fp32 = memory(held, n)
+    return Prediction(multiplier * seconds(layers, n), fp32, fp32 - weights(held) / 2)
+
+
+def headline(predictions: dict[str, Prediction], shape_label: str) -> str:
+    """The last printed line: how many measured methods are predicted to fit a 24 GB GPU in bfloat16."""
+    fit_ = sum(p.fits for p in predictions.values())
+    return f"methods predicted to fit 24 GB at {shape_label} bf16: {fit_} of {len(predictions)}"

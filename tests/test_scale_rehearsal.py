@@ -1,0 +1,112 @@
+"""benchmarks/scale_rehearsal.py: its extrapolation arithmetic by hand, the settings it reads from paper.yaml, an end
+to end run on the tiny shape, the headline, and gpu_smoke.py's ``--rehearsal`` argument handling (no GPU here)."""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+import gpu_smoke  # noqa: E402
+import scale_rehearsal  # noqa: E402
+from rehearsal_fit import FIT_LIMIT, Prediction, fit, headline, predict  # noqa: E402
+
+PAPER = yaml.safe_load((ROOT / "config/paper.yaml").read_text())
+HEADLINE = re.compile(r"^methods predicted to fit 24 GB at (?P<shape>.+) bf16: (?P<k>\d+) of (?P<n>\d+)$")
+
+
+def test_fit_and_prediction_match_a_hand_computation():
+    # memory (bytes) at (layers, units): n=1: 10 at L2, 14 at L4 -> 6 + 2L; n=2: 12, 18 -> 6 + 3L
+    memory = fit({(2, 1): 10.0, (4, 1): 14.0, (2, 2): 12.0, (4, 2): 18.0})
+    assert (memory.a, memory.b, memory.c, memory.d) == pytest.approx((6, 1, 0, 1))  # 6 + L + 0·n + L·n
+    seconds = fit({(2, 1): 5.0, (4, 1): 9.0})  # no linear setting: 1 + 2L
+    assert (seconds.a, seconds.b) == pytest.approx((1, 2))
+    weights = fit({(2, 1): 4.0, (4, 1): 6.0})  # 2 + L
+    whole = predict(seconds, memory, weights, 32, 10, layer_by_layer=False, multiplier=3)
+    assert whole.seconds == pytest.approx(3 * (1 + 64))
+    assert whole.peak_fp32 == pytest.approx(6 + 32 + 320)
+    assert whole.peak_bf16 == pytest.approx(358 - 34 / 2)  # the 32 layers' weights at half their bytes
+    one = predict(seconds, memory, weights, 32, 10, layer_by_layer=True)
+    assert one.peak_fp32 == pytest.approx(6 + 1 + 10)  # fixed + one layer at 10 units
+    assert one.peak_bf16 == pytest.approx(17 - 3 / 2)
+    assert memory.per_layer(10) == pytest.approx(11)
+
+
+def test_fit_refuses_an_incomplete_grid():
+    with pytest.raises(ValueError, match="full grid"):
+        fit({(2, 1): 1.0, (4, 1): 2.0, (2, 2): 3.0})
+
+
+def test_headline_counts_methods_at_or_under_24_gb():
+    preds = {
+        "a": Prediction(1.0, 0.0, FIT_LIMIT),
+        "b": Prediction(1.0, 0.0, FIT_LIMIT + 1),
+        "c": Prediction(1.0, 0.0, 1e9),
+    }
+    line = headline(preds, "LLaMA-2-7B")
+    assert line == "methods predicted to fit 24 GB at LLaMA-2-7B bf16: 2 of 3"
+    assert HEADLINE.match(line)
+
+
+def test_plans_read_paper_yaml_settings():
+    cfg = scale_rehearsal.paper_config()
+    slice_ = scale_rehearsal.plan("slicegpt", cfg)
+    s = PAPER["slicegpt"]
+    assert slice_.knob == "--calib-samples" and slice_.target == s["calib_samples"] * s["calib_seq_len"] / 128
+    assert slice_.prune["--slicegpt-budget"] == s["budget"]
+    surgeon = scale_rehearsal.plan("llm-surgeon", cfg)
+    assert surgeon.multiplier == ("--llm-surgeon-shots", PAPER["llm-surgeon"]["shots"])
+    assert surgeon.prune["--llm-surgeon-shots"] == "1" and surgeon.prune["--llm-surgeon-structures"] == "ffn+attention"
+    pol = scale_rehearsal.plan("prunenet", cfg)
+    assert pol.knob == "--episodes" and pol.target == PAPER["policy"]["episodes"]
+    assert pol.train["--ratio"] == "0.3" and pol.train["--penalty"] == PAPER["policy"]["penalty"]
+    prune_argv, train_argv = pol.argv(2, "tiny", "cpu")
+    assert train_argv[train_argv.index("--episodes") + 1] == "2"
+
+
+def test_end_to_end_on_the_tiny_shape(tmp_path):
+    out = tmp_path / "r.json"
+    cmd = [sys.executable, str(ROOT / "benchmarks/scale_rehearsal.py"), "--shape", "tiny", "--methods", "random"]
+    res = subprocess.run(cmd + ["llm-pruner", "--out", str(out)], capture_output=True, text=True, timeout=600)
+    assert res.returncode == 0, res.stderr[-3000:]
+    lines = res.stdout.strip().splitlines()
+    m = HEADLINE.match(lines[-1])
+    assert m and m["shape"] == "tiny" and m["n"] == "2", lines[-1]
+    data = json.loads(out.read_text())["methods"]
+    # tiny LlamaConfig: embeddings and head 256x64 each; per layer q,k,v,o 64x64, gate/up/down 64x160, two norms
+    per_layer = 4 * 64 * 64 + 3 * 64 * 160 + 2 * 64
+    for name in ("random", "llm-pruner"):
+        cases = data[name]["cases"]
+        assert set(cases) == {"L2-n1", "L4-n1"}  # neither scales a setting
+        for c in cases.values():
+            assert c["params"] == 2 * 256 * 64 + 64 + c["layers"] * per_layer
+            assert c["params_after"] < c["params"]  # the method pruned
+            assert c["cpu_s"] > 0 and c["peak_rss"] > c["base_rss"]
+        assert data[name]["summary"]["params_target"] == pytest.approx(2 * 256 * 64 + 64 + 32 * per_layer)
+    assert "| llm-pruner | as configured; all layers pruned" in res.stdout
+
+
+def test_gpu_smoke_rehearsal_arguments(monkeypatch, tmp_path, capsys):
+    with pytest.raises(SystemExit) as exc:
+        gpu_smoke.parse_args([])
+    assert exc.value.code == 2 and "--tokenizer DIR and --data-dir DIR (or pass --rehearsal)" in capsys.readouterr().err
+    seen = []
+    monkeypatch.setattr(scale_rehearsal, "main", lambda argv: seen.append(argv) or 0)
+    args = ["--rehearsal", "--rehearsal-shape", "tiny", "--rehearsal-layers", "1", "3", "--out", str(tmp_path)]
+    assert gpu_smoke.main([*args, "--device", "cpu", "--allow-cpu"]) == 0
+    want = ["--device", "cpu", "--shape", "tiny", "--layers", "1", "3", "--out", str(tmp_path / "rehearsal.json")]
+    assert seen == [want]
+    import torch
+
+    if not torch.cuda.is_available():  # here: refused in one line before anything runs
+        assert gpu_smoke.main(["--rehearsal"]) == 2
+        assert "torch sees no CUDA device" in capsys.readouterr().out
+        assert len(seen) == 1
