@@ -12,7 +12,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from ..choices import BUDGETS, DEFAULT_STATE, DEFAULT_WHICH
+from ..choices import ATTENTION_STATES, BUDGETS, DEFAULT_STATE, DEFAULT_WHICH, UPDATES
 from ..errors import PruneNetError
 from ..ratios import RatioSpec
 
@@ -220,6 +220,17 @@ class Method:
             if not self.budget:
                 raise ValueError(f"method {self.name!r}: a nominal ratio needs budget=True")
             object.__setattr__(self, "options", (budget_option(self.nominal), *self.options))
+
+    def fixed_policy(self) -> dict[str, str]:
+        """The policy dimensions this method's trainer fixes whatever the config says: its state, and for an
+        attention state the paper's update (the released loop trains FFN rows only, so ``policy.update: official``,
+        config/official.yaml, would make its train job fail: prunenet.released.check_config)."""
+        if not self.policy_state:
+            return {}
+        fixed = {"state": self.policy_state}
+        if self.policy_state in ATTENTION_STATES:
+            fixed["update"] = UPDATES[0]
+        return fixed
 
     def own_options(self, request: PruneRequest) -> dict[str, Any]:
         """The method's option values in ``request``, ``budget`` excluded: what its algorithm reads (the budget is

@@ -183,8 +183,7 @@ def setting(method, ratio, train_ratio=None, calib=None, **policy):
         return NO_SETTING
     if train_ratio is None:
         train_ratio = RatioSpec.from_tag(ratio).mean if POL["train_ratio"] == "same" else POL["train_ratio"]
-    if spec.policy_state:  # e.g. prunenet-attention's policy is trained on q/k/v (state qkv)
-        policy = {"state": spec.policy_state} | policy
+    policy = spec.fixed_policy() | policy  # e.g. prunenet-attention's: state qkv, the paper's update
     return policy_id(train_ratio, **policy)
 
 
