@@ -12,7 +12,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from ..choices import ATTENTION_STATES, BUDGETS, DEFAULT_STATE, DEFAULT_WHICH, UPDATES
+from ..choices import ATTENTION_STATES, BUDGETS, DEFAULT_STATE, DEFAULT_WHICH, OBJECTIVES, UPDATES
 from ..errors import PruneNetError
 from ..ratios import RatioSpec
 
@@ -223,13 +223,14 @@ class Method:
 
     def fixed_policy(self) -> dict[str, str]:
         """The policy dimensions this method's trainer fixes whatever the config says: its state, and for an
-        attention state the paper's update (the released loop trains FFN rows only, so ``policy.update: official``,
-        config/official.yaml, would make its train job fail: prunenet.released.check_config)."""
+        attention state the paper's objective and update (the attention trainer has no other, and the released loop
+        trains FFN rows only: with config/official.yaml's values its train job would fail,
+        prunenet.attention_policy.check_config and prunenet.released.check_config)."""
         if not self.policy_state:
             return {}
         fixed = {"state": self.policy_state}
         if self.policy_state in ATTENTION_STATES:
-            fixed["update"] = UPDATES[0]
+            fixed |= {"objective": OBJECTIVES[0], "update": UPDATES[0]}
         return fixed
 
     def own_options(self, request: PruneRequest) -> dict[str, Any]:
