@@ -44,8 +44,9 @@ def apply(method: Method, model: nn.Module, tokenizer: Any, request: PruneReques
     ratio alone, which the method reads as its release does (:attr:`Method.nominal`); the latter is recorded.
     """
     if method.budget:
-        model, own = method.run(model, tokenizer, request, budget(method, model, request))
-        if request.nominal(method):
+        size = budget(method, model, request)
+        model, own = method.run(model, tokenizer, request, size)
+        if size.nominal:
             own = own | {"budget": "ratio"}
     else:
         model, own = method.run(model, tokenizer, request)
