@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from filelock import FileLock
 from transformers import AutoModelForCausalLM, LlamaConfig, OPTConfig, PhiConfig
 
 from prunenet.models import load_model, materialize
@@ -18,6 +19,28 @@ from prunenet.models import load_model, materialize
 ROOT = Path(__file__).resolve().parents[1]
 DATA_DIR = Path(os.environ.get("PRUNENET_DATA_DIR", ROOT.parent / "shared" / "data"))
 CACHE = Path(os.environ.get("PRUNENET_TEST_CACHE", Path.home() / ".cache" / "prunenet-tests"))
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Under pytest-xdist (pyproject's ``-n auto``) each worker gets its share of the cores: two workers with two
+    OpenMP threads each on a 2-core machine spin against each other (~10x slower than one thread each)."""
+    workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+    torch.set_num_threads(max(1, (os.cpu_count() or 1) // workers))
+
+
+@pytest.fixture(scope="session", autouse=True)
+def mlflow_store(tmp_path_factory) -> Path:
+    """Commands called in-process log to this session's own MLflow store, not to the checkout's
+    results/mlflow.db: parallel workers never share one sqlite file and the suite leaves the tree clean.
+    (Snakemake runs drop the variable and use their workdir's store.)"""
+    db = tmp_path_factory.mktemp("mlflow") / "mlflow.db"
+    previous = os.environ.get("MLFLOW_TRACKING_URI")
+    os.environ["MLFLOW_TRACKING_URI"] = f"sqlite:///{db}"
+    yield db
+    if previous is None:
+        os.environ.pop("MLFLOW_TRACKING_URI", None)
+    else:
+        os.environ["MLFLOW_TRACKING_URI"] = previous
 
 
 @pytest.fixture(scope="session")
@@ -31,8 +54,10 @@ def data_dir() -> Path:
 def smollm2_dir() -> Path:
     """The embedded SmolLM2-135M as a local safetensors checkpoint (dequantized once, then cached)."""
     path = CACHE / "smollm2-135m"
-    if not (path / "config.json").is_file():
-        materialize("smollm2-135m", path)
+    CACHE.mkdir(parents=True, exist_ok=True)
+    with FileLock(f"{path}.lock"):  # pytest-xdist workers share the cache: one dequantizes, the others wait
+        if not (path / "config.json").is_file():
+            materialize("smollm2-135m", path)
     return path
 
 
