@@ -119,8 +119,9 @@ def _check_ks_and_resolution(section: str, run_md: str) -> None:
         assert (d, p) == (ks[1], ks[2])
     ranges = [(lo, hi) for lo, hi in re.findall(rf"is ({N})–({N}) points with", run_md)]
     whole = (min(ranges, key=lambda r: _num(r[0]))[0], max(ranges, key=lambda r: _num(r[1]))[1])
-    for sentence in re.findall(r"detectable at 80 % power[^.]*", re.sub(r"\s+", " ", section)):
-        for lo, hi in re.findall(rf"({N})–({N})", sentence):
+    flat = re.sub(r"\s+", " ", section)
+    for at in [m.end() for m in re.finditer("detectable at 80 % power", flat)]:
+        for lo, hi in re.findall(rf"({N})–({N})", flat[at : at + 80]):  # the ranges that follow the phrase
             assert (lo, hi) in [*ranges, whole], (lo, hi, ranges)
 
 
