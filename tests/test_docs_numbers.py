@@ -117,7 +117,7 @@ def _check_ks_and_resolution(section: str, run_md: str) -> None:
     ks = re.search(rf"D = ({N}), p = ({N})", run_md)
     for d, p in re.findall(rf"D = ({N}), p = ({N})", section):
         assert (d, p) == (ks[1], ks[2])
-    ranges = [(lo, hi) for lo, hi in re.findall(rf"is ({N})–({N}) points with", run_md)]
+    ranges = [(lo, hi) for lo, hi in re.findall(rf"({N})–({N}) points with", run_md)]
     whole = (min(ranges, key=lambda r: _num(r[0]))[0], max(ranges, key=lambda r: _num(r[1]))[1])
     flat = re.sub(r"\s+", " ", section)
     for at in [m.end() for m in re.finditer("detectable at 80 % power", flat)]:
