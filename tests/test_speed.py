@@ -100,11 +100,15 @@ def test_table9_speedups_are_ratios_to_dense(tmp_path):
     for b in (1, 2):
         row = df[(df.method == "prunenet") & (df.batch_size == b)].iloc[0]
         d, p = dres.cells[f"b{b}"], pres.cells[f"b{b}"]
-        assert row["decode_speedup"] == pytest.approx(p["decode_tok_s"]["median"] / d["decode_tok_s"]["median"], 1e-4)
-        assert row["prefill_speedup"] == pytest.approx(
-            p["prefill_tok_s"]["median"] / d["prefill_tok_s"]["median"], 1e-4
+        # the CSV keeps 3 decimals: a measured ratio of 0.337 is 0.33696 to within half of its last digit
+        rounded = {"rel": 1e-4, "abs": 5e-4}
+        assert row["decode_speedup"] == pytest.approx(
+            p["decode_tok_s"]["median"] / d["decode_tok_s"]["median"], **rounded
         )
-        assert row["ideal_speedup"] == pytest.approx(dres.flops_per_token / pres.flops_per_token, 1e-4)
+        assert row["prefill_speedup"] == pytest.approx(
+            p["prefill_tok_s"]["median"] / d["prefill_tok_s"]["median"], **rounded
+        )
+        assert row["ideal_speedup"] == pytest.approx(dres.flops_per_token / pres.flops_per_token, **rounded)
         assert row["compress_seconds"] == pytest.approx(12.5)  # policy training + slicing
         assert df[(df.method == "dense") & (df.batch_size == b)]["decode_speedup"].iloc[0] == pytest.approx(1.0)
     assert "(a) Compression time" in (tmp_path / "t9.md").read_text()
