@@ -106,3 +106,26 @@ def test_a_lazy_cycle_inside_one_layer_breaks_the_acyclic_contract(tmp_path):
     assert result.returncode != 0
     assert "1 kept, 1 broken" in result.stdout
     assert {"prunenet.depth", "prunenet.layer_merge"} in cycles(import_graph(root / "prunenet"))
+
+
+def oversized(package: Path, max_module: int = 350, max_function: int = 60) -> list[str]:
+    """Modules over ``max_module`` lines and functions over ``max_function`` lines (issue #25's size limits)."""
+    found = []
+    for path in sorted(package.rglob("*.py")):
+        source = path.read_text()
+        if (n := source.count("\n")) > max_module:
+            found.append(f"{path.relative_to(package.parent)}: {n} lines")
+        for node in ast.walk(ast.parse(source)):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                if (n := node.end_lineno - node.lineno + 1) > max_function:
+                    found.append(f"{path.relative_to(package.parent)}:{node.lineno} {node.name}: {n} lines")
+    return found
+
+
+def test_modules_and_functions_stay_small(tmp_path):
+    """No module over 350 lines, no function over 60, in the package; a planted long function is found."""
+    assert oversized(ROOT / "prunenet") == []
+    planted = tmp_path / "pkg"
+    planted.mkdir()
+    (planted / "m.py").write_text("def f():\n" + "    x = 1\n" * 60)
+    assert oversized(planted) == ["pkg/m.py:1 f: 61 lines"]
