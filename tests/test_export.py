@@ -135,7 +135,7 @@ def test_refusals_are_one_line_before_any_weight_loads(tok, tmp_path, capsys, mo
 
 
 def _llama_cpp():
-    """Skipped where llama-cpp-python is missing (CI does not install it yet: docs/export.md), with how to install."""
+    """Skipped where llama-cpp-python is missing (the README's test command installs it: docs/export.md)."""
     return pytest.importorskip("llama_cpp", reason="llama-cpp-python not installed: bash envs/install.sh llamacpp")
 
 
