@@ -190,3 +190,47 @@ def test_speed_cli_measures_the_gguf_in_llama_cpp(per_layer, tmp_path):
     assert len(cell["decode_tok_s"]["values"]) == 2 and min(cell["decode_tok_s"]["values"]) > 0
     assert cell["prefill_tok_s"]["median"] > 0
     assert cli.main(["speed", "--backend", "llamacpp", "--model", str(per_layer), "--out", str(out)]) == 2
+
+
+def test_block_nll_equals_cross_entropy():
+    """llama.cpp's logits are scored by a numpy log-softmax; ground truth: torch's cross-entropy."""
+    from prunenet.evaluation.ppl_llamacpp import block_nll
+
+    g = torch.Generator().manual_seed(0)
+    logits, ids = 30 * torch.randn(9, 50, generator=g), torch.randint(0, 50, (9,), generator=g)
+    expected = torch.nn.functional.cross_entropy(logits[:-1].double(), ids[1:]).item()
+    assert block_nll(logits.numpy(), ids.tolist()) == pytest.approx(expected, rel=1e-12)
+
+
+def test_llama_cpp_perplexity_equals_pytorch_on_the_same_blocks(per_layer, tmp_path, data_dir):
+    """f32 weights and KV cache: llama.cpp gives PyTorch's per-block NLL on the pipeline's blocks."""
+    _llama_cpp()
+    from prunenet.data import load_texts
+    from prunenet.evaluation.ppl import perplexity
+    from prunenet.evaluation.ppl_llamacpp import perplexities_gguf
+
+    gx.export(gx.plan(per_layer, "f32"), tmp_path / "m.gguf")
+    model, tok = load_model(str(per_layer), dtype="float32")
+    expected = perplexity(model, tok, load_texts("wikitext2", "test", data_dir), 32, 3)
+    got = perplexities_gguf(tmp_path / "m.gguf", per_layer, ["wikitext2"], data_dir, 32, 3, cache_type="f32")
+    got = got["wikitext2"]
+    assert got["n_blocks"] == 3 and got["n_tokens"] == expected["n_tokens"]
+    assert got["block_nll"] == pytest.approx(expected["block_nll"], abs=1e-4)
+    assert got["ppl"] == pytest.approx(expected["ppl"], rel=1e-4)
+
+
+def test_evaluate_cli_computes_perplexity_in_llama_cpp(per_layer, tmp_path, data_dir):
+    _llama_cpp()
+    gx.export(gx.plan(per_layer, "f16"), tmp_path / "m.gguf")
+    out = tmp_path / "eval.json"
+    args = ["evaluate", "--backend", "llamacpp", "--model", str(tmp_path / "m.gguf"), "--out", str(out)]
+    args += ["--data-dir", str(data_dir), "--ppl-seq-len", "32", "--ppl-blocks", "2"]
+    assert cli.main([*args, "--tasks"]) == 2 and not out.exists()  # no --tokenizer: refused before any work
+    args += ["--tokenizer", str(per_layer)]
+    assert cli.main([*args, "--tasks", "piqa"]) == 2 and not out.exists()  # perplexity only
+    assert cli.main([*args, "--tasks"]) == 0
+    result = json.loads(out.read_text())
+    assert result["backend"] == "llamacpp" and result["dtype"] == "f16"
+    assert result["file_bytes"] == (tmp_path / "m.gguf").stat().st_size
+    ppl = result["perplexity"]["wikitext2"]
+    assert ppl["n_blocks"] == 2 and ppl["cache_type"] == "f16" and ppl["ppl"] > 1

@@ -147,6 +147,19 @@ def _evaluate(sub) -> None:
     e.add_argument("--data-dir", help="local benchmark data (offline); default: lm-eval's hub tasks")
     e.add_argument("--setting", default="default", help="label: the policy id or 'default' (tables group by it)")
     ppl_args(e)
+    e.add_argument(
+        "--backend",
+        choices=["torch", "llamacpp"],
+        default="torch",
+        help="llamacpp: --model is a GGUF file (prunenet export); perplexity only (pass --tasks with no names)",
+    )
+    e.add_argument("--tokenizer", help="llamacpp: the exported checkpoint, whose tokenizer cuts the pipeline's blocks")
+    e.add_argument(
+        "--cache-type",
+        choices=["f16", "f32"],
+        default="f16",
+        help="llamacpp: the KV cache's element type (f16: llama.cpp's default; f32: the weights' effect alone)",
+    )
     e.set_defaults(func=commands.cmd_evaluate)
 
 

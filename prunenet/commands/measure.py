@@ -10,24 +10,24 @@ from ..errors import PruneNetError
 from .common import result_header, run_tags
 
 
-def cmd_evaluate(args) -> None:
-    from .. import tracking
-    from ..artifacts import write_json
-    from ..evaluation import check_tasks
+def _require_gguf(args, command: str) -> None:
+    """``--backend llamacpp``: --model must be a GGUF file and llama.cpp installed (checked before any work)."""
+    if not str(args.model).endswith(".gguf") or not Path(args.model).is_file():
+        raise PruneNetError(f"{command} --backend llamacpp takes a GGUF file (prunenet export), not {args.model}")
+    try:
+        import llama_cpp  # noqa: F401
+    except ImportError:
+        raise PruneNetError(f"{command} --backend llamacpp needs llama.cpp: bash envs/install.sh llamacpp") from None
+
+
+def _evaluate_torch(args, tasks) -> dict:
+    """Task scores and perplexities of a checkpoint in PyTorch, the model loaded once for both."""
     from ..evaluation.measure import measure
     from ..models import load_model, read_meta
-    from ..provenance import as_params, provenance
 
-    # unknown names, the MMLU group beside its subjects: refused before any model loads, checked here only
-    tasks = check_tasks(args.tasks) if args.tasks else None
-    if not args.data_dir and (args.tasks or args.ppl_datasets):
-        from .. import hub
-
-        hub.require("evaluation without --data-dir", "pass --data-dir with the local task and text copies")
     meta = read_meta(args.model)
     out = result_header(args, meta)
-    t0 = time.perf_counter()
-    model, tok = load_model(args.model, device=args.device, dtype=args.dtype)  # once, for both measurements
+    model, tok = load_model(args.model, device=args.device, dtype=args.dtype)
     out |= measure(
         model,
         tok,
@@ -43,6 +43,44 @@ def cmd_evaluate(args) -> None:
         from ..stats import model_stats
 
         out["meta"]["stats"] = model_stats(model)
+    return out
+
+
+def _evaluate_llamacpp(args) -> dict:
+    """Perplexities of a GGUF file computed by llama.cpp, with the file's type and size."""
+    from ..evaluation.ppl_llamacpp import perplexities_gguf
+    from ..export import file_type
+    from ..speed_llamacpp import gguf_meta
+
+    out = result_header(args, gguf_meta(args.model))
+    out |= {"backend": "llamacpp", "dtype": file_type(args.model), "file_bytes": Path(args.model).stat().st_size}
+    out["perplexity"] = perplexities_gguf(
+        args.model, args.tokenizer, args.ppl_datasets, args.data_dir, args.ppl_seq_len, args.ppl_blocks, args.cache_type
+    )
+    return out
+
+
+def cmd_evaluate(args) -> None:
+    from .. import tracking
+    from ..artifacts import write_json
+    from ..evaluation import check_tasks
+    from ..provenance import as_params, provenance
+
+    llamacpp = args.backend == "llamacpp"
+    if llamacpp:
+        _require_gguf(args, "evaluate")
+        if args.tasks:
+            raise PruneNetError("evaluate --backend llamacpp computes perplexity only: pass --tasks with no names")
+        if not args.tokenizer or not (Path(args.tokenizer) / "tokenizer.json").is_file():
+            raise PruneNetError("evaluate --backend llamacpp needs --tokenizer: the exported checkpoint's directory")
+    # unknown names, the MMLU group beside its subjects: refused before any model loads, checked here only
+    tasks = check_tasks(args.tasks) if args.tasks else None
+    if not args.data_dir and (args.tasks or args.ppl_datasets):
+        from .. import hub
+
+        hub.require("evaluation without --data-dir", "pass --data-dir with the local task and text copies")
+    t0 = time.perf_counter()
+    out = _evaluate_llamacpp(args) if llamacpp else _evaluate_torch(args, tasks)
     out["eval_seconds"] = time.perf_counter() - t0
     out["provenance"] = provenance() | {
         "metrics": {t: r["primary_metric"] for t, r in out.get("tasks", {}).items()},
@@ -73,12 +111,7 @@ def _speed_llamacpp(args, settings):
     from ..export import file_type
     from ..speed_llamacpp import gguf_meta, measure_gguf
 
-    if not str(args.model).endswith(".gguf") or not Path(args.model).is_file():
-        raise PruneNetError(f"--backend llamacpp measures a GGUF file (prunenet export): {args.model} is not one")
-    try:
-        import llama_cpp  # noqa: F401
-    except ImportError:
-        raise PruneNetError("--backend llamacpp needs llama.cpp: bash envs/install.sh llamacpp") from None
+    _require_gguf(args, "speed")
     result = measure_gguf(args.model, replace(settings, batch_sizes=(1,)))
     return result, gguf_meta(args.model), file_type(args.model)
 
