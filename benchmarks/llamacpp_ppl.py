@@ -83,7 +83,7 @@ def main() -> None:
             mb = gguf.stat().st_size / 1e6
             print(f"| {name} | {type_} | {mb:.1f} | {ref:.3f} | {got:.3f} | {diff:+.2f} % |", flush=True)
     names = ", ".join(["dense", *args.methods])
-    for type_ in args.types:
+    for type_ in reversed(args.types):  # the first type's line last: the headline
         print(
             f"llama.cpp {type_} vs PyTorch perplexity (wikitext2, {args.blocks}x{args.seq_len}, r{args.ratio}): "
             f"max |difference| {worst[type_]:.2f} % over {names}"

@@ -27,6 +27,7 @@ WHICH = ("best", "last")  # which episode's policy a method applies
 # as the method's release defines it (its nominal ratio, Method.nominal)
 BUDGETS = ("params", "ratio")
 DATASETS = ("wikitext2", "ptb", "alpaca")  # text corpora: perplexity, calibration, recovery fine-tuning
+GGUF_FORMATS = ("hf", "per-layer-shapes")  # checkpoint formats llama.cpp runs (not SliceGPT's, not low-rank factors)
 GGUF_TYPES = ("f32", "f16", "q8_0", "q4_k_m")  # `prunenet export --type` (quantized ones by llama.cpp's quantizer)
 
 # The single switch to the authors' public code (LCS2-IIITD/PruneNet): the policy settings it sets (`prunenet train

@@ -12,6 +12,7 @@ from .ablations import ABLATIONS  # registers tables 7, 10-19
 from .figures import fig1, fig3, fig4, ppl_vs_ratio
 from .frames import accuracy_frame, load_results
 from .labels import TABLE2_TASKS
+from .quantize import quantize_frame  # also registers the prune x quantize table (llama.cpp results)
 from .settings import settings
 from .spectra import export_spectra
 from .speed import speedup
@@ -33,4 +34,5 @@ __all__ = [
     "accuracy_frame",
     "export_spectra",
     "load_results",
+    "quantize_frame",
 ]

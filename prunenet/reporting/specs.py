@@ -21,6 +21,7 @@ INPUT_KINDS = (
     "mmlu",  # MMLU evaluations of mmlu.methods
     "attention",  # prunenet-attention at attention.ratios, with RFT rows if asked
     "rft",  # the RFT runs and the runs they start from (built only with an rft section)
+    "gguf",  # llama.cpp's perplexity and speed of exported GGUF files (built by `all` only with quantize.in_all)
 )
 # Config values a spec may name instead of a fixed list (read by the workflow):
 METHOD_SOURCES = (
@@ -105,7 +106,8 @@ class TableSpec:
     @property
     def needs(self) -> tuple[str, ...]:
         """The optional config sections this table reads: without one of them `all` leaves it out (the transfer
-        policies, an rft section, the large model)."""
+        policies, an rft section, the large model, llama.cpp's quantize section)."""
         out = [self.inputs] if self.inputs in ("transfer", "rft") else []
+        out += ["quantize"] if self.inputs == "gguf" else []
         out += ["rft"] if any(v.rft for v in self.variants) and "rft" not in out else []
         return tuple(out + ([self.models] if self.models else []))

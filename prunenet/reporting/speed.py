@@ -87,7 +87,8 @@ def _sort_key(order: dict[str, int]):
 @TABLES.decorator("table9")
 def table9(inputs: list[str], out: str, out_md: str, **_: object) -> list[Path]:
     """Paper Table 9: (a) compression time per method and ratio, (b) measured throughput and speed-ups."""
-    runs = load_speed(inputs)
+    everything = load_speed(inputs)
+    runs = [r for r in everything if r.get("backend") != "llamacpp"]
     df = speed_frame(runs)
     first = runs[0]["speed"]
     st = first["settings"]
@@ -116,7 +117,40 @@ def table9(inputs: list[str], out: str, out_md: str, **_: object) -> list[Path]:
     cols = ["model", "batch_size", "method", "ratio", "prefill tok/s", "prefill ×", "decode tok/s", "decode ×"]
     # strings as written: tabulate would otherwise re-parse "1.17" as a number and round it with one format
     lines.append(b[cols + ["ideal ×", "peak MB"]].to_markdown(index=False, disable_numparse=True) + "\n")
+    gguf = [r for r in everything if r.get("backend") == "llamacpp"]
+    if gguf:
+        df, block = _with_llamacpp(df, gguf)
+        lines += block
     return write_table(df, out, out_md, "\n".join(lines))
+
+
+def _with_llamacpp(df: pd.DataFrame, gguf: list[dict]) -> tuple[pd.DataFrame, list[str]]:
+    """Table 9's llama.cpp columns (batch 1 rows): decode tokens/s over whole runs of the exported file and the
+    speed-up over dense at the same type with its 95 % Welch interval (:mod:`.quantize`), and its Markdown block."""
+    from .quantize import speed_rows
+
+    ll = speed_rows(gguf)
+    (type_,) = ll["type"].unique()  # Table 9 measures one GGUF type (speed.llamacpp)
+    ll = ll.drop(columns="type").rename(columns=lambda c: c if c in ("model", "method", "ratio") else f"llamacpp_{c}")
+    ll["batch_size"] = 1
+    df = df.merge(ll, on=["model", "method", "ratio", "batch_size"], how="left")
+    c = ll.copy()
+    c["ratio"] = c["ratio"].map(lambda v: f"{v:g}")
+    c["decode tok/s"] = c["llamacpp_decode_tok_s"].map(lambda v: f"{v:.1f}")
+    c["decode × [95 % CI]"] = [
+        f"{u:.2f} [{lo:.2f}, {hi:.2f}]"
+        for u, lo, hi in zip(c["llamacpp_speedup"], c["llamacpp_speedup_lo"], c["llamacpp_speedup_hi"])
+    ]
+    c["ideal ×"] = c["llamacpp_ideal_speedup"].map(lambda v: f"{v:.2f}")
+    cols = ["model", "method", "ratio", "decode tok/s", "decode × [95 % CI]", "ideal ×"]
+    block = [
+        f"(c) llama.cpp, {type_}, batch 1, every core: decode tokens/s (geometric mean of "
+        f"{int(ll['llamacpp_runs'].min())}+ whole runs), speed-up over dense at {type_} with a 95 % Welch interval "
+        "on log tokens/s, ideal = dense weight bytes read per decoded token / the file's",
+        "",
+        c[cols].to_markdown(index=False, disable_numparse=True) + "\n",
+    ]
+    return df, block
 
 
 def speedup(inputs: list[str], out: str) -> list[Path]:

@@ -114,6 +114,19 @@ def _speed(df: pd.DataFrame) -> str:
     return f"Decode speed-up over dense at batch {b} (timings, no significance test): " + ", ".join(said) + "."
 
 
+def _quantize(df: pd.DataFrame) -> str:
+    rows = df[df["method"] != "dense"]
+    said = [
+        f"{r['method']} {r['type']} {r['speedup']:.2f} [{r['speedup_lo']:.2f}, {r['speedup_hi']:.2f}] "
+        f"(ideal {r['ideal_speedup']:.2f})"
+        for _, r in rows.iterrows()
+    ]
+    return (
+        "Decode speed-up over dense in llama.cpp at the same type (95 % Welch interval over whole runs, unadjusted: "
+        "timings, no significance test): " + ", ".join(said) + "."
+    )
+
+
 def significance_line(name: str, df: pd.DataFrame) -> str:
     """What in one table is significant, from its CSV's columns."""
     means = df[df["row"] == "mean"] if "row" in df else df
@@ -123,6 +136,8 @@ def significance_line(name: str, df: pd.DataFrame) -> str:
         return _transfer(df)
     if name == "table9":
         return _speed(df)
+    if name == "quantize":
+        return _quantize(df)
     if "avg_diff" in means and "vs" in means:
         return _ablation(means)
     if "avg_diff_vs_prunenet" in means:

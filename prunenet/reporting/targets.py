@@ -20,6 +20,7 @@ TABLE_SPECS: dict[str, TableSpec] = {
     "table5": TableSpec(methods="compare", tasks=tuple(PAPER_TASKS["table5"]), notes=True),
     "baselines": TableSpec(methods="compare", notes=True),  # every method on PruneNet's parameter budget
     "table9": TableSpec("speed"),
+    "quantize": TableSpec("gguf"),  # prune x quantize in llama.cpp
     **{name: ablation.spec for name, ablation in ABLATIONS.items()},
     "table20": TableSpec("attention", methods=("prunenet-attention",)),
     "table21": TableSpec(methods=("prunenet",), notes=True),

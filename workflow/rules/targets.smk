@@ -210,6 +210,46 @@ SPEED_ARGS = (
 )
 
 
+Q = config["quantize"]
+GGUF_PPL_ARGS = " ".join(
+    [
+        f"--tasks --ppl-datasets {' '.join(EV['ppl_datasets'])} --ppl-seq-len {EV['ppl_seq_len']}",
+        f"{PPL_BLOCKS_ARG} {DATA_ARG}",
+    ]
+)
+GGUF_SPEED_ARGS = (
+    f"--prompt-len {SP['prompt_len']} --gen-len {SP['gen_len']} --warmup {SP['warmup']} --repeats {SP['repeats']}"
+)
+
+
+def exportable(method):
+    """Whether llama.cpp runs the method's checkpoints (its format; SliceGPT and low-rank factors it cannot)."""
+    return method == "dense" or METHODS.get(method).checkpoint in CHOICES.GGUF_FORMATS
+
+
+def gguf_speed_files(model, method, setting_, ratio, type_):
+    """The ``quantize.rounds`` whole llama.cpp speed runs of one exported file (first seed)."""
+    w = dict(model=model, method=method, setting=setting_, ratio=ratio, seed=SEEDS[0], type=type_)
+    return [rules.speed_gguf.output[0].format(round=k, **w) for k in range(Q["rounds"])]
+
+
+def gguf_files(table):
+    """The prune x quantize table's inputs: for dense and each quantize method (first seed; quality and speed of
+    one draw), each GGUF type's llama.cpp evaluation and ``rounds`` whole speed runs."""
+    runs = [(m, "dense", NO_SETTING, "0") for m in MODELS]
+    ratio = ratio_tag(Q["ratio"])
+    runs += [(m, meth, setting(meth, ratio), ratio) for m in MODELS for meth in Q["methods"] if supported(m, meth)]
+    runs = [run for run in runs if exportable(run[1])]
+    out = []
+    for m, meth, st, r in runs:
+        for t in Q["types"]:
+            out.append(
+                rules.evaluate_gguf.output[0].format(model=m, method=meth, setting=st, ratio=r, seed=SEEDS[0], type=t)
+            )
+            out += gguf_speed_files(m, meth, st, r, t)
+    return out
+
+
 def speed_methods():
     """Table 9's methods: configured, else those of Table 2 and the baseline comparisons (as the sweep)."""
     return config["speed"]["methods"] or sweep_methods()
@@ -219,8 +259,8 @@ def speed_file(model, method, setting_, ratio, seed):
     return rules.speed.output[0].format(model=model, method=method, setting=setting_, ratio=ratio, seed=seed)
 
 
-def speed_files(model):
-    """Dense and every Table 9 method at the speed ratios, first seed (speed depends on shapes, not draws)."""
+def speed_runs(model):
+    """(method, setting, ratio) of Table 9's rows: dense and every Table 9 method at the speed ratios."""
     runs = [("dense", NO_SETTING, "0")]
     runs += [
         (m, setting(m, ratio_tag(r)), ratio_tag(r))
@@ -228,7 +268,21 @@ def speed_files(model):
         if supported(model, m)
         for r in config["speed"]["ratios"]
     ]
-    return [speed_file(model, m, st, r, SEEDS[0]) for m, st, r in runs]
+    return runs
+
+
+def speed_files(model):
+    """Table 9's PyTorch measurements, first seed (speed depends on shapes, not draws)."""
+    return [speed_file(model, m, st, r, SEEDS[0]) for m, st, r in speed_runs(model)]
+
+
+def table9_inputs(table):
+    """Table 9's measurements: PyTorch's, and llama.cpp's of the speed.llamacpp type when one is configured."""
+    out = [f for m in MODELS for f in speed_files(m)]
+    if SP["llamacpp"]:
+        runs = [(m, *run) for m in MODELS for run in speed_runs(m) if exportable(run[0])]
+        out += [f for run in runs for f in gguf_speed_files(*run, SP["llamacpp"])]
+    return out
 
 
 def rft_ratios():
@@ -281,13 +335,19 @@ INPUTS = {  # a spec's inputs kind -> (table -> its evaluation JSONs)
     "runs": run_evals,
     "ablation": ablation_evals,
     "transfer": lambda table: transfer_evals(),
-    "speed": lambda table: [f for m in MODELS for f in speed_files(m)],
+    "speed": table9_inputs,
     "mmlu": mmlu_evals,
     "attention": attention_evals,
     "rft": rft_table_evals,
+    "gguf": gguf_files,
 }
 # the optional config sections a table may need (TableSpec.needs): `all` builds it only when they are configured
-BUILT = {"transfer": bool(TRANSFER), "rft": RFT_ENABLED, "large_model": bool(config.get("large_model"))}
+BUILT = {
+    "transfer": bool(TRANSFER),
+    "rft": RFT_ENABLED,
+    "large_model": bool(config.get("large_model")),
+    "quantize": Q["in_all"],
+}
 
 
 def table_inputs(table):
