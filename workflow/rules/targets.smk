@@ -234,11 +234,12 @@ def gguf_speed_files(model, method, setting_, ratio, type_):
 
 
 def gguf_files(table):
-    """The prune x quantize table's inputs: for dense and each quantize method (first seed; quality and speed of
-    one draw), each GGUF type's llama.cpp evaluation and ``rounds`` whole speed runs."""
+    """The prune x quantize table's inputs: for dense and each quantize method that llama.cpp runs (first seed;
+    quality and speed of one draw), each GGUF type's llama.cpp evaluation and ``rounds`` whole speed runs."""
     runs = [(m, "dense", NO_SETTING, "0") for m in MODELS]
     ratio = ratio_tag(Q["ratio"])
-    runs += [(m, meth, setting(meth, ratio), ratio) for m in MODELS for meth in Q["methods"] if supported(m, meth)]
+    methods = Q["methods"] or speed_methods()
+    runs += [(m, meth, setting(meth, ratio), ratio) for m in MODELS for meth in methods if supported(m, meth)]
     runs = [run for run in runs if exportable(run[1])]
     out = []
     for m, meth, st, r in runs:
