@@ -143,7 +143,7 @@ def run_case(case: dict) -> dict:
 
     import prunenet.data
     from prunenet.cli import build_parser
-    from prunenet.commands import _prune_request
+    from prunenet.commands.pipeline import prune_request
     from prunenet.methods import METHODS
     from prunenet.methods.pipeline import apply, check
 
@@ -164,7 +164,7 @@ def run_case(case: dict) -> dict:
         model = build(config, "cpu" if method.offload else device)  # as pipeline.compress places it
         params = sum(p.numel() for p in model.parameters())
         with clock:
-            request = check(case["method"], _prune_request(build_parser().parse_args(argv)))
+            request = check(case["method"], prune_request(build_parser().parse_args(argv)))
             pruned, _ = apply(method, model, None, request)
             if cuda:
                 torch.cuda.synchronize()

@@ -58,7 +58,9 @@ def cmd_train(args) -> None:
     )
 
 
-def _prune_request(args, **override):
+def prune_request(args, **override):
+    """The :class:`~prunenet.methods.PruneRequest` of parsed ``prune``/``sweep``/``prepare`` arguments (also what
+    benchmarks/rehearsal_case.py builds, so a rehearsal runs a method exactly as ``prunenet prune`` does)."""
     from .. import choices
     from ..methods import METHODS, PruneRequest
 
@@ -97,7 +99,7 @@ def cmd_sweep(args) -> None:
             f"method {args.method!r} needs one --policies file per ratio: got {len(args.policies)} for "
             f"{len(args.ratios)} ratios"
         )
-    base = _prune_request(args, ratio=args.ratios[0], policy=args.policies[0] if needs_policy else None)
+    base = prune_request(args, ratio=args.ratios[0], policy=args.policies[0] if needs_policy else None)
     requests = sweep_requests(base, args.ratios, args.policies if needs_policy else [])
     for request in requests:
         check(args.method, request)  # every point, before the model loads
@@ -126,7 +128,7 @@ def cmd_prune(args) -> None:
     from ..methods import compress
     from ..methods.pipeline import check
 
-    request = _prune_request(args)
+    request = prune_request(args)
     checked = check(args.method, request, args.model)  # every argument and the prepared file, before any model loads
     tags = run_tags(args, "prune", method=args.method, ratio=args.ratio)
     with tracking.run(
@@ -145,7 +147,7 @@ def cmd_prepare(args) -> None:
     from ..models import load_model
 
     method = METHODS.get(args.method)
-    request = _prune_request(args)
+    request = prune_request(args)
     method.check(request)  # options and calibration, before the model loads
     tags = run_tags(args, "prepare", method=args.method)
     with tracking.run(tags["model"], f"prepare {args.method}", vars(request) | {"source": args.model}, tags) as run:
