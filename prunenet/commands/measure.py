@@ -126,14 +126,15 @@ def cmd_speed(args) -> None:
     settings = SpeedSettings(
         tuple(args.batch_sizes), args.prompt_len, args.gen_len, args.warmup, args.repeats, seed=args.seed
     )
-    if getattr(args, "backend", "torch") == "llamacpp":
+    llamacpp = args.backend == "llamacpp"
+    if llamacpp:
         result, meta, dtype = _speed_llamacpp(args, settings)
     else:
         meta = read_meta(args.model)
         model, _ = load_model(args.model, device=args.device, dtype=args.dtype)
         result = measure(model, model.config.vocab_size, settings)
         dtype = str(next(model.parameters()).dtype).removeprefix("torch.")
-    backend = {"backend": "llamacpp"} if getattr(args, "backend", "torch") == "llamacpp" else {}
+    backend = {"backend": "llamacpp"} if llamacpp else {}
     out = (
         result_header(args, meta)
         | backend

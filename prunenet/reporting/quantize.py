@@ -18,6 +18,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
+from ..choices import GGUF_TYPES
 from ..errors import PruneNetError
 from .frames import method_order
 from .render import write_table
@@ -47,6 +48,11 @@ def ratio_ci(pruned: list[float], dense: list[float], level: float = 0.95) -> tu
     df = (va + vb) ** 2 / (va**2 / (len(a) - 1) + vb**2 / (len(b) - 1))
     half = stats.t.ppf(0.5 + level / 2, df) * se
     return math.exp(diff), math.exp(diff - half), math.exp(diff + half)
+
+
+def ci_cells(up, lo, hi) -> list[str]:
+    """``1.07 [1.04, 1.10]`` per row: a speed-up with its interval, as both llama.cpp tables print it."""
+    return [f"{u:.2f} [{a:.2f}, {b:.2f}]" for u, a, b in zip(up, lo, hi)]
 
 
 def speed_rows(runs: list[dict]) -> pd.DataFrame:
@@ -90,7 +96,7 @@ def quantize_frame(paths: list[str]) -> pd.DataFrame:
     if set(quality) != keys:
         raise PruneNetError(f"perplexity and speed files name different models: {sorted(set(quality) ^ keys)}")
     df = timed.merge(pd.DataFrame([dict(zip(KEYS, k)) | q for k, q in quality.items()]), on=KEYS)
-    order, types = method_order(), {t: i for i, t in enumerate(["f32", "f16", "q8_0", "q4_k_m"])}
+    order, types = method_order(), {t: i for i, t in enumerate(GGUF_TYPES)}
     ranks = {"method": order, "type": types}
     df = df.sort_values(KEYS, key=lambda c: c.map(ranks[c.name]) if c.name in ranks else c)
     return df.reset_index(drop=True)
@@ -107,9 +113,7 @@ def quantize(inputs: list[str], out: str, out_md: str, **_: object) -> list[Path
     for c in ppl_cols:
         show[c] = show[c].map(lambda v: f"{v:.2f}")
     show["decode tok/s"] = show["decode_tok_s"].map(lambda v: f"{v:.1f}")
-    show["decode × [95 % CI]"] = [
-        f"{u:.2f} [{lo:.2f}, {hi:.2f}]" for u, lo, hi in zip(df["speedup"], df["speedup_lo"], df["speedup_hi"])
-    ]
+    show["decode × [95 % CI]"] = ci_cells(df["speedup"], df["speedup_lo"], df["speedup_hi"])
     show["ideal ×"] = show["ideal_speedup"].map(lambda v: f"{v:.2f}")
     cols = ["model", "method", "ratio", "type", "file MB", *ppl_cols, "decode tok/s", "decode × [95 % CI]", "ideal ×"]
     text = (

@@ -127,7 +127,7 @@ def table9(inputs: list[str], out: str, out_md: str, **_: object) -> list[Path]:
 def _with_llamacpp(df: pd.DataFrame, gguf: list[dict]) -> tuple[pd.DataFrame, list[str]]:
     """Table 9's llama.cpp columns (batch 1 rows): decode tokens/s over whole runs of the exported file and the
     speed-up over dense at the same type with its 95 % Welch interval (:mod:`.quantize`), and its Markdown block."""
-    from .quantize import speed_rows
+    from .quantize import ci_cells, speed_rows
 
     ll = speed_rows(gguf)
     (type_,) = ll["type"].unique()  # Table 9 measures one GGUF type (speed.llamacpp)
@@ -137,10 +137,7 @@ def _with_llamacpp(df: pd.DataFrame, gguf: list[dict]) -> tuple[pd.DataFrame, li
     c = ll.copy()
     c["ratio"] = c["ratio"].map(lambda v: f"{v:g}")
     c["decode tok/s"] = c["llamacpp_decode_tok_s"].map(lambda v: f"{v:.1f}")
-    c["decode × [95 % CI]"] = [
-        f"{u:.2f} [{lo:.2f}, {hi:.2f}]"
-        for u, lo, hi in zip(c["llamacpp_speedup"], c["llamacpp_speedup_lo"], c["llamacpp_speedup_hi"])
-    ]
+    c["decode × [95 % CI]"] = ci_cells(c["llamacpp_speedup"], c["llamacpp_speedup_lo"], c["llamacpp_speedup_hi"])
     c["ideal ×"] = c["llamacpp_ideal_speedup"].map(lambda v: f"{v:.2f}")
     cols = ["model", "method", "ratio", "decode tok/s", "decode × [95 % CI]", "ideal ×"]
     block = [
