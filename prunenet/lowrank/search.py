@@ -15,7 +15,10 @@ measured changes, but each evaluation is cheaper:
   model's own forward with the earlier blocks removed and block ``i``'s input injected, so masks, positions,
   final norm and head are exactly the model's);
 * the candidates of one linear share one SVD (the √Σ split makes rank ``k`` a prefix of the largest one) and
-  one batched forward: chunk ``c`` of the batch goes through candidate ``c`` (:class:`CandidateLinear`).
+  one batched forward per window: chunk ``c`` of the batch goes through candidate ``c`` (:class:`CandidateLinear`).
+
+The cost is then linear in the sensitivity tokens (``sens_samples × sens_seq_len``); nothing exact is left to
+cut per token: every block after the truncated linear and the head's full softmax depend on the candidate.
 """
 
 from __future__ import annotations
@@ -50,10 +53,20 @@ class CandidateLinear(nn.Module):
 def tail_losses(model: nn.Module, start: int, hidden: torch.Tensor, ids: torch.Tensor, copies: int) -> torch.Tensor:
     """Mean next-token loss of each of ``copies`` chunks, running blocks ``start…`` on ``hidden`` then the head.
 
-    ``hidden`` (``[n, seq, d]``) is what enters block ``start`` on ``ids`` (``[n, seq]``); both are repeated
-    ``copies`` times along the batch, so a :class:`CandidateLinear` in block ``start`` (or later) sees one
-    chunk per candidate. Returns float64 ``[copies]``.
+    ``hidden`` (``[n, seq, d]``) is what enters block ``start`` on ``ids`` (``[n, seq]``). One window at a time
+    (every window has ``seq − 1`` predictions, so the mean of the windows' means is the mean over all tokens): a
+    forward holds ``copies × seq`` tokens and their logits whatever ``n`` is, as the release's one window per
+    evaluation. Returns float64 ``[copies]``.
     """
+    total = torch.zeros(copies, dtype=torch.float64)
+    for h, x in zip(hidden.split(1), ids.split(1)):
+        total += _window_losses(model, start, h, x, copies)
+    return total / ids.shape[0]
+
+
+def _window_losses(model: nn.Module, start: int, hidden: torch.Tensor, ids: torch.Tensor, copies: int) -> torch.Tensor:
+    """:func:`tail_losses` of one window: ``hidden`` and ``ids`` are repeated ``copies`` times along the batch,
+    so a :class:`CandidateLinear` in block ``start`` (or later) sees one copy per candidate."""
     adapter = get_adapter(model)
     layers = list(adapter.layers())
     device = hidden.device
