@@ -4,6 +4,7 @@ against brute force and direct forwards, and the saved checkpoints against the i
 from __future__ import annotations
 
 import copy
+import dataclasses
 import time
 
 import pytest
@@ -275,6 +276,35 @@ def test_asvd_search_keeps_a_sensitive_linear_and_truncates_an_insensitive_one(t
         assert res.ratios[ins] == pytest.approx(0.1) and res.ratios[sen] == 1.0
         assert res.removed == count_params(model) - count_params(compressed)
         assert abs(res.removed - budget) <= 0.01 * count_params(model)
+
+
+@pytest.mark.parametrize("family", ["llama", "opt"])
+def test_asvd_stable_rank_is_the_releases_score_and_no_draw_moves_it(tiny_model, tokenizer, data_dir, family):
+    """``sensitivity: stable_rank``: s(l, r) = −√(‖W‖_F²/σ_max²)·r^0.1 on the raw weight, transcribed here from
+    ASVD4LLM's sensitivity.py (numpy, float64, not the package's code); two calibration draws then choose the
+    same ratio for every matrix (the scaling still differs, so the factors do), while ``ppl`` measures a
+    different sensitivity on each draw."""
+    import numpy as np
+
+    model = tiny_model(family)
+    ids = _calib(tokenizer, data_dir)
+    state = prepare_asvd(model, ids, ids[:1, :8], RATIOS, metric="stable_rank")
+    for path, lin in _block_linears(model).items():
+        w = lin.weight.detach().numpy().astype(np.float64)
+        root = np.sqrt((w**2).sum() / np.linalg.svd(w, compute_uv=False)[0] ** 2)
+        np.testing.assert_allclose(state[f"loss.{path}"].numpy(), [-root * r**0.1 for r in RATIOS], rtol=1e-12)
+    runs = {}
+    for metric in ("stable_rank", "ppl"):
+        for seed in (1, 2):
+            request = dataclasses.replace(_request(data_dir, 0.3, sensitivity=metric, sens_seq_len=8), seed=seed)
+            runs[metric, seed] = apply(METHODS.get("asvd"), copy.deepcopy(model), tokenizer, request)
+    (m1, a), (m2, b) = runs["stable_rank", 1], runs["stable_rank", 2]
+    assert a["param_ratios"] == b["param_ratios"] and a["sensitivity_metric"] == "stable_rank"
+    assert a["threshold_ppl"] is None and a["sensitivity_loss"] == b["sensitivity_loss"]
+    path = next(iter(a["ranks"]))
+    assert not torch.equal(m1.get_submodule(path).u.weight, m2.get_submodule(path).u.weight)
+    assert runs["ppl", 1][1]["sensitivity_loss"] != runs["ppl", 2][1]["sensitivity_loss"]
+    assert runs["ppl", 1][1]["threshold_ppl"] is not None
 
 
 def test_asvd_ratio_option_is_validated():

@@ -10,7 +10,9 @@
    choices remove PruneNet's parameter budget (the paper searches for a parameter-ratio target the same way).
 
 The sensitivity windows are the first ``sens_samples`` calibration windows cut to ``sens_seq_len`` tokens:
-a subset of the scaling data, small enough for ~2k evaluations on one CPU thread.
+a subset of the scaling data, small enough for ~2k evaluations on one CPU thread. The release's other metric
+(``--sensitivity_metric stable_rank``, :func:`stable_rank_sensitivities`) reads the weights alone: no
+evaluation, and an allocation that no calibration draw moves (docs/methods.md "ASVD").
 
 Steps 1 and 3's measurements do not depend on the budget: :func:`prepare_asvd` returns them as tensors
 (``prunenet prepare`` stores them once per model and seed), and :func:`compress_asvd` turns them into one
@@ -84,6 +86,22 @@ def sensitivities(
     return losses
 
 
+@torch.no_grad()
+def stable_rank_sensitivities(model: nn.Module, ratios: Sequence[float]) -> dict[str, list[float]]:
+    """The release's data-free sensitivity (sensitivity.py ``calib_sensitivity_stable_rank``).
+
+    ``s(l, r) = −√(‖W‖_F² / σ_max(W)²) · r^0.1`` on the raw weight (the release comments its scaling out):
+    STRS admits the lowest first, so matrices of high stable rank keep more of their weights. Why it exists
+    here: the allocation then depends on the weights only, so it is the same for every calibration draw.
+    """
+    out = {}
+    for path, lin in decoder_linears(model).items():
+        w = lin.weight.double()
+        root = math.sqrt(float(w.pow(2).sum() / torch.linalg.matrix_norm(w, ord=2) ** 2))
+        out[path] = [-root * r**0.1 for r in ratios]
+    return out
+
+
 def candidate_ranks(lin: nn.Linear, ratios: Sequence[float]) -> list[int]:
     """The rank of ``lin`` at each candidate parameter ratio."""
     return [rank_for_ratio(lin.out_features, lin.in_features, r) for r in ratios]
@@ -104,14 +122,19 @@ def prepare_asvd(
     ratios: Sequence[float],
     alpha: float = 0.5,
     batch_size: int = 8,
+    metric: str = "ppl",
 ) -> dict[str, torch.Tensor]:
     """ASVD's ratio-independent state: each linear's scaling (``scale.<path>``) and sensitivities (``loss.<path>``,
-    float64, one per candidate ratio), the dense loss and the seconds of both stages (``seconds``)."""
+    float64, one per candidate ratio; ``metric``: ``ppl`` the calibration loss, ``stable_rank`` the release's
+    weight-only score), the dense loss and the seconds of both stages (``seconds``)."""
     t0 = time.perf_counter()
     scales = channel_scales(model, calib, alpha, batch_size)
     t1 = time.perf_counter()
     dense = dense_loss(model, sens_ids)
-    losses = sensitivities(model, sens_ids, scales, ratios)
+    if metric == "stable_rank":
+        losses = stable_rank_sensitivities(model, ratios)
+    else:
+        losses = sensitivities(model, sens_ids, scales, ratios)
     t2 = time.perf_counter()
     state = {f"scale.{p}": s for p, s in scales.items()}
     state |= {f"loss.{p}": torch.tensor(v, dtype=torch.float64) for p, v in losses.items()}

@@ -14,10 +14,13 @@ from typing import TYPE_CHECKING, Any
 
 from ..errors import PruneNetError
 from . import register
-from .base import EQUAL_SIZE, Budget, Method, Option, PruneRequest, Release
+from .base import CPU_WINDOWS, EQUAL_SIZE, Budget, Method, Option, PruneRequest, Release
 
 if TYPE_CHECKING:
     from torch import nn
+
+
+SOURCE = "hahnyuan/ASVD4LLM 8630427: asvd.py, sensitivity.py, binary_search.py"
 
 
 def parse_ratios(text: str) -> list[float]:
@@ -41,6 +44,10 @@ def _sizes(request: PruneRequest) -> tuple[list[float], float, int, int]:
     )
 
 
+def _metric(request: PruneRequest) -> str:
+    return str(request.option("sensitivity", ASVD))
+
+
 def validate(request: PruneRequest) -> None:
     """Parsable candidate ratios; sensitivity windows inside the calibration windows (before any model loads)."""
     _, _, n, seq = _sizes(request)
@@ -57,7 +64,7 @@ def prepare(model: nn.Module, tokenizer: Any, request: PruneRequest) -> dict:
 
     ratios, alpha, n, seq = _sizes(request)
     calib = request.calibration(tokenizer)
-    return prepare_asvd(model, calib, calib[:n, :seq], ratios, alpha=alpha)
+    return prepare_asvd(model, calib, calib[:n, :seq], ratios, alpha=alpha, metric=_metric(request))
 
 
 def run(model: nn.Module, tokenizer: Any, request: PruneRequest, budget: Budget) -> tuple[nn.Module, dict]:
@@ -67,6 +74,7 @@ def run(model: nn.Module, tokenizer: Any, request: PruneRequest, budget: Budget)
     from ..stats import count_params
 
     ratios, alpha, n, seq = _sizes(request)
+    metric = _metric(request)
     state = ASVD.state(model, tokenizer, request)
     dense = count_params(model)
     target = nominal_target(model, budget.ratio) if budget.nominal else budget.params
@@ -83,7 +91,9 @@ def run(model: nn.Module, tokenizer: Any, request: PruneRequest, budget: Budget)
         "param_ratios": res.ratios,
         "sensitivity_loss": res.sensitivity,
         "sensitivity_dense_loss": res.dense_loss,
-        "threshold_ppl": math.exp(res.threshold) if math.isfinite(res.threshold) else None,
+        "sensitivity_metric": metric,
+        "threshold": res.threshold if math.isfinite(res.threshold) else None,
+        "threshold_ppl": math.exp(res.threshold) if metric == "ppl" and math.isfinite(res.threshold) else None,
         "sens_samples": n,
         "sens_seq_len": seq,
         "stage_seconds": res.seconds,
@@ -122,17 +132,48 @@ ASVD = register(
                 "0.1,0.2,0.3,0.4,0.5,0.6,0.7,0.8,0.9",
                 "candidate parameter ratios (fraction of a matrix's weights kept) of the rank search (paper's list)",
             ),
-            Option("sens_samples", int, 1, "calibration windows the sensitivities are measured on (the first ones)"),
-            Option("sens_seq_len", int, 16, "tokens of each sensitivity window (its first ones)"),
+            Option(
+                "sensitivity",
+                str,
+                "stable_rank",
+                "rank-search metric: stable_rank (the release's weight-only score: one allocation for every "
+                "calibration draw) | ppl (calibration loss per candidate, the release's default; paper.yaml)",
+                ("stable_rank", "ppl"),
+            ),
+            Option("sens_samples", int, 1, "ppl: calibration windows the sensitivities are measured on (first ones)"),
+            Option("sens_seq_len", int, 16, "ppl: tokens of each sensitivity window (its first ones)"),
         ),
         release=(
             Release(
                 "budget",
                 "ratio: --param_ratio_target, the kept share of every nn.Linear's weights (lm_head included) that "
                 "the search stays under",
-                "hahnyuan/ASVD4LLM binary_search.py, sensitivity.py",
+                SOURCE,
                 EQUAL_SIZE + "; paper.yaml: ratio (paper Table 5)",
             ),
+            Release(
+                "sensitivity",
+                "ppl (--sensitivity_metric default; its other choice: stable_rank)",
+                SOURCE,
+                "ppl on the windows a CPU affords picks a different rank for many matrices from one calibration "
+                "draw to the next (benchmarks/asvd_agreement.py, docs/methods.md 'ASVD'); paper.yaml: ppl",
+            ),
+            Release(
+                "ratios",
+                "ppl: 0.4,0.5,...,0.9; stable_rank: 0.1,0.2,...,0.9 (sensitivity.py param_ratio_candidates)",
+                SOURCE,
+                "the paper's list 0.1-0.9 for both metrics",
+            ),
+            Release("alpha", "0.5 (--alpha)", SOURCE),
+            Release(
+                "sens_samples",
+                "every calibration window (calib_sensitivity_ppl evaluates the whole calibration set)",
+                SOURCE,
+                "ppl only; " + CPU_WINDOWS,
+            ),
+            Release("sens_seq_len", "2048 (the calibration windows')", SOURCE, "ppl only; " + CPU_WINDOWS),
+            Release("calib_samples", "32 (--n_calib_samples)", SOURCE),
+            Release("calib_seq_len", "2048 (datautils.py get_calib_data seqlen)", SOURCE, CPU_WINDOWS),
         ),
     ),
 )
