@@ -176,3 +176,31 @@ def test_summary_refuses_what_is_not_a_table_or_figure(tmp_path):
     with pytest.raises(PruneNetError, match="not a registered table"):
         summary([str(tmp_path / "nope.csv")], str(tmp_path / "report.md"))
     assert not (tmp_path / "report.md").exists()
+
+
+def test_the_sweep_table_is_the_plotted_points(tmp_path):
+    """``ppl_vs_ratio`` writes the numbers it plots beside the figure: per method and ratio the mean over seeds,
+    the min–max band and the mean effective sparsity, computed here by hand from the sweep JSONs."""
+    import json
+
+    from prunenet.reporting.figures import ppl_vs_ratio
+
+    ppl = {("a", 0): [10.0, 40.0], ("a", 1): [20.0, 80.0], ("a", 2): [60.0, 240.0], ("b", 0): [5.0, 7.0]}
+    inputs = []
+    for (method, seed), values in ppl.items():
+        points = [
+            {"ratio": r, "ppl": v, "effective_sparsity": r / 2 + seed / 100} for r, v in zip([0.1, 0.2], values)
+        ]
+        path = tmp_path / f"{method}-{seed}.json"
+        path.write_text(json.dumps({"method": method, "seed": seed, "dataset": "wikitext2", "points": points}))
+        inputs.append(str(path))
+    written = ppl_vs_ratio(inputs, str(tmp_path / "sweep.png"))
+    md = tmp_path / "sweep.md"
+    assert md in written and (tmp_path / "sweep.png").stat().st_size > 0
+    rows = [[c.strip() for c in line.strip("|").split("|")] for line in md.read_text().splitlines()[4:]]
+    assert rows == [
+        ["0.1", "a", "3", "30.0", "10.0–60.0", "6.0"],
+        ["0.1", "b", "1", "5.0", "5.0–5.0", "5.0"],
+        ["0.2", "a", "3", "120.0", "40.0–240.0", "11.0"],
+        ["0.2", "b", "1", "7.0", "7.0–7.0", "10.0"],
+    ]

@@ -101,17 +101,45 @@ def fig4(inputs: list[str], out: str) -> list[Path]:
     return save_figure(fig, out)
 
 
-def ppl_vs_ratio(inputs: list[str], out: str) -> list[Path]:
-    """Perplexity against compression ratio, one line per method (mean over seeds, min–max band), and the
-    same points against the effective sparsity each method reaches (SliceGPT's differs from its ratio).
-    """
+def sweep_frame(inputs: list[str]) -> pd.DataFrame:
+    """Every sweep point (one per method, seed and ratio) of the sweep JSONs."""
     import json
 
     points = []
     for path in inputs:
         run = json.loads(Path(path).read_text())
         points += [{"method": run["method"], "seed": run["seed"], "dataset": run["dataset"]} | p for p in run["points"]]
-    df = pd.DataFrame(points)
+    return pd.DataFrame(points)
+
+
+def sweep_markdown(df: pd.DataFrame) -> str:
+    """The plotted numbers as a table (mean over seeds, min–max, effective sparsity): what the docs quote, so a
+    test can compare each quoted number with its cell instead of with a figure."""
+    rows = []
+    for (method, ratio), g in df.groupby(["method", "ratio"], sort=False):
+        rows.append(
+            {
+                "ratio": f"{ratio:g}",
+                "method": method,
+                "seeds": g["seed"].nunique(),
+                "PPL mean": f"{g['ppl'].mean():.1f}",
+                "PPL min–max": f"{g['ppl'].min():.1f}–{g['ppl'].max():.1f}",
+                "eff. sparsity %": f"{100 * g['effective_sparsity'].mean():.1f}",
+            }
+        )
+    table = pd.DataFrame(rows).sort_values(["ratio", "method"], key=lambda c: c.map(float) if c.name == "ratio" else c)
+    return f"Perplexity on {df['dataset'].iloc[0]} per method and ratio\n\n{table.to_markdown(index=False, disable_numparse=True)}\n"
+
+
+def ppl_vs_ratio(inputs: list[str], out: str) -> list[Path]:
+    """Perplexity against compression ratio, one line per method (mean over seeds, min–max band), and the
+    same points against the effective sparsity each method reaches (SliceGPT's differs from its ratio); the
+    plotted numbers also as ``<out>.md`` (:func:`sweep_markdown`).
+    """
+    df = sweep_frame(inputs)
+    md = Path(out).with_suffix(".md")
+    with atomic_file(md) as tmp:
+        tmp.write_text(sweep_markdown(df))
     plt = pyplot()
     fig, (ax_r, ax_s) = plt.subplots(1, 2, figsize=(11, 4))
     for method, g in df.groupby("method", sort=False):
@@ -129,4 +157,4 @@ def ppl_vs_ratio(inputs: list[str], out: str) -> list[Path]:
     ax_r.legend(fontsize=8)
     fig.suptitle(f"{df['dataset'].iloc[0]}; line = mean over seeds, band = min–max", fontsize=8)
     fig.tight_layout()
-    return save_figure(fig, out)
+    return [*save_figure(fig, out), md]

@@ -149,7 +149,8 @@ rule ppl_vs_ratio:
     input:
         lambda w: sweep_files(w.model),
     output:
-        report("results/figures/ppl_vs_ratio_{model}.png", caption=CAPTION, category="Figures"),
+        png=report("results/figures/ppl_vs_ratio_{model}.png", caption=CAPTION, category="Figures"),
+        md="results/figures/ppl_vs_ratio_{model}.md",
     log:
         "results/logs/report/ppl_vs_ratio_{model}.log",
     benchmark:
@@ -160,7 +161,7 @@ rule ppl_vs_ratio:
         py=PY,
         caption=caption(FIGURES["ppl_vs_ratio"]),
     shell:
-        "{params.py} -m prunenet report ppl_vs_ratio --inputs {input} --out {output} --experiment {wildcards.model} "
+        "{params.py} -m prunenet report ppl_vs_ratio --inputs {input} --out {output.png} --experiment {wildcards.model} "
         "> {log} 2>&1"
 
 
