@@ -188,9 +188,7 @@ def test_the_sweep_table_is_the_plotted_points(tmp_path):
     ppl = {("a", 0): [10.0, 40.0], ("a", 1): [20.0, 80.0], ("a", 2): [60.0, 240.0], ("b", 0): [5.0, 7.0]}
     inputs = []
     for (method, seed), values in ppl.items():
-        points = [
-            {"ratio": r, "ppl": v, "effective_sparsity": r / 2 + seed / 100} for r, v in zip([0.1, 0.2], values)
-        ]
+        points = [{"ratio": r, "ppl": v, "effective_sparsity": r / 2 + seed / 100} for r, v in zip([0.1, 0.2], values)]
         path = tmp_path / f"{method}-{seed}.json"
         path.write_text(json.dumps({"method": method, "seed": seed, "dataset": "wikitext2", "points": points}))
         inputs.append(str(path))

@@ -128,7 +128,8 @@ def sweep_markdown(df: pd.DataFrame) -> str:
             }
         )
     table = pd.DataFrame(rows).sort_values(["ratio", "method"], key=lambda c: c.map(float) if c.name == "ratio" else c)
-    return f"Perplexity on {df['dataset'].iloc[0]} per method and ratio\n\n{table.to_markdown(index=False, disable_numparse=True)}\n"
+    body = table.to_markdown(index=False, disable_numparse=True)  # cells as formatted, not re-parsed
+    return f"Perplexity on {df['dataset'].iloc[0]} per method and ratio\n\n{body}\n"
 
 
 def ppl_vs_ratio(inputs: list[str], out: str) -> list[Path]:
