@@ -390,7 +390,7 @@ def final_tables():
 def final_figures():
     """The figures `all` builds: Figure 1, the perplexity sweep and the speed-up figure per model; with RFT, Figures
     3/4."""
-    out = expand(rules.fig1.output, model=MODELS) + expand(rules.ppl_vs_ratio.output, model=MODELS)
+    out = expand(rules.fig1.output, model=MODELS) + expand(rules.ppl_vs_ratio.output.png, model=MODELS)
     out += expand(rules.speedup.output, model=MODELS)
     return out + (rules.fig3.output + rules.fig4.output if RFT_ENABLED else [])
 
