@@ -41,7 +41,7 @@ SECTIONS = [
         ["ppl_vs_ratio_smollm2-135m"],
     ),
     ("docs/results.md", "## Baselines on one parameter budget", "Table 4 (paper layout", ["baselines"]),
-    ("docs/results.md", "**Tables 16 and 17 at the current default**", "**Earlier ablations:**", ["table16", "table17"]),
+    ("docs/results.md", "**Tables 16 and 17 at the current default**", "**Earlier ablations:", ["table16", "table17"]),
 ]
 
 
