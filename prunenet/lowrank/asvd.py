@@ -91,8 +91,8 @@ def stable_rank_sensitivities(model: nn.Module, ratios: Sequence[float]) -> dict
     """The release's data-free sensitivity (sensitivity.py ``calib_sensitivity_stable_rank``).
 
     ``s(l, r) = −√(‖W‖_F² / σ_max(W)²) · r^0.1`` on the raw weight (the release comments its scaling out):
-    STRS admits the lowest first, so matrices of high stable rank keep more of their weights. Why it exists
-    here: the allocation then depends on the weights only, so it is the same for every calibration draw.
+    STRS admits the lowest first, so matrices of high stable rank (flat spectra) are truncated first and hardest.
+    Why it exists here: the allocation depends on the weights only, so it is the same for every calibration draw.
     """
     out = {}
     for path, lin in decoder_linears(model).items():
