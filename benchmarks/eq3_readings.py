@@ -1,10 +1,12 @@
 """Benchmark: the two readings of paper Eq. 3 (``eq3: coded | printed``) on a model, with the paper's settings.
 
     .venv/bin/python benchmarks/eq3_readings.py [--model smollm2-135m] [--ratio 0.3] [--seeds 3]
-        [--episodes 20] [--draws 10] [--ppl-blocks 16] [--data-dir ../shared/data]
+        [--episodes 20] [--draws 10] [--ppl-blocks 16] [--data-dir ../shared/data] [--init paper]
 
 For each reading and seed, trains a policy (paper objective, state ``up``, ``--episodes`` episodes,
-AdamW lr 5e-4, γ 0.99, one draw per episode, no baseline) and reports for its ``best`` policy:
+AdamW lr 5e-4, γ 0.99, one draw per episode, no baseline; ``--init official``: the released initialisation,
+W_proj ~ U(0, 1) and W_inter with a bias, so that the init's effect alone is measured) and reports for its
+``best`` policy:
 - the KS penalty of the first and of the best training episode;
 - the KS penalty of its draws (mean over layers, then over ``--draws`` draws), against random rows
   (mean ± std over ``--draws`` draws);
@@ -27,14 +29,14 @@ import time
 
 import torch
 
-from prunenet.choices import EQ3_READINGS
+from prunenet.choices import EQ3_READINGS, INITS
 from prunenet.data import load_texts
 from prunenet.evaluation import perplexity
 from prunenet.models import load_model
 from prunenet.penalties import spectra
-from prunenet.policy import PolicyNetwork, n_keep, select_rows
+from prunenet.policy import n_keep, select_rows
 from prunenet.slicing import plan_rows, prune_ffn
-from prunenet.training import TrainConfig, collect_states, layer_penalties, train_policy
+from prunenet.training import TrainConfig, collect_states, layer_penalties, make_policy, train_policy
 
 
 def main() -> None:
@@ -49,6 +51,7 @@ def main() -> None:
     ap.add_argument("--draws", type=int, default=10, help="draws whose KS penalty is averaged, per policy and random")
     ap.add_argument("--ppl-blocks", type=int, default=16, help="WikiText-2 test blocks of 512 tokens (0: none)")
     ap.add_argument("--data-dir", default="../shared/data")
+    ap.add_argument("--init", default="paper", choices=INITS, help="the policy's initialisation (policy.init)")
     args = ap.parse_args()
     t_start = time.perf_counter()
 
@@ -85,7 +88,8 @@ def main() -> None:
     rnd_ppl = [ppl(rows) for rows in rnd_rows]
     print(
         f"{args.model}, state {args.state} ({L}×{n}×{d}), r={args.ratio}: keep {k} rows; paper objective, "
-        f"{args.episodes} episodes, lr {args.lr:g}, γ {args.gamma}, one draw per episode, no baseline; "
+        f"{args.episodes} episodes, lr {args.lr:g}, γ {args.gamma}, one draw per episode, no baseline, "
+        f"init {args.init}; "
         f"KS over {args.draws} draws; WikiText-2 test perplexity over {args.ppl_blocks}×512 tokens, one draw"
     )
     print(f"dense perplexity {dense_ppl:.2f}")
@@ -111,9 +115,10 @@ def main() -> None:
                 eq3=eq3,
                 spectrum="gram",
                 seed=seed,
+                init=args.init,
             )
             result = train_policy(states, cfg, progress=False)
-            policy = PolicyNetwork(n, d, eq3=eq3)
+            policy = make_policy(cfg, n, d)
             policy.load_state_dict(result.best)
             with torch.no_grad():
                 draws = ks_of_draws(policy(states), "policy", seed + 1)
@@ -137,7 +142,7 @@ def main() -> None:
     print(f"time {time.perf_counter() - t_start:.0f} s, {torch.get_num_threads()} threads")
     c, p = summary["coded"], summary["printed"]
     print(
-        f"headline: r={args.ratio} {args.state}, paper settings, {args.seeds} seeds: KS coded "
+        f"headline: r={args.ratio} {args.state}, paper settings, init {args.init}, {args.seeds} seeds: KS coded "
         f"{statistics.mean(c[0]):.4f}, printed {statistics.mean(p[0]):.4f}, random {rnd_mean:.4f}; "
         f"WikiText-2 ppl median coded {statistics.median(c[1]):.0f}, printed {statistics.median(p[1]):.0f}, "
         f"random {statistics.median(rnd_ppl):.0f} (dense {dense_ppl:.1f})"

@@ -1,7 +1,7 @@
 """Benchmark: what the KS penalty rewards on a model, what a PruneNet policy can reach, and what it costs.
 
     .venv/bin/python benchmarks/policy_headroom.py [--model smollm2-135m] [--ratio 0.3] [--draws 20]
-        [--ppl-blocks 8] [--data-dir ../shared/data] [--train]
+        [--ppl-blocks 8] [--data-dir ../shared/data] [--train [--init paper]]
 
 For each state matrix (up, gate, down) and each row selection below, prints the KS penalty (mean over
 layers) and, with ``--ppl-blocks`` > 0, the WikiText-2 test perplexity of the model pruned with it:
@@ -12,7 +12,8 @@ layers) and, with ``--ppl-blocks`` > 0, the WikiText-2 test perplexity of the mo
 - the top rows along each layer's mean-row direction, and along one direction shared by all layers
   (the mean of all rows): the latter is what a linear score shared by all layers can express;
 - with ``--train``: the policy trained on that state (paper objective, 20 episodes of 4 draws with the
-  leave-one-out baseline, lr 5e-3), one draw.
+  leave-one-out baseline, lr 5e-3; ``--init official``: the released initialisation, W_proj ~ U(0, 1) and W_inter
+  with a bias), one draw.
 ``|mean row| / mean |row|`` near 0 means the rows are sign-symmetric: a linear score has nothing to
 hold on to, and the policy cannot beat random rows on that state.
 """
@@ -24,13 +25,14 @@ import copy
 
 import torch
 
+from prunenet.choices import INITS
 from prunenet.data import load_texts
 from prunenet.evaluation import perplexity
 from prunenet.models import load_model
 from prunenet.penalties import spectra
-from prunenet.policy import PolicyNetwork, n_keep, select_rows
+from prunenet.policy import n_keep, select_rows
 from prunenet.slicing import prune_ffn
-from prunenet.training import TrainConfig, collect_states, layer_penalties, train_policy
+from prunenet.training import TrainConfig, collect_states, layer_penalties, make_policy, train_policy
 
 
 def main() -> None:
@@ -43,6 +45,7 @@ def main() -> None:
     ap.add_argument("--ppl-draws", type=int, default=3, help="random draws whose perplexity is measured")
     ap.add_argument("--data-dir", default="../shared/data")
     ap.add_argument("--train", action="store_true", help="also train a policy per state and score one of its draws")
+    ap.add_argument("--init", default="paper", choices=INITS, help="the trained policy's initialisation (policy.init)")
     args = ap.parse_args()
 
     model, tok = load_model(args.model, dtype="float32")
@@ -99,15 +102,18 @@ def main() -> None:
             rows = top(scores)
             print(f"  {label:34s} {penalty(rows):8.4f}         {ppl(rows)}")
         if args.train:
-            cfg = TrainConfig(ratio=args.ratio, state=name, samples=4, baseline="loo", lr=5e-3, spectrum="gram")
+            cfg = TrainConfig(
+                ratio=args.ratio, state=name, samples=4, baseline="loo", lr=5e-3, spectrum="gram", init=args.init
+            )
             result = train_policy(states, cfg, progress=False)
-            policy = PolicyNetwork(n, states.shape[2])
+            policy = make_policy(cfg, n, states.shape[2])
             policy.load_state_dict(result.best)
             with torch.no_grad():
                 importance = policy(states)
             g = torch.Generator().manual_seed(0)
             rows = [select_rows("policy", n, k, importance[l], g) for l in range(L)]
-            print(f"  {'trained policy (loo ×4, lr 5e-3)':34s} {penalty(rows):8.4f}         {ppl(rows)}")
+            label = f"trained policy (loo ×4, init {args.init})"
+            print(f"  {label:34s} {penalty(rows):8.4f}         {ppl(rows)}")
 
 
 if __name__ == "__main__":
