@@ -2,7 +2,7 @@
 
     .venv/bin/python benchmarks/llm_surgeon_shots.py [--model resources/models/smollm2-135m] [--ratio 0.3]
         [--shots 5 40] [--seed 0] [--limit 60] [--work results/benchmarks/llm_surgeon_shots]
-        [--data-dir ../shared/data]
+        [--data-dir ../shared/data] [--config config/config.yaml]
 
 Why: the release's structured run (scripts/structured/surgeon.sh) uses 40 shots; the workflow's default uses 5
 so that a CPU job takes minutes (docs: results/tables/settings.md). Each shot re-estimates the K-FAC curvature on
@@ -26,6 +26,7 @@ import sys
 from pathlib import Path
 
 import pandas as pd
+import yaml
 
 TASKS = ["piqa", "winogrande", "hellaswag", "arc_easy", "arc_challenge"]
 
@@ -33,6 +34,17 @@ TASKS = ["piqa", "winogrande", "hellaswag", "arc_easy", "arc_challenge"]
 def run(cmd: list[str]) -> None:
     print("$", " ".join(cmd), flush=True)
     subprocess.run(cmd, check=True)
+
+
+def settings(config: str, shots: int) -> list[str]:
+    """``prunenet prune`` flags for the config's ``llm-surgeon`` section (as the workflow renders them), shots
+    replaced: calibration windows and every option but the one compared stay the workflow's."""
+    section = {**yaml.safe_load(Path(config).read_text())["llm-surgeon"], "shots": shots}
+    flags = []
+    for key, value in section.items():
+        flag = key.replace("_", "-") if key.startswith("calib_") else f"llm-surgeon-{key.replace('_', '-')}"
+        flags += [f"--{flag}", str(value)]
+    return flags
 
 
 def main() -> None:
@@ -45,6 +57,7 @@ def main() -> None:
     ap.add_argument("--limit", type=int, default=60, help="items per task (Table 2's default)")
     ap.add_argument("--work", default="results/benchmarks/llm_surgeon_shots")
     ap.add_argument("--data-dir", default="../shared/data")
+    ap.add_argument("--config", default="config/config.yaml", help="its llm-surgeon settings, shots aside")
     args = ap.parse_args()
     if not Path(args.model).is_dir():
         sys.exit(f"no checkpoint at {args.model}: run `snakemake --cores 1 resources/models/{args.model_name}` first")
@@ -58,7 +71,8 @@ def main() -> None:
                 py
                 + ["prune", "--model", args.model, "--model-name", args.model_name, "--out", str(model)]
                 + ["--method", "llm-surgeon", "--ratio", str(args.ratio), "--data-dir", args.data_dir]
-                + ["--llm-surgeon-shots", str(shots), "--seed", str(args.seed), "--device", "cpu"]
+                + settings(args.config, shots)
+                + ["--seed", str(args.seed), "--device", "cpu"]
             )
             run(
                 py
