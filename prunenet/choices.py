@@ -31,7 +31,8 @@ GGUF_FORMATS = ("hf", "per-layer-shapes")  # checkpoint formats llama.cpp runs (
 GGUF_TYPES = ("f32", "f16", "q8_0", "q4_k_m")  # `prunenet export --type` (quantized ones by llama.cpp's quantizer)
 
 # The single switch to the authors' public code (LCS2-IIITD/PruneNet): the policy settings it sets (`prunenet train
-# --preset official`, config/official.yaml; tests/test_released.py checks both equal this).
+# --preset official`; config/config.yaml, the workflow's default) and the paper's (config/paper_preset.yaml);
+# tests/test_released.py checks the files against this.
 PRESETS = {
     "paper": {"state": "up", "objective": "paper", "init": "paper", "update": "paper", "lr": 5e-4, "episodes": 20},
     "official": {

@@ -20,7 +20,7 @@ def _alternatives(names: tuple[str, ...]) -> str:
     return "|".join(re.escape(n) for n in names)
 
 
-# e.g. 'ks-up-paper-t0.3', 'ad-down-official-printed-loo4-t0.25', the authors' code (config/official.yaml):
+# e.g. 'ks-up-paper-t0.3', 'ad-down-official-printed-loo4-t0.25', the authors' code (the default, config/config.yaml):
 # 'ks-first-official-init-official-update-official-lr0.001-t0.3'. Tags left out are the paper's (Eq. 3 as coded, no
 # baseline, one draw, the paper's init and update, the default learning rate), so the paper's policies keep their
 # short ids.

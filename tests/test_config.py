@@ -136,10 +136,11 @@ def test_each_nominal_ratio_is_one_budget_key_stated_once(tmp_path):
         assert f"--{name}-budget" in res.stderr and "'params', 'ratio'" in res.stderr
 
 
-def test_the_official_overlay_trains_policies_as_the_authors_code(workdir):
-    """config/official.yaml (docs/methods.md "PruneNet: paper vs authors' code"): Table 16's policies are trained with
-    every released switch and the released learning rate, under an id that names them; random rows are unchanged."""
-    rc, out = dry_run(workdir, "results/tables/table16.csv", "--configfile", str(ROOT / "config/official.yaml"))
+def test_the_default_trains_policies_as_the_authors_code_and_the_overlay_as_the_paper(workdir):
+    """The default (docs/methods.md "PruneNet: paper vs authors' code"): Table 16's policies are trained with every
+    released switch and the released learning rate, under an id that names them; config/paper_preset.yaml trains the
+    paper's under the paper's id; random rows are the same under both."""
+    rc, out = dry_run(workdir, "results/tables/table16.csv")
     assert rc == 0, out[-2000:]
     trains = re.findall(r"prunenet train .*", out)
     assert trains and all(
@@ -147,6 +148,17 @@ def test_the_official_overlay_trains_policies_as_the_authors_code(workdir):
         and "--state first --objective official " in t
         and "--init official --update official " in t
         and "--lr 0.001 " in t
+        for t in trains
+    )
+    assert "results/eval/smollm2-135m/random/default/r0.3-s0.json" in out
+    rc, out = dry_run(workdir, "results/tables/table16.csv", "--configfile", str(ROOT / "config/paper_preset.yaml"))
+    assert rc == 0, out[-2000:]
+    trains = re.findall(r"prunenet train .*", out)
+    assert trains and all(
+        "ks-up-paper-t0." in t
+        and "--state up --objective paper " in t
+        and "official" not in t  # init and update at the CLI's default, the paper's
+        and "--lr 0.0005 " in t
         for t in trains
     )
     assert "results/eval/smollm2-135m/random/default/r0.3-s0.json" in out
@@ -275,6 +287,9 @@ def _shell_lines(out: str) -> list[str]:
     return [line for line in out.splitlines() if "-m prunenet" in line]
 
 
+OFFICIAL = "-official-init-official-update-official-lr0.001-t"  # the default policy's id between state and ratio
+
+
 def test_the_ablation_targets_run_the_settings_they_compare(workdir):
     rc, out = dry_run(workdir, *(f"results/tables/table{n}.csv" for n in (7, 10, 13, 16, 17, 18, 19)))
     assert rc == 0, out
@@ -282,8 +297,8 @@ def test_the_ablation_targets_run_the_settings_they_compare(workdir):
     trained = {m[1] for line in lines if (m := re.search(r"policies/smollm2-135m/(\S+)/s0\.safetensors ", line))}
     # T18's AD and T19's FFN2 policies beside the configured KS/FFN1 ones, T13's at 0.5, T7's at the mean 0.2
     for r in ("0.1", "0.2", "0.3"):
-        assert {f"ks-up-paper-t{r}", f"ad-up-paper-t{r}", f"ks-down-paper-t{r}"} <= trained
-    assert "ks-up-paper-t0.5" in trained
+        assert {f"ks-first{OFFICIAL}{r}", f"ad-first{OFFICIAL}{r}", f"ks-down{OFFICIAL}{r}"} <= trained
+    assert f"ks-first{OFFICIAL}0.5" in trained
     calib = [line for line in lines if "--method slicegpt" in line]
     # T10: SliceGPT on both corpora, each in its own path, at every ratio; T13: WikiText-2 at 0.5
     for c in ("wikitext2", "alpaca"):
@@ -291,7 +306,7 @@ def test_the_ablation_targets_run_the_settings_they_compare(workdir):
             assert any(f"slicegpt/{c}/r{r}-s0 " in line and f"--calib-dataset {c}" in line for line in calib)
     assert any("slicegpt/wikitext2/r0.5-s0 " in line for line in calib)
     schedule = [line for line in lines if "--ratio shuffled:0:0.4 " in line]
-    assert schedule and all("ks-up-paper-t0.2" in line for line in schedule)  # trained at the mean ratio
+    assert schedule and all(f"ks-first{OFFICIAL}0.2" in line for line in schedule)  # trained at the mean ratio
     assert jobs(out)["table"] == 7
 
 

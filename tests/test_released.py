@@ -154,13 +154,18 @@ def test_the_first_state_is_the_gate_or_fc1():
 
 
 def test_the_preset_is_one_switch_everywhere_and_names_its_policies(monkeypatch):
-    """config/official.yaml and `prunenet train --preset official` set exactly PRESETS["official"]; its policy id
-    names every switch; the paper's id is unchanged."""
+    """The default config and `prunenet train --preset official` set exactly PRESETS["official"] (the default's other
+    keys are the paper's too); config/paper_preset.yaml sets exactly PRESETS["paper"]; the official policy id names
+    every switch; the paper's id is unchanged."""
     from prunenet import commands
     from prunenet.cli import build_parser
 
-    overlay = Path(__file__).resolve().parents[1] / "config" / "official.yaml"
-    assert yaml.safe_load(overlay.read_text())["policy"] == PRESETS["official"]
+    config = Path(__file__).resolve().parents[1] / "config"
+    default = yaml.safe_load((config / "config.yaml").read_text())["policy"]
+    assert {k: default[k] for k in PRESETS["official"]} == PRESETS["official"]
+    assert yaml.safe_load((config / "paper_preset.yaml").read_text())["policy"] == PRESETS["paper"]
+    paper = yaml.safe_load((config / "paper.yaml").read_text())["policy"]  # the GPU overlay runs the default's preset
+    assert {k: paper[k] for k in PRESETS["official"]} == PRESETS["official"]
     seen = {}
     monkeypatch.setattr(commands, "cmd_train", lambda a: seen.update(vars(a)))
     flags = ["--model", "x", "--out", "p", "--meta-out", "m", "--lr", "0.002", "--preset", "official"]

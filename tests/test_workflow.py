@@ -14,6 +14,7 @@ import pandas as pd
 import pytest
 import yaml
 
+from prunenet.choices import PRESETS
 from prunenet.models import save_checkpoint
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -46,7 +47,8 @@ def write_config(workdir: Path, model_dir: Path, data_dir: Path, **overrides) ->
         "seeds": [0, 1],
         "calibration_seeds": "first",  # one calibration draw (the default re-draws per seed): suite time
         "data_dir": str(data_dir),
-        "policy": {"episodes": 3, "baseline": "loo", "samples": 2},
+        # the paper's loop with a baseline (the default's released loop runs in test_shipped_configs' `all`)
+        "policy": {**PRESETS["paper"], "episodes": 3, "baseline": "loo", "samples": 2},
         "transfer": [{"from": 0.5, "to": [0.25]}],
         "sweep": {"ratios": [0.25, 0.5], "methods": ["prunenet", "laco"]},  # laco: method options reach the sweep
         "prune": {
@@ -105,7 +107,7 @@ def test_config_schema_rejects_unknown_key(tmp_path, tiny_dir, data_dir):
     write_config(tmp_path, tiny_dir, data_dir, prune={"ratios": [1.5], "methods": ["prunenet"]})
     res = snakemake(tmp_path, "-n")
     assert res.returncode != 0 and "1.5" in (res.stdout + res.stderr)
-    write_config(tmp_path, tiny_dir, data_dir, policy={"baseline": "loo", "samples": 1})
+    write_config(tmp_path, tiny_dir, data_dir, policy={**PRESETS["paper"], "baseline": "loo", "samples": 1})
     res = snakemake(tmp_path, "-n")
     assert res.returncode != 0 and "less than the minimum of 2" in (res.stdout + res.stderr)
 
@@ -335,7 +337,7 @@ def test_a_killed_rule_reruns_to_a_clean_finish(tmp_path, tiny_dir, data_dir, mo
         tiny_dir,
         data_dir,
         seeds=[0],
-        policy={"episodes": 400},
+        policy={**PRESETS["paper"], "episodes": 400},
         prune={"ratios": [0.5], "methods": ["prunenet"]},
         evaluate={"tasks": ["piqa"], "limit": 2, "batch_size": 4, "ppl_blocks": 1, "ppl_seq_len": 64},
         keep_checkpoints=False,

@@ -224,7 +224,7 @@ class Method:
     def fixed_policy(self) -> dict[str, str]:
         """The policy dimensions this method's trainer fixes whatever the config says: its state, and for an
         attention state the paper's objective and update (the attention trainer has no other, and the released loop
-        trains FFN rows only: with config/official.yaml's values its train job would fail,
+        trains FFN rows only: with the default's (official) values its train job would fail,
         prunenet.attention_policy.check_config and prunenet.released.check_config)."""
         if not self.policy_state:
             return {}
