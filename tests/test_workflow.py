@@ -228,6 +228,7 @@ def test_end_to_end_all(tmp_path, tiny_dir, data_dir, monkeypatch):
         "table17": ["Stochastic", "Deterministic"],
         "table18": ["KS", "AD"],
         "table19": ["FFN1", "FFN2"],
+        "presets": ["Official", "Paper"],
     }.items():
         ab = pd.read_csv(tmp_path / f"results/tables/{name}.csv")
         means = ab[ab["row"] == "mean"]

@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from ..choices import PRESETS
 from ..errors import PruneNetError
 from .frames import accuracy_frame, load_results, ppl_columns
 from .labels import TABLE2_TASKS, TASK_LABELS
@@ -56,6 +57,14 @@ def _after_rft(dataset: str) -> tuple[Variant, Variant]:
         Variant("SliceGPT", "slicegpt", "rft", calib=dataset, rft=dataset),
         Variant("PruneNet", "prunenet", "rft", rft=dataset),
     )
+
+
+def _preset(name: str) -> dict[str, object]:
+    """A preset's policy dimensions (:data:`prunenet.choices.PRESETS`; episodes are not a policy-id dimension), with
+    the KS penalty, Eq. 3 as coded and one draw per layer without a baseline, as both were published: a config's
+    other choices (a baseline the released loop refuses) do not leak into the comparison."""
+    fixed = {"penalty": "ks", "eq3": "coded", "baseline": "none", "samples": 1}
+    return fixed | {k: v for k, v in PRESETS[name].items() if k != "episodes"}
 
 
 # PruneNet and SliceGPT on Table 2's ratios without RFT (paper Table 14): PruneNet − SliceGPT
@@ -120,6 +129,15 @@ ABLATIONS = {
         "Policy learned on FFN1 (up) vs FFN2 (down) (paper Table 19)",
         "Layer",
         (Variant("FFN1", "prunenet", policy={"state": "up"}), Variant("FFN2", "prunenet", policy={"state": "down"})),
+    ),
+    # not a paper table: which preset the default should be (issue 26), both spelled out whatever the config says
+    "presets": Ablation(
+        "PruneNet as the authors' code runs it vs as the paper describes it (policy presets)",
+        "Preset",
+        (
+            Variant("Official", "prunenet", policy=_preset("official")),
+            Variant("Paper", "prunenet", policy=_preset("paper")),
+        ),
     ),
 }
 
