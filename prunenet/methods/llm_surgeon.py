@@ -221,7 +221,10 @@ LLM_SURGEON = register(
                 "structures",
                 "row and column structures of every projection (--structures row column)",
                 SCRIPT,
-                "row structures not implemented (no time in issue 26): down columns and o column blocks only",
+                "the release masks each matrix's rows and columns on their own (pruner.py: mask = row OR column) "
+                "and saves zeros at the dense shapes; a down/o row or a q/k/v/gate/up column is a residual-stream "
+                "dimension of one matrix, which no smaller Llama can hold, so only the sliceable structures (FFN "
+                "channels = gate/up rows + down columns, KV groups = their q/k/v rows + o columns) are removed",
             ),
             Release(
                 "damping",
