@@ -1,6 +1,7 @@
 """The numbers the README and docs/results.md quote from a run against their own cells in the run they name.
 
-A section that quotes a run names its commit ("a fresh clone of commit <sha>"); the tables it quotes are kept in
+A section that quotes a run names its commit ("a fresh clone of commit <sha>", or "pulled to commit <sha>" where the
+clone was pulled forward and its tables rebuilt there); the tables it quotes are kept in
 ``docs/runs/<sha>/<table>.md``. Every row of a quoted table must equal the run's row with the same key (ratio and
 method, or ratio and variant), every claim (an accuracy difference or a perplexity ratio with its CI and Holm p)
 the run's line for the same pair, ratio (and corpus), and every CI the prose quotes must belong to such a claim,
@@ -19,7 +20,7 @@ N = r"[+−-]?\d+(?:\.\d+)?"
 # the names the prose gives methods and ablation variants; a run's label is the name lower-cased, spaces as "-"
 NAME = (
     r"PruneNet|SliceGPT|ShortGPT|LaCo|SVD-LLM|ASVD|LLM-Pruner|LLM Surgeon|random|deterministic|dense|"
-    r"Policy-based|Random|Stochastic|Deterministic"
+    r"Policy-based|Random|Stochastic|Deterministic|Paper|Official"
 )
 CLAIM = rf"(?P<a>{NAME}) − (?P<b>{NAME}) at r = (?P<ratio>{N}): (?P<est>{N}) \[(?P<lo>{N}), (?P<hi>{N})\]"
 PPL = rf"PPL (?P<a>{NAME}) / (?P<b>{NAME}) \((?P<ds>\w+)\) at r = (?P<ratio>{N}): " + CLAIM.split(": ", 1)[1]
@@ -28,7 +29,7 @@ ABLATION_LINE = (
     rf"- [\w.-]+, (?P<pct>{N})%: (?P<a>.+?) − (?P<b>.+?) = (?P<est>{N}) \[(?P<lo>{N}), (?P<hi>{N})\], "
     rf"p = (?P<p>{N}), Holm p = (?P<holm>{N})"
 )
-KEYS = ("ratio", "Comp. ratio", "method", "Selection", "Policy")  # the headers that identify a row
+KEYS = ("ratio", "Comp. ratio", "method", "Selection", "Policy", "Preset")  # the headers that identify a row
 ALIASES = {"Avg. acc (5 tasks)": "Avg."}  # a quoted header -> the run's
 # the quoting sections: (file, first line, the line after the section, the run's tables they quote)
 SECTIONS = [
@@ -41,7 +42,13 @@ SECTIONS = [
         ["ppl_vs_ratio_smollm2-135m"],
     ),
     ("docs/results.md", "## Baselines on one parameter budget", "Table 4 (paper layout", ["baselines"]),
-    ("docs/results.md", "**Tables 16 and 17 at the current default**", "**Earlier ablations:", ["table16", "table17"]),
+    (
+        "docs/results.md",
+        "**Tables 16 and 17 at the current default**",
+        "**Tables 16 and 17 with the paper preset**",
+        ["table16", "table17", "presets"],
+    ),
+    ("docs/results.md", "**Tables 16 and 17 with the paper preset**", "**Earlier ablations:", ["table16", "table17"]),
 ]
 
 
@@ -74,8 +81,11 @@ def _section(path: str, start: str, stop: str) -> str:
 
 
 def _run_md(section: str, tables: list[str]) -> tuple[str, str]:
-    sha = re.search(r"fresh clone of commit ([0-9a-f]{7,40})", section)
-    assert sha, "the section names no run (a fresh clone of commit <sha>)"
+    # a clone pulled forward and rebuilt names the commit its tables were built at
+    sha = re.search(r"pulled to commit ([0-9a-f]{7,40})", section) or re.search(
+        r"fresh clone of commit ([0-9a-f]{7,40})", section
+    )
+    assert sha, "the section names no run (a fresh clone of commit <sha>, or one pulled to commit <sha>)"
     texts = []
     for table in tables:
         run = ROOT / "docs" / "runs" / sha[1] / f"{table}.md"
