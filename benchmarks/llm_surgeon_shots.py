@@ -28,7 +28,7 @@ from pathlib import Path
 import pandas as pd
 import yaml
 
-TASKS = ["piqa", "winogrande", "hellaswag", "arc_easy", "arc_challenge"]
+from prunenet.reporting.labels import TABLE2_TASKS as TASKS
 
 
 def run(cmd: list[str]) -> None:
@@ -112,7 +112,7 @@ def main() -> None:
 
 
 def _headline(df: pd.DataFrame) -> list[str]:
-    rows = df[df["task"] == "avg"] if "task" in df.columns else df
+    rows = df[df["task"] == "avg"]
     return [" ".join(f"{k}={v}" for k, v in row.items()) for row in rows.to_dict("records")]
 
 

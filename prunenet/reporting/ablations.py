@@ -10,7 +10,7 @@ evaluation among the inputs becomes the table's first row (label ``Dense``).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
 
 import numpy as np
@@ -18,6 +18,7 @@ import pandas as pd
 
 from ..choices import PRESETS
 from ..errors import PruneNetError
+from ..policy_spec import PolicySpec
 from .frames import accuracy_frame, load_results, ppl_columns
 from .labels import TABLE2_TASKS, TASK_LABELS
 from .multiplicity import family_note, mde, significant, with_holm
@@ -63,8 +64,8 @@ def _preset(name: str) -> dict[str, object]:
     """A preset's policy dimensions (:data:`prunenet.choices.PRESETS`; episodes are not a policy-id dimension), with
     the KS penalty, Eq. 3 as coded and one draw per layer without a baseline, as both were published: a config's
     other choices (a baseline the released loop refuses) do not leak into the comparison."""
-    fixed = {"penalty": "ks", "eq3": "coded", "baseline": "none", "samples": 1}
-    return fixed | {k: v for k, v in PRESETS[name].items() if k != "episodes"}
+    published = {f.name: f.default for f in fields(PolicySpec) if f.name in ("penalty", "eq3", "baseline", "samples")}
+    return published | {k: v for k, v in PRESETS[name].items() if k != "episodes"}
 
 
 # PruneNet and SliceGPT on Table 2's ratios without RFT (paper Table 14): PruneNet − SliceGPT
