@@ -97,7 +97,7 @@ def plan(name: str, cfg: dict) -> Plan:
     p = Plan(name, {own.get(k, f"--{k.replace('_', '-')}"): str(v) for k, v in section.items()})
     if spec.needs_policy:
         pol = cfg["policy"]
-        dims = {"state": spec.policy_state} if spec.policy_state else {}
+        dims = spec.fixed_policy()  # as the workflow trains it (common.smk setting): e.g. an attention state's update
         p.train = dict(zip(*[iter(shlex.split(PolicySpec.from_config(pol, RATIO, **dims).train_args))] * 2))
         p.train |= {"--gamma": str(pol["gamma"]), "--lr": str(pol["lr"]), "--eval-samples": str(pol["eval_samples"])}
         p.prune["--which"] = pol["which"]

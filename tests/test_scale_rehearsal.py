@@ -115,3 +115,23 @@ def test_gpu_smoke_rehearsal_arguments(monkeypatch, tmp_path, capsys):
         assert gpu_smoke.main(["--rehearsal"]) == 2
         assert "torch sees no CUDA device" in capsys.readouterr().out
         assert len(seen) == 1
+
+
+def test_every_policy_method_plan_passes_the_train_checks():
+    """Each policy method's rehearsal trains with the flags the workflow would give it under paper.yaml: the train
+    command's parser and config checks accept them (prunenet-attention's attention state needs the paper's update,
+    which the default preset does not use)."""
+    from dataclasses import fields
+
+    from prunenet.cli import build_parser
+    from prunenet.methods import METHODS
+    from prunenet.policy_training import check_train_config
+    from prunenet.training import TrainConfig
+
+    cfg = scale_rehearsal.paper_config()
+    policy_methods = [name for name, m in METHODS.items() if m.needs_policy]
+    assert "prunenet-attention" in policy_methods
+    for name in policy_methods:
+        _, train_argv = scale_rehearsal.plan(name, cfg).argv(1, "tiny", "cpu")
+        args = build_parser().parse_args(["train", "--model", "m", "--out", "p", "--meta-out", "j"] + train_argv)
+        check_train_config(TrainConfig(**{f.name: getattr(args, f.name) for f in fields(TrainConfig)}))
