@@ -103,13 +103,14 @@ class Clock:
         self.wall += time.perf_counter() - self._wall
 
 
-def build(config, device: str):
-    """The random-weight model (seed 0), in float32 on ``device``."""
+def build(config, device: str, dtype=None):
+    """The random-weight model (seed 0) on ``device``, in ``dtype`` (float32 by default; a case builds it in the
+    dtype ``prunenet prune`` would load: bfloat16 on CUDA)."""
     import torch
     from transformers import AutoModelForCausalLM
 
     torch.manual_seed(0)
-    return AutoModelForCausalLM.from_config(config, dtype=torch.float32).eval().to(device)
+    return AutoModelForCausalLM.from_config(config, dtype=dtype or torch.float32).eval().to(device)
 
 
 def train_policy(make: Callable, train_argv: list[str], work: Path, clock: Clock) -> str:
@@ -146,6 +147,7 @@ def run_case(case: dict) -> dict:
     from prunenet.commands.pipeline import prune_request
     from prunenet.methods import METHODS
     from prunenet.methods.pipeline import apply, check
+    from prunenet.models import resolve_dtype
 
     torch.set_num_threads(1)
     device = case["device"]
@@ -159,9 +161,11 @@ def run_case(case: dict) -> dict:
     clock = Clock()
     with tempfile.TemporaryDirectory() as tmp:
         argv = list(case["prune_argv"])
+        dtype = resolve_dtype(build_parser().parse_args(argv).dtype, device)  # as PruneRequest.weights_dtype
         if method.needs_policy:
-            argv += ["--policy", train_policy(lambda: build(config, device), case["train_argv"], Path(tmp), clock)]
-        model = build(config, "cpu" if method.offload else device)  # as pipeline.compress places it
+            make = lambda: build(config, device, dtype)  # noqa: E731
+            argv += ["--policy", train_policy(make, case["train_argv"], Path(tmp), clock)]
+        model = build(config, "cpu" if method.offload else device, dtype)  # as pipeline.compress loads it
         params = sum(p.numel() for p in model.parameters())
         with clock:
             request = check(case["method"], prune_request(build_parser().parse_args(argv)))
@@ -174,6 +178,7 @@ def run_case(case: dict) -> dict:
         "params": params,
         "params_after": sum(p.numel() for p in pruned.parameters()),
         "weight_bytes_fp32": 4 * params,
+        "dtype": str(dtype).removeprefix("torch."),
         "base_rss": base_rss,
         "peak_rss": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
     }

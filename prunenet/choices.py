@@ -27,6 +27,8 @@ WHICH = ("best", "last")  # which episode's policy a method applies
 # as the method's release defines it (its nominal ratio, Method.nominal)
 BUDGETS = ("params", "ratio")
 DATASETS = ("wikitext2", "ptb", "alpaca")  # text corpora: perplexity, calibration, recovery fine-tuning
+# Weights' dtype while a command works (auto: float32 on CPU, bfloat16 on CUDA; prunenet.models.resolve_dtype)
+DTYPES = ("auto", "float32", "float16", "bfloat16")
 GGUF_FORMATS = ("hf", "per-layer-shapes")  # checkpoint formats llama.cpp runs (not SliceGPT's, not low-rank factors)
 GGUF_TYPES = ("f32", "f16", "q8_0", "q4_k_m")  # `prunenet export --type` (quantized ones by llama.cpp's quantizer)
 

@@ -23,8 +23,10 @@ from .errors import PruneNetError
 __all__ = ["DEFAULT_MODEL", "EMBEDDED", "check_finite", "load_model", "materialize", "read_meta", "save_checkpoint"]
 
 
-def resolve_dtype(dtype: str, device: str) -> torch.dtype:
-    """``auto`` is float32 on CPU (bf16 matmul is ~100x slower there) and bfloat16 on CUDA."""
+def resolve_dtype(dtype: str | torch.dtype, device: str) -> torch.dtype:
+    """``auto`` is float32 on CPU (bf16 matmul is ~100x slower there) and bfloat16 on CUDA; a torch dtype is itself."""
+    if isinstance(dtype, torch.dtype):
+        return dtype
     if dtype == "auto":
         return torch.bfloat16 if str(device).startswith("cuda") else torch.float32
     try:
@@ -72,7 +74,7 @@ def _load_dir(path: Path, dtype: torch.dtype) -> tuple[PreTrainedModel, PreTrain
 
 
 def load_model(
-    spec: str = DEFAULT_MODEL, device: str = "cpu", dtype: str = "auto"
+    spec: str = DEFAULT_MODEL, device: str = "cpu", dtype: str | torch.dtype = "auto"
 ) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
     """Load ``spec``: an embedded name, a local checkpoint dir, a ``.gguf`` file or a hub id."""
     torch_dtype = resolve_dtype(dtype, device)

@@ -331,3 +331,17 @@ def test_a_second_model_family_runs_every_method_but_the_ones_that_refuse_it(wor
     for table in ("table22", "table4"):
         assert "Not run: slicegpt on gemma3-270m" in reports[table], table
     assert "Not run" not in reports["table21"]
+
+
+def test_the_configured_dtype_reaches_every_compressing_command(workdir):
+    """train, prepare, prune and sweep load the model in the config's dtype; at the default (auto, the CLI's own
+    default) the flag is not rendered, so a default run's commands read as before."""
+    targets = ("results/tables/baselines.csv", "results/figures/ppl_vs_ratio_smollm2-135m.png")
+    compressing = re.compile(r"prunenet (train|prepare|prune|sweep) ")
+    for value, expected in (("auto", None), ("bfloat16", "--dtype bfloat16 ")):
+        rc, out = dry_run(workdir, *targets, "--config", f"dtype={value}")
+        assert rc == 0, out[-2000:]
+        lines = [x for x in _shell_lines(out) if compressing.search(x)]
+        assert {compressing.search(x)[1] for x in lines} == {"train", "prepare", "prune", "sweep"}
+        for line in lines:
+            assert (expected in line) if expected else ("--dtype" not in line), line

@@ -107,6 +107,12 @@ def method_options(sp, policy_help: str | None = None, policy: bool = True) -> N
         help="round the FFN rows kept per layer to a multiple of this (8, 64: aligned kernels); every method's budget",
     )
     cal.add_argument("--data-dir", help="local benchmark data (offline); default: the hub")
+    sp.add_argument(
+        "--dtype",
+        default="auto",
+        choices=choices.DTYPES,
+        help="the weights' dtype while compressing and in the saved model (auto: float32 on CPU, bfloat16 on CUDA)",
+    )
     for name, method in METHODS.items():
         if method.options:
             grp = sp.add_argument_group(f"{name} options")

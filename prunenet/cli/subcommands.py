@@ -80,6 +80,12 @@ def _train(sub) -> None:
     t.add_argument("--samples", type=POSITIVE_INT, default=1, help="row sets drawn per layer and episode (paper: 1)")
     t.add_argument("--spectrum", default="svd", choices=choices.SPECTRA)
     t.add_argument(
+        "--dtype",
+        default="auto",
+        choices=choices.DTYPES,
+        help="the model's dtype while its states are read (they are trained in float32; auto: bfloat16 on CUDA)",
+    )
+    t.add_argument(
         "--eval-samples", type=POSITIVE_INT, default=20, help="draws used to compare the policy with random rows"
     )
     t.set_defaults(func=commands.cmd_train)

@@ -35,7 +35,7 @@ def cmd_train(args) -> None:
 
     cfg = TrainConfig(**{f.name: getattr(args, f.name) for f in fields(TrainConfig)})
     check_train_config(cfg)
-    model, _ = load_model(args.model, device=args.device, dtype="float32")
+    model, _ = load_model(args.model, device=args.device, dtype=args.dtype)  # states are taken in float32
     task = policy_task(model, cfg)
     del model
     tags = run_tags(args, "train", ratio=cfg.ratio, penalty=cfg.penalty, state=cfg.state, eq3=cfg.eq3)
@@ -79,6 +79,7 @@ def prune_request(args, **override):
         round_to=args.round_to,
         ffn_multiple=args.ffn_multiple,
         data_dir=args.data_dir,
+        dtype=args.dtype,
         options={o.name: getattr(args, o.dest(method.name)) for o in method.options},
         prepared=getattr(args, "prepared", None),
     )
@@ -105,7 +106,7 @@ def cmd_sweep(args) -> None:
         check(args.method, request)  # every point, before the model loads
     texts = load_texts(args.ppl_dataset, "test", args.data_dir)
     device = "cpu" if METHODS.get(args.method).offload else args.device
-    model, tok = load_model(args.model, device=device, dtype="float32")  # as `prune` loads it
+    model, tok = load_model(args.model, device=device, dtype=base.weights_dtype())  # as `prune` loads it
     tags = run_tags(args, "sweep", method=args.method, seed=args.seed)
     with tracking.run(tags["model"], f"sweep {args.method} s={args.seed}", vars(base), tags) as run:
         points = ppl_sweep(model, tok, args.method, requests, texts, args.ppl_seq_len, args.ppl_blocks)
@@ -151,7 +152,8 @@ def cmd_prepare(args) -> None:
     method.check(request)  # options and calibration, before the model loads
     tags = run_tags(args, "prepare", method=args.method)
     with tracking.run(tags["model"], f"prepare {args.method}", vars(request) | {"source": args.model}, tags) as run:
-        model, tok = load_model(args.model, device="cpu" if method.offload else args.device, dtype="float32")
+        device = "cpu" if method.offload else args.device
+        model, tok = load_model(args.model, device=device, dtype=request.weights_dtype())
         t0 = time.perf_counter()
         state = method.prepare(model, tok, request)
         seconds = time.perf_counter() - t0

@@ -59,6 +59,7 @@ class PruneRequest:
     round_to: int = 8  # SliceGPT: kept hidden width a multiple of this
     ffn_multiple: int = 1  # FFN rows kept per layer (and so every method's budget) rounded to a multiple of this
     data_dir: str | None = None
+    dtype: str = "auto"  # the weights' dtype while compressing and in the saved model (choices.DTYPES)
     # The running method's own options (:attr:`Method.options`), by option name; absent = its default.
     options: dict[str, Any] = field(default_factory=dict)
     # The method's ratio-independent state (:attr:`Method.prepare`): a file from ``prunenet prepare`` (its path
@@ -69,6 +70,14 @@ class PruneRequest:
     def __post_init__(self) -> None:
         if self.ratio is not None:
             object.__setattr__(self, "ratio", RatioSpec.of(self.ratio))
+
+    def weights_dtype(self) -> torch.dtype:
+        """The dtype the model is loaded, compressed and saved in. ``auto`` resolves against the request's device,
+        not the one a layer-by-layer method loads onto (SliceGPT holds the model on the CPU and computes each layer
+        on ``device``), so a CUDA run is bfloat16 either way: LLaMA-2-7B's weights take 13.5 GB instead of 27."""
+        from ..models import resolve_dtype
+
+        return resolve_dtype(self.dtype, self.device)
 
     def nominal(self, method: Method) -> bool:
         """Whether ``method`` runs at its release's ratio (option ``budget: ratio``) rather than PruneNet's size."""

@@ -34,6 +34,9 @@ def fingerprint(method: Method, request: PruneRequest, source: str | Path) -> di
         "seed": request.seed,
         "options": method.own_options(request),
     }
+    dtype = str(request.weights_dtype()).removeprefix("torch.")
+    if dtype != "float32":  # a state computed on bfloat16 weights is another state (float32 records stay as they were)
+        record["dtype"] = dtype
     if method.needs_calibration:
         data = str(Path(request.data_dir).resolve()) if request.data_dir else None  # None: the hub
         record |= request.calibration_meta() | {"data_dir": data}

@@ -59,6 +59,9 @@ if DATA_DIR and not Path(DATA_DIR).is_dir():
         "or set it to null to use the hub"
     )
 CONDA_ENV = "../../envs/prunenet.yaml"  # used with --use-conda (then also --config python=python)
+# The weights' dtype of train/prepare/prune/sweep (evaluate and rft always pass theirs): rendered only away from the
+# CLI's own default, auto, so a default run's commands read as before
+DTYPE_ARG = "" if config["dtype"] == "auto" else f"--dtype {config['dtype']}"
 DATA_ARG = f"--data-dir {shlex.quote(str(Path(DATA_DIR).resolve()))}" if DATA_DIR else ""
 
 
@@ -235,6 +238,7 @@ def method_args(method, policy=None, prepared=None, calib=None):
         args += ["--data-dir", str(Path(DATA_DIR).resolve())]
     if PRUNE["ffn_multiple"] != 1:  # PruneNet's kept FFN widths rounded: every method's budget follows
         args += ["--ffn-multiple", str(PRUNE["ffn_multiple"])]
+    args += DTYPE_ARG.split()
     own = {o.name: o.flag(method) for o in spec.options}  # method options: --<method>-<key>
     for key, value in (config[method] if method in config else {}).items():
         value = calib if key == "calib_dataset" and calib else value

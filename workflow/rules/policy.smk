@@ -17,7 +17,7 @@ rule train_policy:
     params:
         py=PY,
         device=config["device"],
-        policy=lambda w: PolicySpec.parse(w.policy).train_args,
+        policy=lambda w: " ".join(filter(None, (PolicySpec.parse(w.policy).train_args, DTYPE_ARG))),
         episodes=POL["episodes"],
         gamma=POL["gamma"],
         lr=lambda w: PolicySpec.parse(w.policy).lr,
