@@ -7,6 +7,7 @@ import copy
 
 import pytest
 import torch
+from torch import nn
 
 from prunenet.arch import get_adapter
 from prunenet.budget import ffn_rows_budget
@@ -232,6 +233,18 @@ def test_gradients_folded_in_hooks_equal_the_whole_backward_path(
     assert meta["removed_kv_groups"] == old_meta["removed_kv_groups"]
     assert new.state_dict().keys() == old.state_dict().keys()
     assert all(torch.equal(v, old.state_dict()[k]) for k, v in new.state_dict().items())
+
+
+def test_gradient_sums_live_in_host_memory_whatever_the_models_device():
+    """The float64 sums (twice a float32 model) stay off the accelerator: parameters on another device (here
+    ``meta``, which holds no data) get host sums, so a GPU holds the model and one gradient at a time."""
+    import prunenet.structured.taylor as taylor
+
+    params = [nn.Parameter(torch.empty(3, 4, device="meta")), nn.Parameter(torch.empty(4, device="meta"))]
+    stats = taylor.Gradients(params, fisher=True)
+    for p in params:
+        for sums in (stats.grad[p], stats.fisher[p]):
+            assert sums.device.type == "cpu" and sums.dtype == torch.float64 and sums.shape == p.shape
 
 
 # ------------------------------------------------------------------------------------------------------- method

@@ -13,7 +13,11 @@ The paper scores a structure by ``|ΔL|``, either
 gradients ``g_s``). Each sample gets its own backward pass, so ``g`` and the Fisher diagonal come from the same
 passes; only the weights being scored get gradients, and each is folded into the sums as soon as autograd has
 accumulated it (a post-accumulate-grad hook) and then freed, so the model's ``.grad`` tensors never all exist at
-once (what the sums hold, float64 per scored weight, still does).
+once. The sums (float64 per scored weight: twice a float32 model, four times a bfloat16 one) live in host memory
+whatever the model's device, so on a GPU the device holds the model, one window's activations and one gradient at
+a time: LLaMA-2-7B's sums (~42 GB with LLM-Pruner's first 4 and last 2 layers unscored) would not fit beside
+its 13.5 GB of bfloat16 weights on a 24 GB card. A float64 addition is exact-rounded on either side, so the scores
+are the same as with sums on the device.
 """
 
 from __future__ import annotations
@@ -28,20 +32,25 @@ from ..errors import PruneNetError
 from .groups import Member
 
 IMPORTANCES = ("element1", "element2", "vector")
+HOST = torch.device("cpu")
+
+
+def _host_zeros(p: torch.Tensor) -> torch.Tensor:
+    return torch.zeros(p.shape, dtype=torch.float64, device=HOST)
 
 
 class Gradients:
-    """Mean gradient ``g`` and (for ``element2``) Fisher diagonal of each scored parameter."""
+    """Mean gradient ``g`` and (for ``element2``) Fisher diagonal of each scored parameter, in host memory."""
 
     def __init__(self, params: Iterable[nn.Parameter], fisher: bool):
         self.params = list(dict.fromkeys(params))
-        self.grad = {p: torch.zeros_like(p, dtype=torch.float64) for p in self.params}
-        self.fisher = {p: torch.zeros_like(p, dtype=torch.float64) for p in self.params} if fisher else None
+        self.grad = {p: _host_zeros(p) for p in self.params}
+        self.fisher = {p: _host_zeros(p) for p in self.params} if fisher else None
         self.samples = 0
 
     def fold(self, p: torch.Tensor) -> None:
         """Add ``p``'s gradient (one sample's) to the sums and free it: a post-accumulate-grad hook."""
-        g = p.grad.double()
+        g = p.grad.to(HOST).double()
         self.grad[p] += g
         if self.fisher is not None:
             self.fisher[p] += g * g
@@ -103,7 +112,7 @@ def member_scores(m: Member, stats: Gradients, importance: str) -> torch.Tensor:
         parts.append((m.linear.bias, lambda t, mm: t[mm.index.to(t.device)]))
     total = torch.zeros(m.index.shape[0], dtype=torch.float64)
     for param, view in parts:
-        w = view(param.detach().double(), m)
+        w = view(param.detach().to(HOST).double(), m)  # beside the host sums
         g = view(stats.mean(param), m)
         if importance == "vector":
             total += (g * w).sum(1).cpu()  # |·| after the bias entries join the vector
