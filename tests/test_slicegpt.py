@@ -406,3 +406,15 @@ def test_the_kept_subspace_is_the_top_principal_directions_of_the_calibration_st
     top = torch.linalg.svd(emb[calib.reshape(-1)], full_matrices=False).Vh[:kept].T
     torch.testing.assert_close(q.T @ q, torch.eye(kept, dtype=q.dtype), atol=1e-5, rtol=0)
     torch.testing.assert_close(q @ q.T, top @ top.T, atol=1e-5, rtol=0)
+
+
+def test_calibration_batches_are_computed_on_the_device_and_kept_at_home():
+    """The activations wait where the model waits (the host, for a GPU run) and visit the device one batch at a
+    time (``meta`` stands in for a second device: it holds no data, so a batch kept there shows where it went)."""
+    from prunenet.slicegpt.rotate import _Calibration
+
+    seen = []
+    cal = _Calibration([{"k": 1}, {"k": 2}], [None, None], 0.01, 2, "cpu", torch.device("meta"))
+    out = cal.map(lambda x, kw: seen.append((x.device.type, kw["k"])) or x * 2, [torch.ones(2), torch.zeros(2)])
+    assert seen == [("cpu", 1), ("cpu", 2)]  # each batch computed on the device with its own kwargs
+    assert [o.device.type for o in out] == ["meta", "meta"]
