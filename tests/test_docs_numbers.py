@@ -50,7 +50,9 @@ SECTIONS = [
     ),
     ("docs/results.md", "**Tables 16 and 17 with the paper preset**", "**Earlier ablations:", ["table16", "table17"]),
     ("docs/results.md", "**Table 11, PruneNet and SliceGPT after RFT", "**Table 12, the same after RFT", ["table11"]),
-    ("docs/results.md", "**Table 12, the same after RFT", "## Inference speed (Table 9)", ["table12"]),
+    ("docs/results.md", "**Table 12, the same after RFT", "## The larger model (Tables 14 and 15)", ["table12"]),
+    ("docs/results.md", "**Tables 14 and 15, the larger model", "**Table 15 (after RFT", ["table14"]),
+    ("docs/results.md", "**Table 15 (after RFT", "## Inference speed (Table 9)", ["table15"]),
 ]
 
 
