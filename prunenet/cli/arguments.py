@@ -74,6 +74,15 @@ def ppl_args(sp) -> None:
     sp.add_argument("--ppl-blocks", type=POSITIVE_INT, help="max blocks per dataset (default: whole test split)")
 
 
+def dtype_flag(sp, what: str) -> None:
+    """``--dtype`` (choices.DTYPES, default auto) of the commands that load a model to compress or train on."""
+    from .. import choices
+
+    sp.add_argument(
+        "--dtype", default="auto", choices=choices.DTYPES, help=f"{what} (auto: bfloat16 on CUDA, else float32)"
+    )
+
+
 def method_options(sp, policy_help: str | None = None, policy: bool = True) -> None:
     """What a method may need, grouped by need (shared by ``prune``, ``sweep`` and ``prepare``): the policy
     file(s), which episode's policy, and the calibration settings. ``policy_help``: add ``--policy`` (prune);
@@ -107,12 +116,7 @@ def method_options(sp, policy_help: str | None = None, policy: bool = True) -> N
         help="round the FFN rows kept per layer to a multiple of this (8, 64: aligned kernels); every method's budget",
     )
     cal.add_argument("--data-dir", help="local benchmark data (offline); default: the hub")
-    sp.add_argument(
-        "--dtype",
-        default="auto",
-        choices=choices.DTYPES,
-        help="the weights' dtype while compressing and in the saved model (auto: float32 on CPU, bfloat16 on CUDA)",
-    )
+    dtype_flag(sp, "the weights' dtype while compressing and in the saved model")
     for name, method in METHODS.items():
         if method.options:
             grp = sp.add_argument_group(f"{name} options")

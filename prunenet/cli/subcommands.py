@@ -5,7 +5,17 @@ from __future__ import annotations
 import argparse
 
 from .. import commands
-from .arguments import NONNEG_INT, POSITIVE, POSITIVE_INT, method_options, model_flags, number, ppl_args, ratio_arg
+from .arguments import (
+    NONNEG_INT,
+    POSITIVE,
+    POSITIVE_INT,
+    dtype_flag,
+    method_options,
+    model_flags,
+    number,
+    ppl_args,
+    ratio_arg,
+)
 
 
 def released_options(t: argparse.ArgumentParser) -> None:
@@ -79,12 +89,7 @@ def _train(sub) -> None:
     )
     t.add_argument("--samples", type=POSITIVE_INT, default=1, help="row sets drawn per layer and episode (paper: 1)")
     t.add_argument("--spectrum", default="svd", choices=choices.SPECTRA)
-    t.add_argument(
-        "--dtype",
-        default="auto",
-        choices=choices.DTYPES,
-        help="the model's dtype while its states are read (they are trained in float32; auto: bfloat16 on CUDA)",
-    )
+    dtype_flag(t, "the model's dtype while its states are read (they are trained in float32)")
     t.add_argument(
         "--eval-samples", type=POSITIVE_INT, default=20, help="draws used to compare the policy with random rows"
     )
