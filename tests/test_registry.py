@@ -33,6 +33,7 @@ def _choices(command: str, flag: str) -> list[str]:
 def test_schema_enums_equal_the_registries():
     assert SCHEMA["$defs"]["method"]["enum"] == METHODS.names()
     assert SCHEMA["$defs"]["dataset"]["enum"] == list(choices.DATASETS)
+    assert SCHEMA["properties"]["dtype"]["enum"] == list(choices.DTYPES)  # config dtype -> the commands' --dtype
     from prunenet.evaluation.tasks import BENCHMARKS, MMLU_SUBJECTS
 
     assert SCHEMA["$defs"]["mmlu_subject"]["enum"] == list(MMLU_SUBJECTS)
