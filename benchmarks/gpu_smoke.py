@@ -411,7 +411,7 @@ class Family:
         requests = sweep_requests(base, SWEEP_RATIOS, policies)
         for request in requests:
             check(name, request)
-        model, tok = load_model(str(self.dense), device="cpu" if method.offload else self.device, dtype="float32")
+        model, tok = load_model(str(self.dense), device=method.load_device(self.device), dtype="float32")
         points = ppl_sweep(model, tok, name, requests, self.texts, SEQ_LEN, PPL_BLOCKS, batch_size=PPL_BLOCKS)
         bad = [p["ratio"] for p in points if not finite(p["ppl"])]
         if bad or len(points) != len(SWEEP_RATIOS):

@@ -165,7 +165,7 @@ def run_case(case: dict) -> dict:
         if method.needs_policy:
             make = lambda: build(config, device, dtype)  # noqa: E731
             argv += ["--policy", train_policy(make, case["train_argv"], Path(tmp), clock)]
-        model = build(config, "cpu" if method.offload else device, dtype)  # as pipeline.compress loads it
+        model = build(config, method.load_device(device), dtype)  # as pipeline.compress loads it
         params = sum(p.numel() for p in model.parameters())
         with clock:
             request = check(case["method"], prune_request(build_parser().parse_args(argv)))

@@ -420,6 +420,50 @@ def test_compress_end_to_end_is_deterministic(tiny_model, tokenizer, data_dir, t
         assert ka == kb and torch.equal(va, vb)
 
 
+def test_run_block_computes_where_the_block_is_and_keeps_outputs_where_inputs_wait():
+    """A block that visits the device (``meta`` stands in for a GPU: it holds no data, so where a tensor went is
+    all it shows) gets each batch and its keyword tensors there; its outputs come back to the host."""
+    from prunenet.lowrank.activations import Calibration
+
+    seen = []
+
+    class Block(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.w = nn.Parameter(torch.empty(1, device="meta"))
+
+        def forward(self, h, position_embeddings=None, flag=None):
+            seen.append((h.device.type, [t.device.type for t in position_embeddings], flag))
+            return (torch.ones(h.shape),)
+
+    cal = Calibration(
+        hidden=[], kwargs=[[{"position_embeddings": (torch.ones(2), torch.ones(2)), "flag": b}] for b in (0, 1)]
+    )
+    out = run_block(Block(), 0, [torch.zeros(2, 3), torch.zeros(1, 3)], cal)
+    assert seen == [("meta", ["meta", "meta"], 0), ("meta", ["meta", "meta"], 1)]
+    assert [(o.device.type, tuple(o.shape)) for o in out] == [("cpu", (2, 3)), ("cpu", (1, 3))]
+
+
+def test_svd_llm_sends_one_block_at_a_time_to_the_device(tiny_model, tokenizer, data_dir, monkeypatch):
+    """Layer by layer (the method is ``offload``): each block goes to the device before its statistics are read and
+    back home once factored, so the device never holds two blocks."""
+    import prunenet.lowrank.svd_llm as svd_llm
+
+    model = tiny_model("llama")
+    layers = list(get_adapter(model).layers())
+    log = []
+    for i, layer in enumerate(layers):
+        moved = layer.to
+        monkeypatch.setattr(layer, "to", lambda dev, i=i, moved=moved: log.append(("to", i, str(dev))) or moved(dev))
+    run = svd_llm.run_block
+    monkeypatch.setattr(svd_llm, "run_block", lambda layer, i, *a: log.append(("run", i)) or run(layer, i, *a))
+    svd_llm.compress_svd_llm(
+        model, _calib(tokenizer, data_dir), ffn_rows_budget(model, 0.3), device=torch.device("cpu")
+    )
+    assert log == [e for i in range(len(layers)) for e in (("to", i, "cpu"), ("run", i), ("to", i, "cpu"))]
+    assert METHODS.get("svd-llm").offload and METHODS.get("svd-llm").load_device("cuda") == "cpu"
+
+
 @pytest.mark.parametrize("family", ["llama", "opt"])
 def test_closed_form_update_leaves_the_first_block_alone(tiny_model, tokenizer, data_dir, family):
     """Known answer: in block 0 the update's inputs are the dense ones, and with whitened factors the least-squares

@@ -105,7 +105,7 @@ def cmd_sweep(args) -> None:
     for request in requests:
         check(args.method, request)  # every point, before the model loads
     texts = load_texts(args.ppl_dataset, "test", args.data_dir)
-    device = "cpu" if METHODS.get(args.method).offload else args.device
+    device = METHODS.get(args.method).load_device(args.device)
     model, tok = load_model(args.model, device=device, dtype=base.weights_dtype())  # as `prune` loads it
     tags = run_tags(args, "sweep", method=args.method, seed=args.seed)
     with tracking.run(tags["model"], f"sweep {args.method} s={args.seed}", vars(base), tags) as run:
@@ -152,7 +152,7 @@ def cmd_prepare(args) -> None:
     method.check(request)  # options and calibration, before the model loads
     tags = run_tags(args, "prepare", method=args.method)
     with tracking.run(tags["model"], f"prepare {args.method}", vars(request) | {"source": args.model}, tags) as run:
-        device = "cpu" if method.offload else args.device
+        device = method.load_device(args.device)
         model, tok = load_model(args.model, device=device, dtype=request.weights_dtype())
         t0 = time.perf_counter()
         state = method.prepare(model, tok, request)

@@ -45,6 +45,7 @@ def ppl_sweep(
     for request in requests:
         t0 = time.perf_counter()
         pruned, _ = apply(spec, copy.deepcopy(model), tokenizer, request)
+        pruned.to(request.device)  # a layer-by-layer method's model waits on the host: evaluated on the device
         stats = model_stats(pruned, dense_params)
         ppl = perplexity(pruned, tokenizer, texts, seq_len, max_blocks, batch_size, desc=f"ppl r={request.ratio}")
         points.append(

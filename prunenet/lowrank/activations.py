@@ -106,14 +106,31 @@ def capture(model: nn.Module, ids: torch.Tensor, batch_size: int = 8) -> Calibra
     return cal
 
 
+def _on(obj, device: torch.device):
+    """``obj`` (a tensor, or the tuples and dicts of tensors a block's keyword arguments hold) on ``device``."""
+    if isinstance(obj, torch.Tensor):
+        return obj.to(device)
+    if isinstance(obj, tuple):
+        return tuple(_on(o, device) for o in obj)
+    if isinstance(obj, dict):
+        return {k: _on(v, device) for k, v in obj.items()}
+    return obj
+
+
 @torch.no_grad()
 def run_block(layer: nn.Module, i: int, hidden: Sequence[torch.Tensor], cal: Calibration) -> list[torch.Tensor]:
-    """Block ``i`` applied to each batch of ``hidden`` with that batch's recorded arguments."""
+    """Block ``i`` applied to each batch of ``hidden`` with that batch's recorded arguments.
+
+    Each batch is computed where the block's weights are and its output kept where its input waited, so a
+    model that waits on the host can send one block at a time to the GPU while the calibration activations
+    stay on the host (:func:`prunenet.lowrank.svd_llm.compress_svd_llm`); where both are one device nothing moves.
+    """
+    device = next(layer.parameters()).device
     outs = []
     for h, kwargs in zip(hidden, cal.kwargs):
-        kw = dict(kwargs[i])
+        kw = _on(dict(kwargs[i]), device)
         args = kw.pop("__args__", ())
-        outs.append(_hidden(layer(h, *args, **kw)))
+        outs.append(_hidden(layer(h.to(device), *args, **kw)).to(h.device))
     return outs
 
 
@@ -145,12 +162,15 @@ def recording(
 
 @torch.no_grad()
 def block_inputs(model: nn.Module, ids: torch.Tensor, batch_size: int = 8) -> list[torch.Tensor]:
-    """The hidden states entering every decoder block on ``ids`` (dense model), each ``[n, seq, hidden]``."""
+    """The hidden states entering every decoder block on ``ids`` (dense model), each ``[n, seq, hidden]``, kept on
+    the host: at LLaMA-2-7B with ASVD's 32 × 2048 sensitivity tokens they take 32 × 0.5 GB in bfloat16, more
+    than a 24 GB GPU has beside the model (:func:`prunenet.lowrank.search.tail_losses` moves one window at a
+    time to the model)."""
     adapter = get_adapter(model)
     layers = list(adapter.layers())
     cal = capture(model, ids, batch_size)
     hidden, inputs = cal.hidden, []
     for i, layer in enumerate(layers):
-        inputs.append(torch.cat(hidden))
+        inputs.append(torch.cat(hidden).cpu())
         hidden = run_block(layer, i, hidden, cal)
     return inputs

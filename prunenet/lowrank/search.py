@@ -69,9 +69,9 @@ def _window_losses(model: nn.Module, start: int, hidden: torch.Tensor, ids: torc
     so a :class:`CandidateLinear` in block ``start`` (or later) sees one copy per candidate."""
     adapter = get_adapter(model)
     layers = list(adapter.layers())
-    device = hidden.device
+    device = next(model.parameters()).device  # the window may wait on the host (block_inputs)
     rep_ids = ids.to(device).repeat(copies, 1)
-    rep_hidden = hidden.repeat(copies, 1, 1)
+    rep_hidden = hidden.to(device).repeat(copies, 1, 1)
 
     def inject(_mod, args, kwargs):
         if args:

@@ -224,6 +224,11 @@ class Method:
     # ``prunenet report settings``. Empty: not checked against a release.
     release: tuple[Release, ...] = ()
 
+    def load_device(self, device: str) -> str:
+        """Where the model loads for ``device``: the host for a layer-by-layer method (``offload``: one layer at a
+        time visits ``device``), else ``device``."""
+        return "cpu" if self.offload else device
+
     def __post_init__(self) -> None:
         if self.nominal:
             if not self.budget:

@@ -42,7 +42,11 @@ def validate(request: PruneRequest) -> None:
 
 
 def _candidates(model: nn.Module, stats: dict, heads: bool, damping: float) -> tuple[list, dict]:
-    """(cost, layer, kind, index) of every removable structure, and each layer's inverse A per kind."""
+    """(cost, layer, kind, index) of every removable structure, and each layer's inverse A per kind.
+
+    Consumes ``stats``: each layer's factors are dropped once inverted, so the host holds the factors of the
+    layers not yet reached and the inverses of those passed, not both for every layer (LLaMA-2-7B in float64:
+    1.37 GB of A and G per layer, 1.1 GB of inverses; about 44 GB at the peak instead of 79 GB)."""
     import torch
 
     from ..arch import get_adapter
@@ -53,13 +57,13 @@ def _candidates(model: nn.Module, stats: dict, heads: bool, damping: float) -> t
     out, inverses = [], {}
     for i, layer in enumerate(adapter.layers()):
         down = adapter.ffn(layer)[2]
-        a, g = stats[("ffn", i)].factors(damping)
+        a, g = stats.pop(("ffn", i)).factors(damping)
         a_inv = torch.linalg.inv(a)
         inverses[("ffn", i)] = a_inv
         out += [(float(c), i, "ffn", j) for j, c in enumerate(single_column_cost(down.weight.detach().cpu(), a_inv, g))]
         if heads:
             lay = adapter.attention(layer)
-            a, g = stats[("attn", i)].factors(damping)
+            a, g = stats.pop(("attn", i)).factors(damping)
             a_inv = torch.linalg.inv(a)
             inverses[("attn", i)] = a_inv
             blocks = attention_members(model, layer)[-1].index  # o's column block of each KV group
@@ -144,8 +148,7 @@ def run(model: nn.Module, tokenizer: Any, request: PruneRequest, budget: Budget)
         if heads:
             linears |= {("attn", i): adapter.attention(lay).o for i, lay in enumerate(adapter.layers())}
         kfac = dict(zip(linears, estimate(model, list(linears.values()), blocks)))
-        ranked, inverses = _candidates(model, kfac, heads, opt["damping"])
-        del kfac
+        ranked, inverses = _candidates(model, kfac, heads, opt["damping"])  # empties kfac
         target = round(total * s / opt["shots"])
         chosen, removed = _choose(model, ranked, heads, removed, target)
         _operate(model, chosen, inverses)

@@ -79,7 +79,7 @@ def compress(
     from .base import Prepared
 
     method = METHODS.get(name)
-    device = "cpu" if method.offload else request.device
+    device = method.load_device(request.device)
     model, tok = load_model(model_path, device=device, dtype=request.weights_dtype())
     dense = model_stats(model, seq_len=flops_seq_len)
     ratios = request.ratio.per_layer(len(get_adapter(model).layers()))

@@ -27,7 +27,8 @@ def run(model: nn.Module, tokenizer: Any, request: PruneRequest, budget: Budget)
     dense = count_params(model)
     update = request.option("update", SVD_LLM)
     keep = 1.0 - budget.ratio if budget.nominal else None  # the release's --ratio is the fraction removed
-    model, res = compress_svd_llm(model, request.calibration(tokenizer), budget.params, update=update, keep=keep)
+    calib = request.calibration(tokenizer)
+    model, res = compress_svd_llm(model, calib, budget.params, update=update, keep=keep, device=request.device)
     removed = dense - count_params(model)
     if not budget.nominal:
         check_budget(removed, budget.params, dense, "svd-llm")
@@ -57,6 +58,7 @@ SVD_LLM = register(
         nominal="every decoder projection (m x n) factored at rank int(m n (1 - r) / (m + n)), about r of its weights"
         " removed (the release's --ratio)",
         checkpoint="low-rank",
+        offload=True,  # the model and its calibration activations wait on the host; one block visits the device
         stochastic=False,
         options=(
             Option(
