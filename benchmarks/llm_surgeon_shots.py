@@ -10,7 +10,7 @@ every calibration window and removes 1/shots of the budget, so 40 shots cost abo
 Whether they buy accuracy is what this measures: every shot count prunes the same checkpoint on the same
 calibration draw (``--seed``) at the same ratio with the workflow's other LLM Surgeon settings, through the same
 commands the workflow's rules run (``prunenet prune``, ``prunenet evaluate`` with Table 2's tasks, items,
-perplexity blocks), and ``prunenet report pairs`` pairs them on the same items.
+perplexity blocks: the config's ``evaluate`` section), and ``prunenet report pairs`` pairs them on the same items.
 
 Printed: per shot count the compression seconds (the method's own wall time), the peak memory, the average
 accuracy and WikiText-2/PTB perplexity; then each paired difference with its 95 % CI and p (two comparisons at
@@ -27,8 +27,6 @@ from pathlib import Path
 
 import pandas as pd
 import yaml
-
-from prunenet.reporting.labels import TABLE2_TASKS as TASKS
 
 
 def run(cmd: list[str]) -> None:
@@ -47,6 +45,16 @@ def settings(config: str, shots: int) -> list[str]:
     return flags
 
 
+def evaluation(config: str, limit: int | None) -> list[str]:
+    """``prunenet evaluate`` flags for the config's ``evaluate`` section (tasks, batch, shots, perplexity sets and
+    blocks), as the workflow's evaluate rule renders them; ``limit`` (items per task) replaces the config's."""
+    ev = yaml.safe_load(Path(config).read_text())["evaluate"]
+    flags = ["--tasks", *ev["tasks"], "--batch-size", str(ev["batch_size"]), "--num-fewshot", str(ev["num_fewshot"])]
+    flags += ["--ppl-datasets", *ev["ppl_datasets"], "--ppl-seq-len", str(ev["ppl_seq_len"])]
+    flags += ["--ppl-blocks", str(ev["ppl_blocks"])] if ev["ppl_blocks"] else []  # null: the whole test split
+    return flags + (["--limit", str(limit)] if limit else [])
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--model", default="resources/models/smollm2-135m")
@@ -54,10 +62,10 @@ def main() -> None:
     ap.add_argument("--ratio", type=float, default=0.3)
     ap.add_argument("--shots", type=int, nargs="+", default=[5, 40])
     ap.add_argument("--seed", type=int, default=0, help="the calibration draw (prunenet prune --seed)")
-    ap.add_argument("--limit", type=int, default=60, help="items per task (Table 2's default)")
+    ap.add_argument("--limit", type=int, default=60, help="items per task (Table 2's default); 0: every item")
     ap.add_argument("--work", default="results/benchmarks/llm_surgeon_shots")
     ap.add_argument("--data-dir", default="../shared/data")
-    ap.add_argument("--config", default="config/config.yaml", help="its llm-surgeon settings, shots aside")
+    ap.add_argument("--config", default="config/config.yaml", help="its llm-surgeon and evaluate settings, shots aside")
     args = ap.parse_args()
     if not Path(args.model).is_dir():
         sys.exit(f"no checkpoint at {args.model}: run `snakemake --cores 1 resources/models/{args.model_name}` first")
@@ -77,10 +85,9 @@ def main() -> None:
             run(
                 py
                 + ["evaluate", "--model", str(model), "--model-name", args.model_name, "--method", "llm-surgeon"]
-                + ["--setting", f"shots{shots}", "--out", str(out), "--tasks", *TASKS, "--batch-size", "8"]
-                + ["--num-fewshot", "0", "--device", "cpu", "--seed", "0", "--data-dir", args.data_dir]
-                + ["--limit", str(args.limit), "--ppl-datasets", "wikitext2", "ptb", "--ppl-seq-len", "256"]
-                + ["--ppl-blocks", "8"]
+                + ["--setting", f"shots{shots}", "--out", str(out), "--device", "cpu", "--seed", "0"]
+                + ["--data-dir", args.data_dir]
+                + evaluation(args.config, args.limit)
             )
         evals.append(out)
     pairs = work / "pairs.csv"
@@ -100,11 +107,11 @@ def main() -> None:
     print(f"\nLLM Surgeon, {args.model_name}, r = {args.ratio}, calibration draw {args.seed}, {args.limit} items/task")
     for shots, path in zip(args.shots, evals):
         d = json.loads(path.read_text())
-        acc = [d["tasks"][t]["primary"] * 100 for t in TASKS]
-        ppl = {k: v["ppl"] for k, v in d["perplexity"].items()}
+        acc = [task["primary"] * 100 for task in d["tasks"].values()]  # the config's tasks
+        ppl = ", ".join(f"{k} {v['ppl']:.2f}" for k, v in d["perplexity"].items())
         print(
             f"shots {shots:3d}: compress {d['meta']['compress_seconds']:7.0f} s, peak {d['meta']['peak_memory_mb']:.0f}"
-            f" MB, avg acc {sum(acc) / len(acc):.1f}, PPL wikitext2 {ppl['wikitext2']:.2f}, ptb {ppl['ptb']:.2f}"
+            f" MB, avg acc {sum(acc) / len(acc):.1f}, PPL {ppl}"
         )
     df = pd.read_csv(pairs)
     print(df.to_string(index=False))

@@ -6,10 +6,14 @@ measurements (or y = a + b·L from two layer counts when nothing is scaled). Why
 itself grows with the calibration tokens (a layer's forward pass) is d, work done once per layer whatever the
 tokens (an SVD, an eigendecomposition) is b, so scaling a setting up does not also scale the work it does not drive.
 
-Peak memory on the device: a whole-model method holds every layer (fixed + per-layer × L, at L = 32); a
-layer-by-layer method (``Method.offload``) holds one (fixed + one layer, at L = 1). bfloat16: the weights take half
+Peak memory on the device: a whole-model method holds every layer (fixed + per-layer × L, at L = 32), less the
+float64 statistics it keeps on the host whatever the model's device (LLM-Pruner's gradient sums, LLM Surgeon's
+K-FAC factors: counted in a CPU measurement, where host and device are one); a layer-by-layer method
+(``Method.offload``) holds one layer and one batch of its calibration activations (fixed + one layer at the units
+of one batch, at L = 1), the model and the other batches waiting on the host. bfloat16: the weights take half
 their float32 bytes; the method's own working memory is kept at its float32 size (statistics in float32: an
-upper bound).
+upper bound). The host column is what waits there: the held statistics, or (layer by layer) the whole model and
+every batch's activations.
 """
 
 from __future__ import annotations
@@ -64,6 +68,7 @@ class Prediction:
     seconds: float  # CPU seconds of the method's work, times its multiplier (e.g. LLM Surgeon's shots)
     peak_fp32: float  # bytes on the device with float32 weights
     peak_bf16: float  # bytes with bfloat16 weights (working memory kept at float32 size)
+    host_bf16: float = 0.0  # bytes waiting on the host beside it (bfloat16 weights)
 
     @property
     def fits(self) -> bool:
@@ -78,12 +83,20 @@ def predict(
     n: float,
     layer_by_layer: bool,
     multiplier: float = 1.0,
+    batch_n: float | None = None,
+    host_per_layer: float = 0.0,
 ) -> Prediction:
     """Extrapolate to ``layers`` layers and ``n`` units. ``memory``: peak bytes above the process's footprint
-    before the model (weights included); ``weights``: float32 weight bytes against layers."""
-    held = 1 if layer_by_layer else layers
-    fp32 = memory(held, n)
-    return Prediction(multiplier * seconds(layers, n), fp32, fp32 - weights(held) / 2)
+    before the model (weights included); ``weights``: float32 weight bytes against layers; ``batch_n``: the units
+    one batch holds (layer by layer: the device's share of the activations; default ``n``); ``host_per_layer``:
+    bytes of statistics per layer a whole-model method keeps on the host."""
+    if layer_by_layer:
+        fp32 = memory(1, n if batch_n is None else min(n, batch_n))
+        host = memory(layers, n) - weights(layers) / 2
+        return Prediction(multiplier * seconds(layers, n), fp32, fp32 - weights(1) / 2, host)
+    host = host_per_layer * layers
+    fp32 = memory(layers, n) - host
+    return Prediction(multiplier * seconds(layers, n), fp32, fp32 - weights(layers) / 2, host)
 
 
 def headline(predictions: dict[str, Prediction], shape_label: str) -> str:

@@ -40,6 +40,7 @@ SEQ = 128  # calibration tokens per window while measuring; the configured windo
 # The two values a linear setting is measured at: calibration windows far enough apart that their cost stands out
 # of the CPU-time noise of a shared machine (1 and 2 windows of 128 tokens did not), policy episodes at 1 and 2.
 CALIB_UNITS, EPISODE_UNITS = (1, 8), (1, 2)
+CALIB_BATCH = 8  # windows per batch of a layer-by-layer method (slice_model's and compress_svd_llm's batch_size)
 LABELS = {"llama2-7b": "LLaMA-2-7B", "phi-2": "Phi-2", "tiny": "tiny"}
 # Paper Table 9(a) (A100-40GB, seconds, 30 %): PruneNet's compression time; SliceGPT's from the text beside it.
 PAPER_T9A = {
@@ -61,6 +62,7 @@ class Plan:
     target: float = 1.0
     multiplier: tuple[str, float] | None = None
     reduced: list[str] = field(default_factory=list)
+    batch_units: float | None = None  # one calibration batch at the configured length, in units of the knob
 
     def argv(self, units: int, shape: str, device: str) -> tuple[list[str], list[str]]:
         prune, train = dict(self.prune), dict(self.train)
@@ -114,6 +116,7 @@ def plan(name: str, cfg: dict) -> Plan:
     elif spec.needs_calibration:
         p.knob, p.target = "--calib-samples", section["calib_samples"] * section["calib_seq_len"] / SEQ
         p.prune["--calib-seq-len"] = str(SEQ)
+        p.batch_units = CALIB_BATCH * section["calib_seq_len"] / SEQ
     if name == "llm-surgeon":
         p.multiplier = ("--llm-surgeon-shots", float(section["shots"]))
         p.prune["--llm-surgeon-shots"] = "1"
@@ -177,7 +180,25 @@ def _brief(row: dict) -> str:
     return f"{row['cpu_s']:.1f} CPU-s ({row['wall_s']:.1f} s wall), peak RSS {row['peak_rss'] / GB:.2f} GB"
 
 
-def summarize(p: Plan, cases: dict, offload: bool) -> dict:
+def host_state_per_layer(name: str, shape: str, section: dict) -> float:
+    """Bytes per decoder layer of the float64 statistics a whole-model method keeps on the host whatever the
+    model's device: LLM-Pruner's gradient sums (every scored weight; twice with element2's Fisher diagonal;
+    commit e183dac), LLM Surgeon's K-FAC factors (A and G of down and, with attention structures, of o). A CPU
+    measurement counts them (host and device are one); a GPU's peak does not."""
+    from rehearsal_case import SHAPES
+
+    cls, dims = SHAPES[shape]
+    h, f, heads = dims["hidden_size"], dims["intermediate_size"], dims["num_attention_heads"]
+    kv = h * dims.get("num_key_value_heads", heads) // heads
+    if name == "llm-pruner":
+        weights = 2 * h * h + 2 * h * kv + (3 if cls == "LlamaConfig" else 2) * h * f
+        return 8.0 * weights * (2 if section.get("importance") == "element2" else 1)
+    if name == "llm-surgeon":
+        return 8.0 * (f * f + h * h + (2 * h * h if section.get("structures") == "ffn+attention" else 0))
+    return 0.0
+
+
+def summarize(p: Plan, cases: dict, offload: bool, host_per_layer: float = 0.0) -> dict:
     """The fits of one method's cases and its prediction at TARGET_LAYERS layers and the configured setting."""
     ok = [c for c in cases.values() if "error" not in c]
     if not cases or len(ok) < len(cases) or len({c["layers"] for c in ok}) < 2:
@@ -188,15 +209,17 @@ def summarize(p: Plan, cases: dict, offload: bool) -> dict:
     weights = fit({(k[0], 1): c["weight_bytes_fp32"] for k, c in grid.items()})
     mult = p.multiplier[1] if p.multiplier else 1.0
     target = p.target if p.knob else 1
-    pred = predict(seconds, memory, weights, TARGET_LAYERS, target, offload, mult)
+    batch = p.batch_units if p.knob else None
+    pred = predict(seconds, memory, weights, TARGET_LAYERS, target, offload, mult, batch, host_per_layer)
     return {
         "seconds_per_layer": seconds.per_layer(target) * mult,
         "bytes_per_layer": memory.per_layer(max(p.units) if p.knob else 1),  # at the measured units
         "params_target": (weights(TARGET_LAYERS)) / 4,
-        "holds": "one layer" if offload else "whole model",
+        "holds": "one layer" if offload else "whole model" + ("; statistics on the host" if host_per_layer else ""),
         "pred_cpu_s": pred.seconds,
         "pred_peak_fp32": pred.peak_fp32,
         "pred_peak_bf16": pred.peak_bf16,
+        "pred_host_bf16": pred.host_bf16,
         "fits_24gb_bf16": pred.fits,
         "scaled": _scaled(p),
     }
@@ -216,14 +239,15 @@ def table(results: dict, shape: str) -> str:
     head = (
         "| method | scaled (measured -> configured) | CPU-s per layer count (measured) | CPU-s per layer (scaled) | "
         f"pred. CPU-s {TARGET_LAYERS} layers | peak GB per layer count (measured) | GB per layer (measured) | holds | "
-        "pred. peak fp32 GB | pred. peak bf16 GB | fits 24 GB (bf16) | paper T9(a) s, A100 |"
+        "pred. device peak fp32 GB | pred. device peak bf16 GB | pred. host GB (bf16) | fits 24 GB (bf16) | "
+        "paper T9(a) s, A100 |"
     )
     lines = [head, "|" + "---|" * head.count(" | ") + "---|"]
     paper = PAPER_T9A.get(shape, {})
     for name, r in results.items():
         s = r["summary"]
         if "error" in s:
-            lines.append(f"| {name} | not measured: {s['error']} |" + " |" * 10)
+            lines.append(f"| {name} | not measured: {s['error']} |" + " |" * 11)
             continue
         units = max(c["units"] for c in r["cases"].values())
         top = [c for _, c in sorted((c["layers"], c) for c in r["cases"].values() if c["units"] == units)]
@@ -232,7 +256,8 @@ def table(results: dict, shape: str) -> str:
         lines.append(
             f"| {name} | {s['scaled']} | {cpu} | {s['seconds_per_layer']:.1f} | {s['pred_cpu_s']:.0f} | {mem} | "
             f"{s['bytes_per_layer'] / GB:.2f} | {s['holds']} | {s['pred_peak_fp32'] / GB:.1f} | "
-            f"{s['pred_peak_bf16'] / GB:.1f} | {'yes' if s['fits_24gb_bf16'] else 'no'} | {paper.get(name, '—')} |"
+            f"{s['pred_peak_bf16'] / GB:.1f} | {s.get('pred_host_bf16', 0.0) / GB:.1f} | "
+            f"{'yes' if s['fits_24gb_bf16'] else 'no'} | {paper.get(name, '—')} |"
         )
     return "\n".join(lines)
 
@@ -276,7 +301,9 @@ def main(argv: list[str] | None = None) -> int:
         else:
             cases = measure(p, args.shape, sorted(args.layers), args.device, args.rss_cap_gb * GB, args.timeout)
         results[name] = {"plan": p.__dict__, "cases": cases}
-        results[name]["summary"] = summarize(p, cases, METHODS.get(name).offload)
+        # a CUDA peak already leaves out what waits on the host
+        host = host_state_per_layer(name, args.shape, cfg.get(name, {})) if args.device == "cpu" else 0.0
+        results[name]["summary"] = summarize(p, cases, METHODS.get(name).offload, host)
         if args.out:  # after every method: a long run that stops still leaves what it measured
             args.out.write_text(json.dumps({"shape": args.shape, "device": args.device, "methods": results}, indent=1))
     print(table(results, args.shape))
@@ -285,8 +312,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"not measured: {', '.join(unmeasured)}")
     print(
         f"CPU seconds of the method's work (getrusage); {TARGET_LAYERS}-layer predictions fitted on each row's "
-        f"two layer counts; peak = fixed + per-layer x {TARGET_LAYERS} (whole model) or fixed + one layer "
-        "(layer by layer); bf16 halves the weights only"
+        f"two layer counts; device peak = fixed + per-layer x {TARGET_LAYERS} less the statistics held on the host "
+        "(whole model) or fixed + one layer and one calibration batch (layer by layer); bf16 halves the weights only"
     )
     from rehearsal_fit import Prediction
 

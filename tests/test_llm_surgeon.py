@@ -205,3 +205,32 @@ def test_one_shot_takes_the_cheapest_structures_globally_and_updates_the_rest(ti
         torch.testing.assert_close(adapter.ffn(layer)[2].weight.detach(), expected, atol=1e-6, rtol=1e-5)
         updated += bool(drop) and (expected - original[i][:, keep]).abs().max().item() > 1e-4
     assert updated > 0  # the update moved the kept weights somewhere
+
+
+def test_shots_benchmark_evaluates_as_the_configs_evaluate_section_says(tmp_path):
+    """benchmarks/llm_surgeon_shots.py reads the evaluate section (no flags of its own): a null ppl_blocks renders
+    no --ppl-blocks (the whole split), and its --limit replaces the config's items."""
+    import importlib.util
+    from pathlib import Path
+
+    import yaml
+
+    root = Path(__file__).resolve().parents[1]
+    spec = importlib.util.spec_from_file_location("llm_surgeon_shots", root / "benchmarks/llm_surgeon_shots.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    cfg = yaml.safe_load((root / "config/config.yaml").read_text())
+    ev = cfg["evaluate"]
+    flags = bench.evaluation(str(root / "config/config.yaml"), 60)
+    assert flags == ["--tasks", *ev["tasks"], "--batch-size", str(ev["batch_size"]), "--num-fewshot", "0"] + [
+        "--ppl-datasets",
+        *ev["ppl_datasets"],
+        "--ppl-seq-len",
+        str(ev["ppl_seq_len"]),
+        "--ppl-blocks",
+        "8",
+    ] + ["--limit", "60"]
+    cfg["evaluate"] |= {"ppl_blocks": None, "batch_size": 4}
+    (tmp_path / "c.yaml").write_text(yaml.safe_dump(cfg))
+    flags = bench.evaluation(str(tmp_path / "c.yaml"), 0)
+    assert "--ppl-blocks" not in flags and "--limit" not in flags and flags[flags.index("--batch-size") + 1] == "4"

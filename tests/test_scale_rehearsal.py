@@ -37,7 +37,23 @@ def test_fit_and_prediction_match_a_hand_computation():
     one = predict(seconds, memory, weights, 32, 10, layer_by_layer=True)
     assert one.peak_fp32 == pytest.approx(6 + 1 + 10)  # fixed + one layer at 10 units
     assert one.peak_bf16 == pytest.approx(17 - 3 / 2)
+    assert one.host_bf16 == pytest.approx(358 - 34 / 2)  # the whole model and every unit wait on the host
+    batch = predict(seconds, memory, weights, 32, 10, layer_by_layer=True, batch_n=2)
+    assert batch.peak_fp32 == pytest.approx(6 + 1 + 2)  # one batch of 2 units on the device
+    held = predict(seconds, memory, weights, 32, 10, layer_by_layer=False, host_per_layer=0.5)
+    assert (held.peak_fp32, held.host_bf16) == pytest.approx((358 - 16, 16))  # statistics counted on the host
     assert memory.per_layer(10) == pytest.approx(11)
+
+
+def test_host_statistics_are_the_methods_float64_buffers():
+    """LLaMA-2-7B per layer: LLM-Pruner sums every projection weight's gradient (q, k, v, o: 4096²; gate, up,
+    down: 4096 × 11008), LLM Surgeon holds A (in × in) and G (out × out) of down and o, all in float64."""
+    host = scale_rehearsal.host_state_per_layer
+    assert host("llm-pruner", "llama2-7b", {}) == 8 * (4 * 4096**2 + 3 * 4096 * 11008)
+    assert host("llm-pruner", "llama2-7b", {"importance": "element2"}) == 16 * (4 * 4096**2 + 3 * 4096 * 11008)
+    assert host("llm-surgeon", "llama2-7b", {"structures": "ffn+attention"}) == 8 * (11008**2 + 3 * 4096**2)
+    assert host("llm-surgeon", "llama2-7b", {"structures": "ffn"}) == 8 * (11008**2 + 4096**2)
+    assert host("slicegpt", "llama2-7b", {}) == 0
 
 
 def test_fit_refuses_an_incomplete_grid():
