@@ -254,3 +254,15 @@ def test_paired_seeds_resample_the_per_seed_difference():
     assert (paired.hi - paired.lo) / (2 * 1.96) == pytest.approx(100 * d.std() / np.sqrt(n), rel=0.25)
     with pytest.raises(ValueError, match="as many seeds"):
         paired_bootstrap({"t": _mat(draw)}, {"t": _mat(top_k[:1])}, paired_seeds=True)
+
+
+def test_direct_calls_resample_as_often_as_the_config():
+    """A reporting function called without a bootstrap count uses config.yaml's (the workflow passes it)."""
+    from pathlib import Path
+
+    import yaml
+
+    from prunenet.reporting.paired import BOOTSTRAP
+
+    root = Path(__file__).resolve().parents[1]
+    assert yaml.safe_load((root / "config/config.yaml").read_text())["bootstrap"] == BOOTSTRAP

@@ -22,6 +22,7 @@ from ..policy_spec import PolicySpec
 from .frames import accuracy_frame, load_results, ppl_columns
 from .labels import TABLE2_TASKS, TASK_LABELS
 from .multiplicity import family_note, mde, significant, with_holm
+from .paired import BOOTSTRAP
 from .render import cell, table_note, write_table
 from .specs import EACH_CALIB, TableSpec, Variant
 from .tables import TABLES
@@ -265,7 +266,7 @@ def ablation_table(
     out: str,
     out_md: str,
     tasks: list[str] | None = None,
-    bootstrap: int = 2000,
+    bootstrap: int = BOOTSTRAP,
     seed: int = 0,
     variants: dict[str, list[str]] | None = None,
     notes: list[str] | None = None,
@@ -291,7 +292,7 @@ def _register(name: str) -> None:
         out: str,
         out_md: str,
         tasks: list[str] | None = None,
-        bootstrap: int = 2000,
+        bootstrap: int = BOOTSTRAP,
         seed: int = 0,
         variants: dict[str, list[str]] | None = None,
         notes: list[str] | None = None,

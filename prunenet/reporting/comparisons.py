@@ -13,7 +13,7 @@ import pandas as pd
 from ..evaluation.tasks import PRIMARY_METRIC
 from .labels import TASK_LABELS
 from .multiplicity import holm, mde, significant, with_holm
-from .paired import Comparison, item_matrix, paired_bootstrap
+from .paired import BOOTSTRAP, Comparison, item_matrix, paired_bootstrap
 
 Key = tuple  # (model, ratio, method, setting)
 
@@ -78,7 +78,7 @@ def holm_families(df: pd.DataFrame) -> pd.DataFrame:
     return out
 
 
-def comparisons_frame(results: list[dict], tasks: list[str], iters: int = 2000, seed: int = 0) -> pd.DataFrame:
+def comparisons_frame(results: list[dict], tasks: list[str], iters: int = BOOTSTRAP, seed: int = 0) -> pd.DataFrame:
     """A − B (points) with 95 % paired bootstrap CI for every pair of rows at a ratio and every row vs dense.
 
     One line per pair and task, plus ``task = "avg"`` (macro average over tasks); raw and Holm-adjusted p
@@ -105,7 +105,7 @@ def comparisons_frame(results: list[dict], tasks: list[str], iters: int = 2000, 
 
 
 def against_frame(
-    results: list[dict], tasks: list[str], reference: str, iters: int = 2000, seed: int = 0, printed: bool = True
+    results: list[dict], tasks: list[str], reference: str, iters: int = BOOTSTRAP, seed: int = 0, printed: bool = True
 ):
     """Average-accuracy difference of every row from ``reference`` at its ratio and from dense, oriented as
     (row − reference) / (row − dense): the pairs of :func:`comparisons_frame`, signs flipped where needed.
@@ -131,7 +131,7 @@ def against_frame(
 
 
 def versus_columns(
-    results: list[dict], tasks: list[str], reference: str, iters: int = 2000, seed: int = 0, printed: bool = True
+    results: list[dict], tasks: list[str], reference: str, iters: int = BOOTSTRAP, seed: int = 0, printed: bool = True
 ):
     """:func:`against_frame` as columns of a table's mean rows, keyed by (model, ratio, method, setting):
     ``avg_diff_vs_<reference>``, ``avg_ci_lo_vs_…``, ``avg_ci_hi_vs_…``, ``avg_p_vs_…``, ``avg_p_holm_vs_…`` (Holm
@@ -147,7 +147,7 @@ def versus_columns(
     return out
 
 
-def transfer_frame(results: list[dict], tasks: list[str], iters: int = 2000, seed: int = 0) -> pd.DataFrame:
+def transfer_frame(results: list[dict], tasks: list[str], iters: int = BOOTSTRAP, seed: int = 0) -> pd.DataFrame:
     """Table 6: each (policy ratio → pruning ratio) transfer vs the same-ratio policy, paired per task and on avg."""
     by_train: dict[tuple, list[dict]] = defaultdict(list)
     for r in results:

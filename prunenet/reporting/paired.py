@@ -23,6 +23,10 @@ import numpy as np
 
 from .multiplicity import ALPHA
 
+# Paired bootstrap resamples when a caller names none: config.yaml's ``bootstrap`` (the workflow passes the
+# config's value; this is what a direct call gets, so the two agree).
+BOOTSTRAP = 5000
+
 
 @dataclass(frozen=True)
 class Comparison:
@@ -81,7 +85,7 @@ def seed_effects(x: np.ndarray) -> np.ndarray:
 def paired_bootstrap(
     a: dict[str, tuple[list, np.ndarray]],
     b: dict[str, tuple[list, np.ndarray]],
-    iters: int = 2000,
+    iters: int = BOOTSTRAP,
     seed: int = 0,
     paired_seeds: bool = False,
 ) -> Comparison:

@@ -17,7 +17,7 @@ import pandas as pd
 
 from .comparisons import group_runs
 from .multiplicity import significant, with_holm
-from .paired import paired_bootstrap
+from .paired import BOOTSTRAP, paired_bootstrap
 
 NO_BLOCKS = "Paired perplexity: no per-block data in these evaluations (written before `block_nll` was recorded)."
 
@@ -36,7 +36,7 @@ def _blocks_match(a: list[dict], b: list[dict], dataset: str) -> bool:
     return len(shape) == 1
 
 
-def ppl_pairs_frame(results: list[dict], pairs: pd.DataFrame, iters: int = 2000, seed: int = 0) -> pd.DataFrame:
+def ppl_pairs_frame(results: list[dict], pairs: pd.DataFrame, iters: int = BOOTSTRAP, seed: int = 0) -> pd.DataFrame:
     """Per printed pair (``pairs``: rows with model, ratio, a, b and the methods' and settings' keys) and per
     perplexity dataset both sides have: A/B perplexity ratio, its 95 % CI (unadjusted), raw and Holm-adjusted p.
     Empty when no pair has per-block data on both sides."""
@@ -65,7 +65,7 @@ def ppl_pairs_frame(results: list[dict], pairs: pd.DataFrame, iters: int = 2000,
     return df.assign(significant=df["p_holm"].map(significant))
 
 
-def ppl_pairs_markdown(results: list[dict], pairs: pd.DataFrame, iters: int = 2000, seed: int = 0) -> str:
+def ppl_pairs_markdown(results: list[dict], pairs: pd.DataFrame, iters: int = BOOTSTRAP, seed: int = 0) -> str:
     """The section under a table: the ratios with CIs and raw and adjusted p, or why there is none."""
     if pairs.empty:
         return ""

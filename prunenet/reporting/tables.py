@@ -14,6 +14,7 @@ from ..errors import PruneNetError
 from ..registry import Registry
 from .frames import accuracy_frame, load_results, per_seed_and_mean, ppl_columns, summary_frame
 from .labels import PAPER_TASKS, TABLE2_TASKS, TASK_LABELS
+from .paired import BOOTSTRAP
 from .render import accuracy_markdown, cell, table_note, write_table
 
 # name -> function(inputs, out_csv, out_md, **options); the workflow's `table` rule builds each by name
@@ -69,7 +70,7 @@ def _compared(name: str, doc: str, default_tasks: list[str] | None = None) -> No
         out: str,
         out_md: str,
         tasks: list[str] | None = None,
-        bootstrap: int = 2000,
+        bootstrap: int = BOOTSTRAP,
         seed: int = 0,
         notes: list[str] | None = None,  # lines under the table (e.g. a method skipped on a model it refuses)
     ) -> list[Path]:
@@ -132,7 +133,7 @@ def table8(inputs: list[str], out: str, out_md: str, tasks: list[str] | None = N
 
 @TABLES.decorator("table6")
 def table6(
-    inputs: list[str], out: str, out_md: str, tasks: list[str] | None = None, bootstrap: int = 2000, seed: int = 0
+    inputs: list[str], out: str, out_md: str, tasks: list[str] | None = None, bootstrap: int = BOOTSTRAP, seed: int = 0
 ) -> list[Path]:
     """Paper Table 6: a policy trained at one ratio applied at others; (same-ratio policy) and the drop's p-value."""
     from .comparisons import transfer_frame, transfer_markdown
@@ -144,7 +145,7 @@ def table6(
 
 @TABLES.decorator("table23")
 def table23(
-    inputs: list[str], out: str, out_md: str, tasks: list[str] | None = None, bootstrap: int = 2000, seed: int = 0
+    inputs: list[str], out: str, out_md: str, tasks: list[str] | None = None, bootstrap: int = BOOTSTRAP, seed: int = 0
 ) -> list[Path]:
     """Paper Table 23: MMLU subjects zero-shot, one column each and their average (kept out of the five-task
     average); paired comparisons under it."""
@@ -155,7 +156,7 @@ def table23(
 
 @TABLES.decorator("pairs")
 def pairs(
-    inputs: list[str], out: str, out_md: str, tasks: list[str] | None = None, bootstrap: int = 2000, seed: int = 0
+    inputs: list[str], out: str, out_md: str, tasks: list[str] | None = None, bootstrap: int = BOOTSTRAP, seed: int = 0
 ) -> list[Path]:
     """Table 2's paired comparisons in full: every pair of rows at a ratio and vs dense, per task and on average."""
     from .comparisons import comparisons_frame
@@ -171,7 +172,7 @@ def baselines(
     out: str,
     out_md: str,
     tasks: list[str] | None = None,
-    bootstrap: int = 2000,
+    bootstrap: int = BOOTSTRAP,
     seed: int = 0,
     notes: list[str] | None = None,
 ) -> list[Path]:

@@ -12,6 +12,7 @@ import pandas as pd
 from .comparisons import against_frame, comparisons_frame, group_runs
 from .ks import ks_lines
 from .multiplicity import POWER, family_note
+from .paired import BOOTSTRAP
 from .ppl_pairs import ppl_pairs_markdown
 
 COLUMNS = ["model", "ratio", "a", "b", "A − B", "95 % CI (unadjusted)", "p", "p (Holm)", "significant"]
@@ -64,7 +65,7 @@ def _said(r) -> str:
     return f"{r['a']} vs {r['b']} at r={r['ratio']:g} ({r['diff']:+.1f})"
 
 
-def comparison_markdown(results: list[dict], tasks: list[str], iters: int = 2000, seed: int = 0) -> str:
+def comparison_markdown(results: list[dict], tasks: list[str], iters: int = BOOTSTRAP, seed: int = 0) -> str:
     """Under Table 2: average-accuracy differences with CIs and raw and adjusted p, the KS test, the resolution,
     and what is significant (Holm-adjusted p < 0.05), in words."""
     df = comparisons_frame(results, tasks, iters, seed)
@@ -96,7 +97,9 @@ def comparison_markdown(results: list[dict], tasks: list[str], iters: int = 2000
     return "\n".join(lines)
 
 
-def against_markdown(results: list[dict], tasks: list[str], reference: str, iters: int = 2000, seed: int = 0) -> str:
+def against_markdown(
+    results: list[dict], tasks: list[str], reference: str, iters: int = BOOTSTRAP, seed: int = 0
+) -> str:
     """Every method against ``reference`` (and dense) at each ratio: difference, unadjusted CI, raw and adjusted p,
     the verdict on the adjusted p, the resolution."""
     avg = against_frame(results, tasks, reference, iters, seed)
