@@ -62,7 +62,9 @@ class Plan:
     target: float = 1.0
     multiplier: tuple[str, float] | None = None
     reduced: list[str] = field(default_factory=list)
-    batch_units: float | None = None  # one calibration batch at the configured length, in units of the knob
+    # the units on the device at once where the others wait on the host (a layer-by-layer method's calibration
+    # batch, ASVD's sensitivity window), in units of the knob; None: every unit stays on the device
+    batch_units: float | None = None
 
     def argv(self, units: int, shape: str, device: str) -> tuple[list[str], list[str]]:
         prune, train = dict(self.prune), dict(self.train)
@@ -108,6 +110,7 @@ def plan(name: str, cfg: dict) -> Plan:
         s = section
         p.knob, p.target, p.units = "--asvd-sens-samples", s["sens_samples"] * s["sens_seq_len"] / SEQ, EPISODE_UNITS
         p.prune |= {"--asvd-sens-seq-len": str(SEQ), "--calib-samples": str(p.units[-1]), "--calib-seq-len": str(SEQ)}
+        p.batch_units = s["sens_seq_len"] / SEQ  # block inputs wait on the host; one window visits the device
         stats = f"{s['calib_samples']}x{s['calib_seq_len']}"
         p.reduced.append(f"statistics {stats} -> {p.units[-1]}x{SEQ} tokens, not scaled")
     elif name == "llm-pruner":  # 10 x 64 tokens run as configured; with 2-4 layers none would be in first..L-last
@@ -116,7 +119,8 @@ def plan(name: str, cfg: dict) -> Plan:
     elif spec.needs_calibration:
         p.knob, p.target = "--calib-samples", section["calib_samples"] * section["calib_seq_len"] / SEQ
         p.prune["--calib-seq-len"] = str(SEQ)
-        p.batch_units = CALIB_BATCH * section["calib_seq_len"] / SEQ
+        if spec.offload:  # its activations wait on the host; one batch visits the device
+            p.batch_units = CALIB_BATCH * section["calib_seq_len"] / SEQ
     if name == "llm-surgeon":
         p.multiplier = ("--llm-surgeon-shots", float(section["shots"]))
         p.prune["--llm-surgeon-shots"] = "1"

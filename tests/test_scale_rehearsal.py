@@ -42,6 +42,9 @@ def test_fit_and_prediction_match_a_hand_computation():
     assert batch.peak_fp32 == pytest.approx(6 + 1 + 2)  # one batch of 2 units on the device
     held = predict(seconds, memory, weights, 32, 10, layer_by_layer=False, host_per_layer=0.5)
     assert (held.peak_fp32, held.host_bf16) == pytest.approx((358 - 16, 16))  # statistics counted on the host
+    windows = predict(seconds, memory, weights, 32, 10, layer_by_layer=False, batch_n=2)
+    assert windows.peak_fp32 == pytest.approx(6 + 32 + 64)  # one window of 2 units on the device
+    assert windows.host_bf16 == pytest.approx(358 - 102)  # the other windows wait on the host
     assert memory.per_layer(10) == pytest.approx(11)
 
 
@@ -78,6 +81,10 @@ def test_plans_read_paper_yaml_settings():
     s = PAPER["slicegpt"]
     assert slice_.knob == "--calib-samples" and slice_.target == s["calib_samples"] * s["calib_seq_len"] / 128
     assert slice_.prune["--slicegpt-budget"] == s["budget"]
+    assert slice_.batch_units == 8 * s["calib_seq_len"] / 128  # layer by layer: one batch on the device
+    asvd = scale_rehearsal.plan("asvd", cfg)
+    assert asvd.batch_units == PAPER["asvd"]["sens_seq_len"] / 128  # one sensitivity window on the device
+    assert scale_rehearsal.plan("shortgpt", cfg).batch_units is None  # whole model: every window stays
     surgeon = scale_rehearsal.plan("llm-surgeon", cfg)
     assert surgeon.multiplier == ("--llm-surgeon-shots", PAPER["llm-surgeon"]["shots"])
     assert surgeon.prune["--llm-surgeon-shots"] == "1" and surgeon.prune["--llm-surgeon-structures"] == "ffn+attention"
