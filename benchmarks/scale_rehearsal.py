@@ -1,6 +1,7 @@
 """Rehearse every registered method at the paper's widths: cost per layer, extrapolated to LLaMA-2-7B's 32 layers.
 
     python benchmarks/scale_rehearsal.py [--shape llama2-7b|phi-2|tiny] [--layers 2 4] [--methods ...] [--out F]
+    python benchmarks/scale_rehearsal.py --merge A.json B.json ...   # runs made apart, one table
 
 Per method and layer count, a random-weight model of the shape (transformers' ``LlamaConfig`` / ``PhiConfig``)
 is pruned at ratio 0.3 with ``config/paper.yaml``'s settings (merged onto config.yaml and read through
@@ -283,50 +284,91 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--rss-cap-gb", type=float, default=9.0, help="kill a case whose RSS passes this (default 9)")
     ap.add_argument("--timeout", type=float, default=1800.0, help="seconds per case before it is killed")
     ap.add_argument("--resume", action="store_true", help="keep the methods --out already holds measured")
+    ap.add_argument(
+        "--merge",
+        nargs="+",
+        type=Path,
+        metavar="JSON",
+        help="print the table of these runs' --out files "
+        "together, their summaries recomputed (no measuring; shape and device from the files)",
+    )
     args = ap.parse_args(argv)
     if len(set(args.layers)) != 2 or min(args.layers) < 1:
         ap.error(f"--layers needs two different positive counts, e.g. --layers 2 4 (got {args.layers})")
     return args
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
+def summarized(name: str, cases: dict, shape: str, device: str, cfg: dict) -> dict:
+    """One method's record: its plan, its cases and their summary, computed by this code."""
     from prunenet.methods import METHODS
 
-    cfg = paper_config()
-    results = {}
-    if args.resume and args.out and args.out.exists():  # a long run continued: its measured methods kept
-        done = json.loads(args.out.read_text())["methods"]
-        results = {n: r for n, r in done.items() if "error" not in r["summary"]}
-    for name in args.methods:
-        p = plan(name, cfg)
-        if name in results:  # measured before: its summary recomputed by this code
-            cases = results[name]["cases"]
-        else:
-            cases = measure(p, args.shape, sorted(args.layers), args.device, args.rss_cap_gb * GB, args.timeout)
-        results[name] = {"plan": p.__dict__, "cases": cases}
-        # a CUDA peak already leaves out what waits on the host
-        host = host_state_per_layer(name, args.shape, cfg.get(name, {})) if args.device == "cpu" else 0.0
-        results[name]["summary"] = summarize(p, cases, METHODS.get(name).offload, host)
-        if args.out:  # after every method: a long run that stops still leaves what it measured
-            args.out.write_text(json.dumps({"shape": args.shape, "device": args.device, "methods": results}, indent=1))
-    print(table(results, args.shape))
+    p = plan(name, cfg)
+    # a CUDA peak already leaves out what waits on the host
+    host = host_state_per_layer(name, shape, cfg.get(name, {})) if device == "cpu" else 0.0
+    return {"plan": p.__dict__, "cases": cases, "summary": summarize(p, cases, METHODS.get(name).offload, host)}
+
+
+def merged(files: list[Path]) -> tuple[str, str, dict]:
+    """(shape, device, cases per method) of several runs' JSON (a later file's method replaces an earlier one's)."""
+    runs = [json.loads(f.read_text()) for f in files]
+    kinds = {(r["shape"], r["device"]) for r in runs}
+    if len(kinds) != 1:
+        print(
+            f"--merge takes runs of one shape and device, got {sorted(kinds)}: merge each kind apart", file=sys.stderr
+        )
+        raise SystemExit(2)
+    (shape, device), methods = kinds.pop(), {}
+    for r in runs:
+        methods |= {n: m["cases"] for n, m in r["methods"].items()}
+    return shape, device, methods
+
+
+def report(results: dict, shape: str) -> str:
+    """What a run prints: the table, the methods not measured, how to read it, the headline (last line)."""
+    from rehearsal_fit import Prediction
+
+    lines = [table(results, shape)]
     unmeasured = [n for n, r in results.items() if "error" in r["summary"]]
     if unmeasured:
-        print(f"not measured: {', '.join(unmeasured)}")
-    print(
+        lines.append(f"not measured: {', '.join(unmeasured)}")
+    lines.append(
         f"CPU seconds of the method's work (getrusage); {TARGET_LAYERS}-layer predictions fitted on each row's "
         f"two layer counts; device peak = fixed + per-layer x {TARGET_LAYERS} less the statistics held on the host "
         "(whole model) or fixed + one layer and one calibration batch (layer by layer); bf16 halves the weights only"
     )
-    from rehearsal_fit import Prediction
-
     preds = {
         n: Prediction(r["summary"]["pred_cpu_s"], r["summary"]["pred_peak_fp32"], r["summary"]["pred_peak_bf16"])
         for n, r in results.items()
         if "error" not in r["summary"]
     }
-    print(headline(preds, LABELS[args.shape]))
+    lines.append(headline(preds, LABELS[shape]))
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    cfg = paper_config()
+    if args.merge:  # runs made apart (other machines, other days) printed as one table
+        shape, device, measured = merged(args.merge)
+        results = {n: summarized(n, cases, shape, device, cfg) for n, cases in measured.items()}
+        if args.out:
+            args.out.write_text(json.dumps({"shape": shape, "device": device, "methods": results}, indent=1))
+        print(report(results, shape))
+        return 0
+    results = {}
+    if args.resume and args.out and args.out.exists():  # a long run continued: its measured methods kept
+        done = json.loads(args.out.read_text())["methods"]
+        results = {n: r for n, r in done.items() if "error" not in r["summary"]}
+    for name in args.methods:
+        if name in results:  # measured before: its summary recomputed by this code
+            cases = results[name]["cases"]
+        else:
+            p = plan(name, cfg)
+            cases = measure(p, args.shape, sorted(args.layers), args.device, args.rss_cap_gb * GB, args.timeout)
+        results[name] = summarized(name, cases, args.shape, args.device, cfg)
+        if args.out:  # after every method: a long run that stops still leaves what it measured
+            args.out.write_text(json.dumps({"shape": args.shape, "device": args.device, "methods": results}, indent=1))
+    print(report(results, args.shape))
     return 0
 
 

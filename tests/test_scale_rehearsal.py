@@ -115,6 +115,16 @@ def test_end_to_end_on_the_tiny_shape(tmp_path):
             assert c["cpu_s"] > 0 and c["peak_rss"] > c["base_rss"]
         assert data[name]["summary"]["params_target"] == pytest.approx(2 * 256 * 64 + 64 + 32 * per_layer)
     assert "| llm-pruner | as configured; all layers pruned" in res.stdout
+    # --merge: two runs' files printed as one (here one run split in two): the same table, nothing measured
+    one, two = tmp_path / "a.json", tmp_path / "b.json"
+    full = json.loads(out.read_text())
+    for f, name in ((one, "random"), (two, "llm-pruner")):
+        f.write_text(json.dumps(full | {"methods": {name: full["methods"][name]}}))
+    res2 = subprocess.run(cmd[:2] + ["--merge", str(one), str(two)], capture_output=True, text=True, timeout=120)
+    assert res2.returncode == 0 and res2.stdout == res.stdout, res2.stderr[-3000:]
+    (tmp_path / "c.json").write_text(json.dumps(full | {"shape": "phi-2"}))
+    res3 = subprocess.run(cmd[:2] + ["--merge", str(one), str(tmp_path / "c.json")], capture_output=True, text=True)
+    assert res3.returncode == 2 and "one shape and device" in res3.stderr
 
 
 def test_gpu_smoke_rehearsal_arguments(monkeypatch, tmp_path, capsys):
