@@ -128,6 +128,36 @@ def plan(name: str, cfg: dict) -> Plan:
     return p
 
 
+def layer_counts(name: str, cfg: dict, wanted: list[int]) -> list[int]:
+    """The two layer counts ``name`` is measured at: ``wanted``, but for LaCo the fewest from ``min(wanted)`` up at
+    which its walk (the config's C, lowest, keep_last, interval) can merge away ⌊0.3·L⌋ ≥ 1 layers in merges of C
+    layers, and the next
+    (paper.yaml's needs 7: 2 and 4 layers hold no 4-layer merge above layer 2 below the top one)."""
+    if name != "laco":
+        return wanted
+    from prunenet.depth import nominal_layers
+    from prunenet.errors import PruneNetError
+    from prunenet.layer_collapse import check_collapse
+    from prunenet.methods.laco import walk_for
+
+    opt = cfg["laco"]
+
+    def fits(n: int) -> bool:
+        remove, walk = nominal_layers(RATIO, n), walk_for(n, opt)
+        try:
+            check_collapse(n, remove, walk, opt["threshold_step"])
+        except PruneNetError:
+            return False
+        return remove >= 1 and walk.merge == opt["merge"]  # a shallower model would merge fewer than C
+
+    low = min(wanted)
+    if fits(low) and fits(max(wanted)):
+        return wanted
+    while not (fits(low) and fits(low + 1)):
+        low += 1
+    return [low, low + 1]
+
+
 def run_case(case: dict, rss_cap: float, timeout: float) -> dict:
     """Run one case in a fresh process (nice 19, one thread); its own rusage comes from ``os.wait4``. A case
     over ``rss_cap`` bytes or ``timeout`` seconds is killed and reported so."""
@@ -363,8 +393,8 @@ def main(argv: list[str] | None = None) -> int:
         if name in results:  # measured before: its summary recomputed by this code
             cases = results[name]["cases"]
         else:
-            p = plan(name, cfg)
-            cases = measure(p, args.shape, sorted(args.layers), args.device, args.rss_cap_gb * GB, args.timeout)
+            p, layers = plan(name, cfg), layer_counts(name, cfg, sorted(args.layers))
+            cases = measure(p, args.shape, layers, args.device, args.rss_cap_gb * GB, args.timeout)
         results[name] = summarized(name, cases, args.shape, args.device, cfg)
         if args.out:  # after every method: a long run that stops still leaves what it measured
             args.out.write_text(json.dumps({"shape": args.shape, "device": args.device, "methods": results}, indent=1))

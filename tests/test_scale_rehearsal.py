@@ -85,6 +85,10 @@ def test_plans_read_paper_yaml_settings():
     asvd = scale_rehearsal.plan("asvd", cfg)
     assert asvd.batch_units == PAPER["asvd"]["sens_seq_len"] / 128  # one sensitivity window on the device
     assert scale_rehearsal.plan("shortgpt", cfg).batch_units is None  # whole model: every window stays
+    # LaCo's walk (merge 4 above layer 2, the top layer kept) removes floor(0.3 L) >= 1 layers from 7 layers up
+    assert scale_rehearsal.layer_counts("laco", cfg, [2, 4]) == [7, 8]
+    assert scale_rehearsal.layer_counts("laco", cfg, [8, 10]) == [8, 10]
+    assert scale_rehearsal.layer_counts("shortgpt", cfg, [2, 4]) == [2, 4]
     surgeon = scale_rehearsal.plan("llm-surgeon", cfg)
     assert surgeon.multiplier == ("--llm-surgeon-shots", PAPER["llm-surgeon"]["shots"])
     assert surgeon.prune["--llm-surgeon-shots"] == "1" and surgeon.prune["--llm-surgeon-structures"] == "ffn+attention"

@@ -34,6 +34,8 @@ from .base import EQUAL_SIZE, NOT_CHECKED, Budget, Method, Option, PruneRequest,
 if TYPE_CHECKING:
     from torch import nn
 
+    from ..layer_collapse import Walk
+
 OPTIONS = (
     Option("merge", int, 4, "C: layers combined into one per merge (removes C-1; paper: 4)"),
     Option("lowest", int, 2, "H: lowest layer index a merge may start at (layers below it are never merged)"),
@@ -55,12 +57,23 @@ def validate(request: PruneRequest) -> None:
         raise PruneNetError(f"laco.threshold_step must be positive, got {opt['threshold_step']}")
 
 
+def walk_for(n_layers: int, opt: dict) -> Walk:
+    """The walk over a model of ``n_layers`` layers with the options ``opt``: a group never spans more than the
+    mergeable range (a shallow model: C layers may not fit at all; an invalid C or range is refused by
+    :func:`prunenet.layer_collapse.check_collapse`)."""
+    from ..layer_collapse import Walk
+
+    span = n_layers - opt["keep_last"] - opt["lowest"]
+    merge = min(opt["merge"], span) if span >= 2 else opt["merge"]
+    return Walk(merge=merge, lowest=opt["lowest"], keep_last=opt["keep_last"], interval=opt["interval"])
+
+
 def run(model: nn.Module, tokenizer: Any, request: PruneRequest, budget: Budget) -> tuple[nn.Module, dict]:
     import torch
 
     from ..arch import get_adapter
     from ..depth import layers_for_budget, nominal_layers
-    from ..layer_collapse import Walk, apply_collapse, check_collapse, layer_collapse
+    from ..layer_collapse import apply_collapse, check_collapse, layer_collapse
     from ..stats import count_params
 
     opt = {o.name: request.option(o.name, LACO) for o in OPTIONS}
@@ -71,10 +84,8 @@ def run(model: nn.Module, tokenizer: Any, request: PruneRequest, budget: Budget)
         n_remove = nominal_layers(budget.ratio, len(layer_params))
     else:  # equal scores: only the count is taken from the budget rule; which layers go is the walk's to decide
         n_remove = len(layers_for_budget(torch.zeros(len(layer_params)), layer_params, budget.params))
-    # a group never spans more than the mergeable range (a shallow model: C layers may not fit at all)
-    span = len(layer_params) - opt["keep_last"] - opt["lowest"]
-    merge = min(opt["merge"], span) if span >= 2 else opt["merge"]  # (an invalid C or range is refused below)
-    walk = Walk(merge=merge, lowest=opt["lowest"], keep_last=opt["keep_last"], interval=opt["interval"])
+    walk = walk_for(len(layer_params), opt)
+    merge = walk.merge
     check_collapse(len(layer_params), n_remove, walk, opt["threshold_step"])
     blocks = request.calibration(tokenizer) if n_remove else None
     collapse = layer_collapse(model, blocks, n_remove, walk, threshold=opt["threshold"], step=opt["threshold_step"])
