@@ -6,15 +6,15 @@ measurements (or y = a + b·L from two layer counts when nothing is scaled). Why
 itself grows with the calibration tokens (a layer's forward pass) is d, work done once per layer whatever the
 tokens (an SVD, an eigendecomposition) is b, so scaling a setting up does not also scale the work it does not drive.
 
-Peak memory on the device: a whole-model method holds every layer (fixed + per-layer × L, at L = 32), less the
-float64 statistics it keeps on the host whatever the model's device (LLM-Pruner's gradient sums, LLM Surgeon's
-K-FAC factors: counted in a CPU measurement, where host and device are one) and the calibration windows it keeps
-on the host but one (ASVD's sensitivity windows); a layer-by-layer method (``Method.offload``) holds one layer and
-one batch of its calibration activations (fixed + one layer at the units of one batch, at L = 1), the model and
-the other batches waiting on the host. bfloat16: the weights take half
-their float32 bytes; the method's own working memory is kept at its float32 size (statistics in float32: an
-upper bound). The host column is what waits there: the held statistics, or (layer by layer) the whole model and
-every batch's activations.
+Peak memory is fitted against layers alone, at the largest setting measured: windows and episodes are streamed
+(a setting's units do not pile up in memory), and the bilinear term of a peak is RSS noise that 2048× extrapolation
+would blow up; what a method keeps per calibration window is stated apart. On the device a whole-model method holds
+every layer (fixed + per-layer × L, at L = 32), less the float64 statistics it keeps on the host whatever the model's
+device (LLM-Pruner's gradient sums, LLM Surgeon's K-FAC factors: counted in a CPU measurement, where host and device
+are one); a layer-by-layer method (``Method.offload``) holds one (fixed + one layer, at L = 1), the model waiting
+on the host. bfloat16: the weights take half their float32 bytes; the method's own working memory is kept at its
+float32 size (statistics in float32: an upper bound). The host column is what waits there: the held statistics,
+or (layer by layer) the model in bfloat16.
 """
 
 from __future__ import annotations
@@ -84,21 +84,14 @@ def predict(
     n: float,
     layer_by_layer: bool,
     multiplier: float = 1.0,
-    batch_n: float | None = None,
     host_per_layer: float = 0.0,
 ) -> Prediction:
     """Extrapolate to ``layers`` layers and ``n`` units. ``memory``: peak bytes above the process's footprint
-    before the model (weights included); ``weights``: float32 weight bytes against layers; ``batch_n``: the units
-    on the device at once when the others wait on the host (a layer-by-layer method's batch, ASVD's sensitivity
-    window; None: all ``n`` on the device); ``host_per_layer``: bytes of statistics per layer a whole-model method
-    keeps on the host."""
-    device_n = n if batch_n is None else min(n, batch_n)
+    before the model (weights included), a line in layers; ``weights``: float32 weight bytes against layers;
+    ``host_per_layer``: bytes of statistics per layer a whole-model method keeps on the host."""
     held = 1 if layer_by_layer else layers
-    fp32 = memory(held, device_n) - host_per_layer * held
-    if layer_by_layer:  # the model (bfloat16) and every batch wait on the host
-        host = memory(layers, n) - weights(layers) / 2
-    else:  # the batches not on the device, and the held statistics
-        host = memory(layers, n) - memory(layers, device_n) + host_per_layer * layers
+    fp32 = memory(held) - host_per_layer * held
+    host = weights(layers) / 2 if layer_by_layer else host_per_layer * layers
     return Prediction(multiplier * seconds(layers, n), fp32, fp32 - weights(held) / 2, host)
 
 

@@ -41,7 +41,6 @@ SEQ = 128  # calibration tokens per window while measuring; the configured windo
 # The two values a linear setting is measured at: calibration windows far enough apart that their cost stands out
 # of the CPU-time noise of a shared machine (1 and 2 windows of 128 tokens did not), policy episodes at 1 and 2.
 CALIB_UNITS, EPISODE_UNITS = (1, 8), (1, 2)
-CALIB_BATCH = 8  # windows per batch of a layer-by-layer method (slice_model's and compress_svd_llm's batch_size)
 LABELS = {"llama2-7b": "LLaMA-2-7B", "phi-2": "Phi-2", "tiny": "tiny"}
 # Paper Table 9(a) (A100-40GB, seconds, 30 %): PruneNet's compression time; SliceGPT's from the text beside it.
 PAPER_T9A = {
@@ -63,9 +62,6 @@ class Plan:
     target: float = 1.0
     multiplier: tuple[str, float] | None = None
     reduced: list[str] = field(default_factory=list)
-    # the units on the device at once where the others wait on the host (a layer-by-layer method's calibration
-    # batch, ASVD's sensitivity window), in units of the knob; None: every unit stays on the device
-    batch_units: float | None = None
 
     def argv(self, units: int, shape: str, device: str) -> tuple[list[str], list[str]]:
         prune, train = dict(self.prune), dict(self.train)
@@ -111,7 +107,6 @@ def plan(name: str, cfg: dict) -> Plan:
         s = section
         p.knob, p.target, p.units = "--asvd-sens-samples", s["sens_samples"] * s["sens_seq_len"] / SEQ, EPISODE_UNITS
         p.prune |= {"--asvd-sens-seq-len": str(SEQ), "--calib-samples": str(p.units[-1]), "--calib-seq-len": str(SEQ)}
-        p.batch_units = s["sens_seq_len"] / SEQ  # block inputs wait on the host; one window visits the device
         stats = f"{s['calib_samples']}x{s['calib_seq_len']}"
         p.reduced.append(f"statistics {stats} -> {p.units[-1]}x{SEQ} tokens, not scaled")
     elif name == "llm-pruner":  # 10 x 64 tokens run as configured; with 2-4 layers none would be in first..L-last
@@ -120,8 +115,6 @@ def plan(name: str, cfg: dict) -> Plan:
     elif spec.needs_calibration:
         p.knob, p.target = "--calib-samples", section["calib_samples"] * section["calib_seq_len"] / SEQ
         p.prune["--calib-seq-len"] = str(SEQ)
-        if spec.offload:  # its activations wait on the host; one batch visits the device
-            p.batch_units = CALIB_BATCH * section["calib_seq_len"] / SEQ
     if name == "llm-surgeon":
         p.multiplier = ("--llm-surgeon-shots", float(section["shots"]))
         p.prune["--llm-surgeon-shots"] = "1"
@@ -240,15 +233,15 @@ def summarize(p: Plan, cases: dict, offload: bool, host_per_layer: float = 0.0) 
         return {"error": next((c["error"] for c in cases.values() if "error" in c), "fewer than two layer counts")}
     grid = {(c["layers"], c["units"]): c for c in ok}
     seconds = fit({k: c["cpu_s"] for k, c in grid.items()})
-    memory = fit({k: _peak(c) for k, c in grid.items()})
+    top = max(k[1] for k in grid)  # peak memory: a line in layers at the largest setting measured (rehearsal_fit)
+    memory = fit({(k[0], 1): _peak(c) for k, c in grid.items() if k[1] == top})
     weights = fit({(k[0], 1): c["weight_bytes_fp32"] for k, c in grid.items()})
     mult = p.multiplier[1] if p.multiplier else 1.0
     target = p.target if p.knob else 1
-    batch = p.batch_units if p.knob else None
-    pred = predict(seconds, memory, weights, TARGET_LAYERS, target, offload, mult, batch, host_per_layer)
+    pred = predict(seconds, memory, weights, TARGET_LAYERS, target, offload, mult, host_per_layer)
     return {
         "seconds_per_layer": seconds.per_layer(target) * mult,
-        "bytes_per_layer": memory.per_layer(max(p.units) if p.knob else 1),  # at the measured units
+        "bytes_per_layer": memory.per_layer(),  # at the largest setting measured
         "params_target": (weights(TARGET_LAYERS)) / 4,
         "holds": "one layer" if offload else "whole model" + ("; statistics on the host" if host_per_layer else ""),
         "pred_cpu_s": pred.seconds,
@@ -364,7 +357,8 @@ def report(results: dict, shape: str) -> str:
     lines.append(
         f"CPU seconds of the method's work (getrusage); {TARGET_LAYERS}-layer predictions fitted on each row's "
         f"two layer counts; device peak = fixed + per-layer x {TARGET_LAYERS} less the statistics held on the host "
-        "(whole model) or fixed + one layer and one calibration batch (layer by layer); bf16 halves the weights only"
+        "(whole model) or fixed + one layer (layer by layer), at the largest setting measured; bf16 halves the "
+        "weights only"
     )
     preds = {
         n: Prediction(r["summary"]["pred_cpu_s"], r["summary"]["pred_peak_fp32"], r["summary"]["pred_peak_bf16"])

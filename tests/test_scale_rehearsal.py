@@ -24,28 +24,24 @@ HEADLINE = re.compile(r"^methods predicted to fit 24 GB at (?P<shape>.+) bf16: (
 
 
 def test_fit_and_prediction_match_a_hand_computation():
-    # memory (bytes) at (layers, units): n=1: 10 at L2, 14 at L4 -> 6 + 2L; n=2: 12, 18 -> 6 + 3L
-    memory = fit({(2, 1): 10.0, (4, 1): 14.0, (2, 2): 12.0, (4, 2): 18.0})
-    assert (memory.a, memory.b, memory.c, memory.d) == pytest.approx((6, 1, 0, 1))  # 6 + L + 0·n + L·n
-    seconds = fit({(2, 1): 5.0, (4, 1): 9.0})  # no linear setting: 1 + 2L
-    assert (seconds.a, seconds.b) == pytest.approx((1, 2))
+    # time (s) at (layers, units): n=1: 10 at L2, 14 at L4 -> 6 + 2L; n=2: 12, 18 -> 6 + 3L
+    seconds = fit({(2, 1): 10.0, (4, 1): 14.0, (2, 2): 12.0, (4, 2): 18.0})
+    assert (seconds.a, seconds.b, seconds.c, seconds.d) == pytest.approx((6, 1, 0, 1))  # 6 + L + 0·n + L·n
+    memory = fit({(2, 1): 5.0, (4, 1): 9.0})  # peak bytes, a line in layers: 1 + 2L
+    assert (memory.a, memory.b) == pytest.approx((1, 2))
     weights = fit({(2, 1): 4.0, (4, 1): 6.0})  # 2 + L
     whole = predict(seconds, memory, weights, 32, 10, layer_by_layer=False, multiplier=3)
-    assert whole.seconds == pytest.approx(3 * (1 + 64))
-    assert whole.peak_fp32 == pytest.approx(6 + 32 + 320)
-    assert whole.peak_bf16 == pytest.approx(358 - 34 / 2)  # the 32 layers' weights at half their bytes
+    assert whole.seconds == pytest.approx(3 * (6 + 32 + 320))
+    assert whole.peak_fp32 == pytest.approx(1 + 64)
+    assert whole.peak_bf16 == pytest.approx(65 - 34 / 2)  # the 32 layers' weights at half their bytes
+    assert whole.host_bf16 == 0
     one = predict(seconds, memory, weights, 32, 10, layer_by_layer=True)
-    assert one.peak_fp32 == pytest.approx(6 + 1 + 10)  # fixed + one layer at 10 units
-    assert one.peak_bf16 == pytest.approx(17 - 3 / 2)
-    assert one.host_bf16 == pytest.approx(358 - 34 / 2)  # the whole model and every unit wait on the host
-    batch = predict(seconds, memory, weights, 32, 10, layer_by_layer=True, batch_n=2)
-    assert batch.peak_fp32 == pytest.approx(6 + 1 + 2)  # one batch of 2 units on the device
+    assert one.peak_fp32 == pytest.approx(1 + 2)  # fixed + one layer
+    assert one.peak_bf16 == pytest.approx(3 - 3 / 2)
+    assert one.host_bf16 == pytest.approx(34 / 2)  # the model waits on the host in bfloat16
     held = predict(seconds, memory, weights, 32, 10, layer_by_layer=False, host_per_layer=0.5)
-    assert (held.peak_fp32, held.host_bf16) == pytest.approx((358 - 16, 16))  # statistics counted on the host
-    windows = predict(seconds, memory, weights, 32, 10, layer_by_layer=False, batch_n=2)
-    assert windows.peak_fp32 == pytest.approx(6 + 32 + 64)  # one window of 2 units on the device
-    assert windows.host_bf16 == pytest.approx(358 - 102)  # the other windows wait on the host
-    assert memory.per_layer(10) == pytest.approx(11)
+    assert (held.peak_fp32, held.host_bf16) == pytest.approx((65 - 16, 16))  # statistics counted on the host
+    assert seconds.per_layer(10) == pytest.approx(11)
 
 
 def test_host_statistics_are_the_methods_float64_buffers():
@@ -81,10 +77,6 @@ def test_plans_read_paper_yaml_settings():
     s = PAPER["slicegpt"]
     assert slice_.knob == "--calib-samples" and slice_.target == s["calib_samples"] * s["calib_seq_len"] / 128
     assert slice_.prune["--slicegpt-budget"] == s["budget"]
-    assert slice_.batch_units == 8 * s["calib_seq_len"] / 128  # layer by layer: one batch on the device
-    asvd = scale_rehearsal.plan("asvd", cfg)
-    assert asvd.batch_units == PAPER["asvd"]["sens_seq_len"] / 128  # one sensitivity window on the device
-    assert scale_rehearsal.plan("shortgpt", cfg).batch_units is None  # whole model: every window stays
     # LaCo's walk (merge 4 above layer 2, the top layer kept) removes floor(0.3 L) >= 1 layers from 7 layers up
     assert scale_rehearsal.layer_counts("laco", cfg, [2, 4]) == [7, 8]
     assert scale_rehearsal.layer_counts("laco", cfg, [8, 10]) == [8, 10]
