@@ -184,3 +184,25 @@ def test_every_quoted_number_is_its_cell(path, start, stop, tables):
     # at least 3 claims, or every paired line a run with fewer has (Tables 11/12: one per ratio)
     enough = min(3, len(_pairs(run_md)))
     assert rows >= 5 * 3 and (claims >= enough or tables[0].startswith("ppl_vs_ratio")), (rows, claims)
+
+
+@pytest.mark.parametrize("shape", ["llama2-7b", "phi-2"])
+def test_scale_tables_are_the_kept_rehearsal_runs(shape):
+    """docs/scale.md's rehearsal table of ``shape`` is what ``scale_rehearsal.py --merge`` prints, with this code,
+    from the run it names (``docs/runs/<sha>/rehearsal_<shape>.json``, one per shape): every measured case and every
+    prediction beside it."""
+    import sys
+
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    import scale_rehearsal
+
+    (run,) = ROOT.glob(f"docs/runs/*/rehearsal_{shape}.json")
+    kept, device, measured = scale_rehearsal.merged([run])
+    cfg = scale_rehearsal.paper_config()
+    results = {n: scale_rehearsal.summarized(n, cases, kept, device, cfg) for n, cases in measured.items()}
+    doc = (ROOT / "docs/scale.md").read_text()
+    table = scale_rehearsal.table(results, shape)
+    assert kept == shape and table in doc
+    for line in scale_rehearsal.report(results, shape).removeprefix(table).strip().splitlines():
+        assert line in doc  # the methods not measured, the reading, the headline
+    assert f"docs/runs/{run.parent.name}/rehearsal_{shape}.json" in doc  # the doc names the run
