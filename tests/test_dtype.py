@@ -87,3 +87,20 @@ def test_auto_is_bfloat16_on_cuda_and_float32_on_the_cpu():
     assert PruneRequest(ratio=0.3).weights_dtype() == torch.float32
     assert PruneRequest(ratio=0.3, device="cuda:0").weights_dtype() == torch.bfloat16
     assert PruneRequest(ratio=0.3, device="cuda", dtype="float16").weights_dtype() == torch.float16
+
+
+@pytest.mark.parametrize("command", ["train", "prune", "prepare", "sweep", "evaluate", "speed", "rft"])
+def test_every_model_command_refuses_an_unknown_dtype_before_loading(command, capsys):
+    """One --dtype for every command that loads a model to work on (choices.DTYPES): a misspelt dtype exits 2 at
+    parsing, naming the choices, before any model loads."""
+    import argparse
+
+    from prunenet.choices import DTYPES
+
+    sub = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction))
+    parser = sub.choices[command]
+    dtype = next(a for a in parser._actions if a.dest == "dtype")
+    assert tuple(dtype.choices) == tuple(DTYPES) and dtype.default == "auto"
+    with pytest.raises(SystemExit) as exc:
+        parser.parse_args(["--dtype", "bf16"])
+    assert exc.value.code == 2 and "invalid choice: 'bf16'" in capsys.readouterr().err

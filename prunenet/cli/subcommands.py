@@ -154,7 +154,7 @@ def _evaluate(sub) -> None:
         default="cached",
         help="lm-eval model class: cached (each shared context encoded once) or stock HFLM; same log-likelihoods",
     )
-    e.add_argument("--dtype", default="auto")
+    dtype_flag(e, "the weights' dtype while evaluated")
     e.add_argument("--data-dir", help="local benchmark data (offline); default: lm-eval's hub tasks")
     e.add_argument("--setting", default="default", help="label: the policy id or 'default' (tables group by it)")
     ppl_args(e)
@@ -181,7 +181,7 @@ def _speed(sub) -> None:
     sp_.add_argument("--out", required=True)
     sp_.add_argument("--method", help="label (default: from the checkpoint's metadata)")
     sp_.add_argument("--setting", default="default", help="label: the policy id or 'default'")
-    sp_.add_argument("--dtype", default="auto")
+    dtype_flag(sp_, "the weights' dtype while timed")
     sp_.add_argument("--batch-sizes", type=POSITIVE_INT, nargs="+", default=[1, 8])
     sp_.add_argument("--prompt-len", type=POSITIVE_INT, default=128, help="prompt tokens per sequence (prefill)")
     sp_.add_argument("--gen-len", type=number(int, 2), default=32, help="tokens generated per sequence")
@@ -251,7 +251,7 @@ def _rft(sub) -> None:
     r.add_argument("--test-blocks", type=int, default=16, help="test-split blocks for perplexity before/after")
     r.add_argument("--micro-batch-size", type=int, default=2, help="gradient accumulation chunk (memory)")
     r.add_argument("--allow-truncate", action="store_true", help="use all available samples if fewer than requested")
-    r.add_argument("--dtype", default="auto")
+    dtype_flag(r, "the weights' dtype while fine-tuned")
     r.add_argument("--log-csv", required=True)
     r.set_defaults(func=commands.cmd_rft)
 
