@@ -24,6 +24,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 
 import torch
+from accelerate.utils import send_to_device
 from torch import nn
 
 from ..arch import get_adapter
@@ -106,17 +107,6 @@ def capture(model: nn.Module, ids: torch.Tensor, batch_size: int = 8) -> Calibra
     return cal
 
 
-def _on(obj, device: torch.device):
-    """``obj`` (a tensor, or the tuples and dicts of tensors a block's keyword arguments hold) on ``device``."""
-    if isinstance(obj, torch.Tensor):
-        return obj.to(device)
-    if isinstance(obj, tuple):
-        return tuple(_on(o, device) for o in obj)
-    if isinstance(obj, dict):
-        return {k: _on(v, device) for k, v in obj.items()}
-    return obj
-
-
 @torch.no_grad()
 def run_block(layer: nn.Module, i: int, hidden: Sequence[torch.Tensor], cal: Calibration) -> list[torch.Tensor]:
     """Block ``i`` applied to each batch of ``hidden`` with that batch's recorded arguments.
@@ -128,7 +118,7 @@ def run_block(layer: nn.Module, i: int, hidden: Sequence[torch.Tensor], cal: Cal
     device = next(layer.parameters()).device
     outs = []
     for h, kwargs in zip(hidden, cal.kwargs):
-        kw = _on(dict(kwargs[i]), device)
+        kw = send_to_device(dict(kwargs[i]), device)  # rotary tables and masks, nested in tuples
         args = kw.pop("__args__", ())
         outs.append(_hidden(layer(h.to(device), *args, **kw)).to(h.device))
     return outs
