@@ -8,7 +8,10 @@ transformers' own config class, replaces the calibration corpus by seeded random
 quality), and runs the method through the CLI's own parser, request builder, :func:`prunenet.methods.pipeline.check`
 and :func:`prunenet.methods.pipeline.apply` (what ``prunenet prune`` runs between loading and saving). It writes the
 CPU seconds and wall seconds of that work, the process's RSS before the model and at its peak, the model's size
-and, on CUDA, ``torch.cuda.max_memory_allocated``.
+and, on CUDA, ``torch.cuda.max_memory_allocated``. A method whose result misses its parameter budget
+(:class:`prunenet.errors.BudgetMissed`, raised once its work is done: a rank search on random weights can land
+off target) is measured all the same, the miss recorded beside the cost (``budget_missed``); any other error
+fails the case.
 
 Why a process per case: ``ru_maxrss`` is a process's peak, so each case gets a fresh one.
 """
@@ -145,6 +148,7 @@ def run_case(case: dict) -> dict:
     import prunenet.data
     from prunenet.cli import build_parser
     from prunenet.commands.pipeline import prune_request
+    from prunenet.errors import BudgetMissed
     from prunenet.methods import METHODS
     from prunenet.methods.pipeline import apply, check
     from prunenet.models import resolve_dtype
@@ -167,16 +171,20 @@ def run_case(case: dict) -> dict:
             argv += ["--policy", train_policy(make, case["train_argv"], Path(tmp), clock)]
         model = build(config, method.load_device(device), dtype)  # as pipeline.compress loads it
         params = sum(p.numel() for p in model.parameters())
+        missed = None
         with clock:
             request = check(case["method"], prune_request(build_parser().parse_args(argv)))
-            pruned, _ = apply(method, model, None, request)
+            try:
+                pruned, _ = apply(method, model, None, request)
+            except BudgetMissed as exc:  # the search landed off target on random weights: its work is done
+                pruned, missed = None, str(exc)
             if cuda:
                 torch.cuda.synchronize()
     out = {
         "cpu_s": clock.cpu,
         "wall_s": clock.wall,
         "params": params,
-        "params_after": sum(p.numel() for p in pruned.parameters()),
+        "params_after": sum(p.numel() for p in pruned.parameters()) if pruned is not None else None,
         "weight_bytes_fp32": 4 * params,
         "dtype": str(dtype).removeprefix("torch."),
         "base_rss": base_rss,
@@ -184,6 +192,8 @@ def run_case(case: dict) -> dict:
     }
     if cuda:
         out["peak_cuda"] = torch.cuda.max_memory_allocated()
+    if missed:
+        out["budget_missed"] = missed
     return out
 
 

@@ -6,6 +6,12 @@ measurements (or y = a + b·L from two layer counts when nothing is scaled). Why
 itself grows with the calibration tokens (a layer's forward pass) is d, work done once per layer whatever the
 tokens (an SVD, an eigendecomposition) is b, so scaling a setting up does not also scale the work it does not drive.
 
+A method whose per-window work reruns the layers above each one it measures (ASVD's perplexity sensitivities: every
+candidate of a linear in block i runs blocks i…L−1 and the head) is quadratic in depth on its windows:
+y = a + b·L + n·(f·L + e·L(L+1)/2) (:class:`Tail`), again four unknowns fitted exactly from the 2 × 2 grid: the
+window slope at each layer count separates the head's passes (f, one per block's linears) from the blocks' (e,
+L(L+1)/2 of them).
+
 Peak memory is fitted against layers alone, at the largest setting measured: windows and episodes are streamed
 (a setting's units do not pile up in memory), and the bilinear term of a peak is RSS noise that 2048× extrapolation
 would blow up; what a method keeps per calibration window is stated apart. On the device a whole-model method holds
@@ -63,6 +69,41 @@ def fit(points: dict[tuple[int, float], float]) -> Bilinear:
 
 
 @dataclass(frozen=True)
+class Tail:
+    """y = a + b·L + n·(f·L + e·L(L+1)/2): per-layer work, plus per window f per layer and e per block pass."""
+
+    a: float
+    b: float
+    f: float
+    e: float
+
+    def __call__(self, layers: float, n: float = 1.0) -> float:
+        return self.a + self.b * layers + n * (self.f * layers + self.e * layers * (layers + 1) / 2)
+
+
+def fit_tail(points: dict[tuple[int, float], float]) -> Tail:
+    """The exact :class:`Tail` through a full grid of two layer counts × two values of n."""
+    layers, ns = sorted({p[0] for p in points}), sorted({p[1] for p in points})
+    if len(layers) != 2 or len(ns) != 2 or len(points) != 4:
+        raise ValueError(f"need a full grid of 2 layer counts x 2 values of n, got {sorted(points)}")
+    (l1, l2), (n1, n2) = layers, ns
+    # per-window slope at each layer count: s(L) = f·L + e·L(L+1)/2, two equations in f and e
+    s1, s2 = ((points[(k, n2)] - points[(k, n1)]) / (n2 - n1) for k in (l1, l2))
+    t1, t2 = l1 * (l1 + 1) / 2, l2 * (l2 + 1) / 2
+    e = (s2 * l1 - s1 * l2) / (t2 * l1 - t1 * l2)
+    f = (s1 - e * t1) / l1
+    # what is left at n1 is a + b·L, a line through the two layer counts
+    r1, r2 = (points[(k, n1)] - n1 * (f * k + e * k * (k + 1) / 2) for k in (l1, l2))
+    b = (r2 - r1) / (l2 - l1)
+    return Tail(r1 - b * l1, b, f, e)
+
+
+def mean_per_layer(model: Bilinear | Tail, layers: int, n: float) -> float:
+    """What a layer costs on average in a ``layers``-layer model at ``n`` units (Bilinear: b + d·n at any depth)."""
+    return (model(layers, n) - model(0, n)) / layers
+
+
+@dataclass(frozen=True)
 class Prediction:
     """One method's extrapolation to the target model (``layers`` decoder layers, ``n`` units of its setting)."""
 
@@ -77,7 +118,7 @@ class Prediction:
 
 
 def predict(
-    seconds: Bilinear,
+    seconds: Bilinear | Tail,
     memory: Bilinear,
     weights: Bilinear,
     layers: int,

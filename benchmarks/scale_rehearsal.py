@@ -33,7 +33,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from rehearsal_fit import GB, fit, headline, predict  # noqa: E402
+from rehearsal_fit import GB, fit, fit_tail, headline, mean_per_layer, predict  # noqa: E402
 
 RATIO = 0.3
 TARGET_LAYERS = 32  # LLaMA-2-7B (Phi-2 also has 32)
@@ -52,7 +52,8 @@ PAPER_T9A = {
 @dataclass
 class Plan:
     """How one method is measured: its prune/train flags, the setting varied (flag, paper value in units of the
-    measured one) and a multiplier run at 1 (LLM Surgeon's shots), plus what was reduced and not scaled."""
+    measured one) and a multiplier run at 1 (LLM Surgeon's shots), plus what was reduced and not scaled; ``depth``:
+    how its time grows with layers (``linear``, or ``tail``: quadratic on its windows, :class:`rehearsal_fit.Tail`)."""
 
     method: str
     prune: dict[str, str]
@@ -62,6 +63,7 @@ class Plan:
     target: float = 1.0
     multiplier: tuple[str, float] | None = None
     reduced: list[str] = field(default_factory=list)
+    depth: str = "linear"
 
     def argv(self, units: int, shape: str, device: str) -> tuple[list[str], list[str]]:
         prune, train = dict(self.prune), dict(self.train)
@@ -109,6 +111,9 @@ def plan(name: str, cfg: dict) -> Plan:
         p.prune |= {"--asvd-sens-seq-len": str(SEQ), "--calib-samples": str(p.units[-1]), "--calib-seq-len": str(SEQ)}
         stats = f"{s['calib_samples']}x{s['calib_seq_len']}"
         p.reduced.append(f"statistics {stats} -> {p.units[-1]}x{SEQ} tokens, not scaled")
+        if s["sensitivity"] == "ppl":  # each candidate of a linear in block i runs blocks i..L-1 and the head
+            p.depth = "tail"
+            p.reduced.append("time quadratic in layers on its windows (blocks above each linear rerun)")
     elif name == "llm-pruner":  # 10 x 64 tokens run as configured; with 2-4 layers none would be in first..L-last
         p.prune |= {"--llm-pruner-first": "0", "--llm-pruner-last": "0"}
         p.reduced.append(f"all layers pruned (paper: {section['first']}..L-{section['last']}): an upper bound")
@@ -232,7 +237,7 @@ def summarize(p: Plan, cases: dict, offload: bool, host_per_layer: float = 0.0) 
     if not cases or len(ok) < len(cases) or len({c["layers"] for c in ok}) < 2:
         return {"error": next((c["error"] for c in cases.values() if "error" in c), "fewer than two layer counts")}
     grid = {(c["layers"], c["units"]): c for c in ok}
-    seconds = fit({k: c["cpu_s"] for k, c in grid.items()})
+    seconds = (fit_tail if p.depth == "tail" else fit)({k: c["cpu_s"] for k, c in grid.items()})
     top = max(k[1] for k in grid)  # peak memory: a line in layers at the largest setting measured (rehearsal_fit)
     memory = fit({(k[0], 1): _peak(c) for k, c in grid.items() if k[1] == top})
     weights = fit({(k[0], 1): c["weight_bytes_fp32"] for k, c in grid.items()})
@@ -240,7 +245,7 @@ def summarize(p: Plan, cases: dict, offload: bool, host_per_layer: float = 0.0) 
     target = p.target if p.knob else 1
     pred = predict(seconds, memory, weights, TARGET_LAYERS, target, offload, mult, host_per_layer)
     return {
-        "seconds_per_layer": seconds.per_layer(target) * mult,
+        "seconds_per_layer": mean_per_layer(seconds, TARGET_LAYERS, target) * mult,
         "bytes_per_layer": memory.per_layer(),  # at the largest setting measured
         "params_target": (weights(TARGET_LAYERS)) / 4,
         "holds": "one layer" if offload else "whole model" + ("; statistics on the host" if host_per_layer else ""),
@@ -300,7 +305,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--shape", choices=["llama2-7b", "phi-2", "tiny"], default="llama2-7b")
-    ap.add_argument("--layers", type=int, nargs=2, default=[2, 4], help="two decoder-layer counts (default 2 4)")
+    ap.add_argument(
+        "--layers",
+        type=int,
+        nargs="+",
+        default=[2, 4],
+        help="two decoder-layer counts (default 2 4); one count measures part of a run, to --merge with the other",
+    )
     ap.add_argument("--methods", nargs="+", choices=METHODS.names(), default=METHODS.names())
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--out", type=Path, help="write every case and the predictions as JSON")
@@ -316,8 +327,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "together, their summaries recomputed (no measuring; shape and device from the files)",
     )
     args = ap.parse_args(argv)
-    if len(set(args.layers)) != 2 or min(args.layers) < 1:
-        ap.error(f"--layers needs two different positive counts, e.g. --layers 2 4 (got {args.layers})")
+    if len(set(args.layers)) != len(args.layers) or len(args.layers) > 2 or min(args.layers) < 1:
+        ap.error(f"--layers needs one or two different positive counts, e.g. --layers 2 4 (got {args.layers})")
     return args
 
 
@@ -332,7 +343,8 @@ def summarized(name: str, cases: dict, shape: str, device: str, cfg: dict) -> di
 
 
 def merged(files: list[Path]) -> tuple[str, str, dict]:
-    """(shape, device, cases per method) of several runs' JSON (a later file's method replaces an earlier one's)."""
+    """(shape, device, cases per method) of several runs' JSON: a method's cases joined across files (one layer count
+    measured in each, say), a later file's case replacing an earlier one's of the same layers and units."""
     runs = [json.loads(f.read_text()) for f in files]
     kinds = {(r["shape"], r["device"]) for r in runs}
     if len(kinds) != 1:
@@ -342,7 +354,8 @@ def merged(files: list[Path]) -> tuple[str, str, dict]:
         raise SystemExit(2)
     (shape, device), methods = kinds.pop(), {}
     for r in runs:
-        methods |= {n: m["cases"] for n, m in r["methods"].items()}
+        for name, m in r["methods"].items():
+            methods.setdefault(name, {}).update(m["cases"])
     return shape, device, methods
 
 
@@ -354,6 +367,9 @@ def report(results: dict, shape: str) -> str:
     unmeasured = [n for n, r in results.items() if "error" in r["summary"]]
     if unmeasured:
         lines.append(f"not measured: {', '.join(unmeasured)}")
+    missed = [f"{n} {k}" for n, r in results.items() for k, c in r["cases"].items() if c.get("budget_missed")]
+    if missed:
+        lines.append(f"budget missed on random weights, cost measured all the same: {', '.join(missed)}")
     lines.append(
         f"CPU seconds of the method's work (getrusage); {TARGET_LAYERS}-layer predictions fitted on each row's "
         f"two layer counts; device peak = fixed + per-layer x {TARGET_LAYERS} less the statistics held on the host "

@@ -17,7 +17,7 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 
 import gpu_smoke  # noqa: E402
 import scale_rehearsal  # noqa: E402
-from rehearsal_fit import FIT_LIMIT, Prediction, fit, headline, predict  # noqa: E402
+from rehearsal_fit import FIT_LIMIT, Prediction, fit, fit_tail, headline, mean_per_layer, predict  # noqa: E402
 
 PAPER = yaml.safe_load((ROOT / "config/paper.yaml").read_text())
 HEADLINE = re.compile(r"^methods predicted to fit 24 GB at (?P<shape>.+) bf16: (?P<k>\d+) of (?P<n>\d+)$")
@@ -42,6 +42,20 @@ def test_fit_and_prediction_match_a_hand_computation():
     held = predict(seconds, memory, weights, 32, 10, layer_by_layer=False, host_per_layer=0.5)
     assert (held.peak_fp32, held.host_bf16) == pytest.approx((65 - 16, 16))  # statistics counted on the host
     assert seconds.per_layer(10) == pytest.approx(11)
+
+
+def test_tail_fit_matches_a_hand_computation():
+    """ASVD's time: y = 5 + 3L + n·(2L + L(L+1)/2); from L 1, 2 and n 1, 2 the fit recovers every coefficient, and
+    the 32-layer prediction counts 528 block passes per window where a bilinear fit through the same points has 64."""
+    points = {(1, 1): 11.0, (1, 2): 14.0, (2, 1): 18.0, (2, 2): 25.0}
+    tail = fit_tail(points)
+    assert (tail.a, tail.b, tail.f, tail.e) == pytest.approx((5, 3, 2, 1))
+    assert tail(32, 10) == pytest.approx(5 + 96 + 10 * (64 + 528))
+    assert mean_per_layer(tail, 32, 10) == pytest.approx((96 + 10 * (64 + 528)) / 32)
+    assert fit(points)(32, 10) < tail(32, 10)  # the linear fit would miss the quadratic part
+    assert mean_per_layer(fit(points), 32, 10) == pytest.approx(fit(points).per_layer(10))
+    with pytest.raises(ValueError, match="full grid"):
+        fit_tail({(1, 1): 1.0, (2, 1): 2.0})
 
 
 def test_host_statistics_are_the_methods_float64_buffers():
@@ -118,6 +132,14 @@ def test_end_to_end_on_the_tiny_shape(tmp_path):
         f.write_text(json.dumps(full | {"methods": {name: full["methods"][name]}}))
     res2 = subprocess.run(cmd[:2] + ["--merge", str(one), str(two)], capture_output=True, text=True, timeout=120)
     assert res2.returncode == 0 and res2.stdout == res.stdout, res2.stderr[-3000:]
+    # a method's layer counts measured apart (--layers 2, --layers 4) are joined into one row
+    for f, layers in ((one, 2), (two, 4)):
+        part = {
+            n: m | {"cases": {k: c for k, c in m["cases"].items() if c["layers"] == layers}} for n, m in data.items()
+        }
+        f.write_text(json.dumps(full | {"methods": part}))
+    res4 = subprocess.run(cmd[:2] + ["--merge", str(one), str(two)], capture_output=True, text=True, timeout=120)
+    assert res4.returncode == 0 and res4.stdout == res.stdout, res4.stderr[-3000:]
     (tmp_path / "c.json").write_text(json.dumps(full | {"shape": "phi-2"}))
     res3 = subprocess.run(cmd[:2] + ["--merge", str(one), str(tmp_path / "c.json")], capture_output=True, text=True)
     assert res3.returncode == 2 and "one shape and device" in res3.stderr
@@ -164,3 +186,38 @@ def test_every_policy_method_plan_passes_the_train_checks():
         _, train_argv = scale_rehearsal.plan(name, cfg).argv(1, "tiny", "cpu")
         args = build_parser().parse_args(["train", "--model", "m", "--out", "p", "--meta-out", "j"] + train_argv)
         check_train_config(TrainConfig(**{f.name: getattr(args, f.name) for f in fields(TrainConfig)}))
+
+
+def test_a_missed_budget_is_measured_and_any_other_error_fails_the_case(monkeypatch):
+    """A rank search on random weights may land off its budget once its work is done (BudgetMissed): the case keeps
+    its cost and says so; any other PruneNetError is not swallowed."""
+    import rehearsal_case
+    import torch
+
+    import prunenet.data
+    import prunenet.methods.pipeline
+    from prunenet.errors import BudgetMissed, PruneNetError
+    from prunenet.lowrank.budget import check_budget
+
+    with pytest.raises(BudgetMissed):  # the one kind the rehearsal catches is what check_budget raises
+        check_budget(100, 50, 1000, "asvd")
+    assert issubclass(BudgetMissed, PruneNetError)  # the CLI still exits 2 on it
+    monkeypatch.setattr(prunenet.data, "calibration_blocks", prunenet.data.calibration_blocks)  # run_case swaps it
+    threads = torch.get_num_threads()
+    argv = ["prune", "--model", "tiny", "--out", "unused", "--method", "random", "--ratio", "0.3", "--seed", "0"]
+    case = {"shape": "tiny", "layers": 1, "method": "random", "device": "cpu", "prune_argv": argv, "train_argv": []}
+
+    def missed(*_args):
+        torch.ones(256, 256) @ torch.ones(256, 256)  # some work, then the miss
+        raise BudgetMissed("random removed 1 parameters but the budget is 2")
+
+    try:
+        monkeypatch.setattr(prunenet.methods.pipeline, "apply", missed)
+        out = rehearsal_case.run_case(case)
+        assert out["budget_missed"] == "random removed 1 parameters but the budget is 2"
+        assert out["params_after"] is None and out["cpu_s"] >= 0 and out["params"] > 0
+        monkeypatch.setattr(prunenet.methods.pipeline, "apply", lambda *a: (_ for _ in ()).throw(PruneNetError("x")))
+        with pytest.raises(PruneNetError):
+            rehearsal_case.run_case(case)
+    finally:
+        torch.set_num_threads(threads)

@@ -18,7 +18,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 
-from ..errors import PruneNetError
+from ..errors import BudgetMissed, PruneNetError
 
 Shape = tuple[int, int]  # (out_features, in_features)
 
@@ -86,7 +86,7 @@ def nominal_removal(shapes: Sequence[Shape], ratio: float) -> int:
 def check_budget(removed_params: int, budget: int, dense_params: int, method: str, tolerance: float = 0.01) -> None:
     """Refuse a result whose removal misses PruneNet's budget by more than ``tolerance`` of the dense size."""
     if abs(removed_params - budget) > tolerance * dense_params:
-        raise PruneNetError(
+        raise BudgetMissed(
             f"{method} removed {removed_params} parameters but the budget is {budget} "
             f"(more than {tolerance:.0%} of the {dense_params} dense parameters apart)"
         )
