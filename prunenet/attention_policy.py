@@ -48,19 +48,32 @@ def group_rows(model: nn.Module, layer: nn.Module) -> tuple[list[nn.Linear], lis
     return [q.linear, k.linear, v.linear], [q.index, k.index, v.index]
 
 
+def layer_state(model: nn.Module, layer: nn.Module) -> torch.Tensor:
+    """One layer's state (``(n, d)`` float32, rows group by group)."""
+    linears, index = group_rows(model, layer)
+    blocks = [torch.cat([lin.weight[idx[g]] for lin, idx in zip(linears, index)]) for g in range(len(index[0]))]
+    return torch.cat(blocks).detach().float()
+
+
 def group_states(model: nn.Module) -> tuple[torch.Tensor, int]:
-    """Every layer's state (``(L, n, d)`` float32, rows group by group) and the KV groups per layer."""
+    """Every layer's state (``(L, n, d)`` float32, rows group by group) and the KV groups per layer.
+
+    Written layer by layer into one tensor: beside the model, the states and one layer's copy (not a list of every
+    layer's and their stack: LLaMA-2-7B, 6.4 GB each in float32)."""
     from .arch import get_adapter
 
-    mats, counts = [], set()
-    for layer in get_adapter(model).layers():
-        linears, index = group_rows(model, layer)
-        counts.add(index[0].shape[0])
-        blocks = [torch.cat([lin.weight[idx[g]] for lin, idx in zip(linears, index)]) for g in range(len(index[0]))]
-        mats.append(torch.cat(blocks).detach().float())
-    if len({tuple(m.shape) for m in mats}) != 1 or len(counts) != 1:
-        raise PruneNetError("layers have different attention shapes: train the attention policy on the dense model")
-    return torch.stack(mats), counts.pop()
+    layers = list(get_adapter(model).layers())
+    counts = {group_rows(model, layer)[1][0].shape[0] for layer in layers}
+    out = None
+    for i, layer in enumerate(layers):
+        mat = layer_state(model, layer)
+        if out is None:
+            out = torch.empty((len(layers), *mat.shape), dtype=mat.dtype, device=mat.device)
+        if mat.shape != out.shape[1:] or len(counts) != 1:
+            raise PruneNetError("layers have different attention shapes: train the attention policy on the dense model")
+        out[i] = mat
+        del mat  # the next layer's copy is made without this one
+    return out, counts.pop()
 
 
 def group_importance(policy: PolicyNetwork, states: torch.Tensor, groups: int) -> torch.Tensor:
@@ -138,6 +151,11 @@ def group_penalties(
     return out
 
 
+def layerwise_spectra(states: torch.Tensor, spectrum: str) -> torch.Tensor:
+    """:func:`spectra` of each layer's state in turn: one layer's decomposition workspace at a time, not all of them."""
+    return torch.stack([spectra(s, spectrum) for s in states])
+
+
 def check_config(cfg: TrainConfig) -> None:
     """What the attention trainer does not do, refused in one line before any work."""
     cfg.validate()
@@ -159,7 +177,7 @@ class GroupTask:
         L, n, d = self.states.shape
         self.shape, self.device = (n, d), self.states.device
         self.total = kept_total(L, self.groups, self.cfg.ratio)
-        self.dense = spectra(self.states, self.cfg.spectrum)
+        self.dense = layerwise_spectra(self.states, self.cfg.spectrum)
         self.discounts = self.cfg.gamma ** torch.arange(L, dtype=torch.float32)
 
     def importance(self, policy: PolicyNetwork) -> torch.Tensor:
@@ -201,7 +219,7 @@ def mean_group_penalty(
     seed: int = 0,
 ) -> float:
     """Mean over ``samples`` draws of the layer-averaged penalty of a selector (trained policy vs random groups)."""
-    dense = spectra(states, spectrum)
+    dense = layerwise_spectra(states, spectrum)
     importance = group_importance(policy, states, groups) if policy is not None else None
     total = kept_total(states.shape[0], groups, ratio)
 
@@ -221,11 +239,17 @@ def prune_attention(
     from .checkpoints.per_layer_shapes import mark_heads
     from .surgery import slice_attention
 
-    states, groups = group_states(model)
-    importance = group_importance(policy, states, groups) if policy is not None else None
+    layers = list(get_adapter(model).layers())
+    counts = {group_rows(model, layer)[1][0].shape[0] for layer in layers}
+    if len(counts) != 1:
+        raise PruneNetError("layers have different attention shapes: prune the dense model")
+    groups = counts.pop()
+    importance = None  # layer by layer: one layer's state beside the model, not every layer's
+    if policy is not None:
+        importance = torch.stack([group_importance(policy, layer_state(model, layer), groups) for layer in layers])
     gen = torch.Generator().manual_seed(seed)
-    kept = select_groups(selector, importance, (states.shape[0], groups), kept_total(len(states), groups, ratio), gen)
-    heads = [slice_attention(model, layer, k) for layer, k in zip(get_adapter(model).layers(), kept)]
+    kept = select_groups(selector, importance, (len(layers), groups), kept_total(len(layers), groups, ratio), gen)
+    heads = [slice_attention(model, layer, k) for layer, k in zip(layers, kept)]
     mark_heads(model, heads)
     return {
         "kv_heads": heads,

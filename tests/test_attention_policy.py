@@ -45,6 +45,38 @@ def _policy(states: torch.Tensor, seed: int = 0) -> PolicyNetwork:
     return PolicyNetwork(states.shape[1], states.shape[2], generator=torch.Generator().manual_seed(seed)).eval()
 
 
+def test_one_layers_state_at_a_time_beside_the_model(tiny_model, monkeypatch):
+    """group_states and prune_attention copy one layer's state while no earlier layer's copy is alive (LLaMA-2-7B:
+    6.4 GB of float32 states beside the model otherwise), and prune_attention's layer-by-layer importances give the
+    draw the whole-model states give."""
+    import weakref
+
+    import prunenet.attention_policy as ap
+
+    real, made, alive_at_call = ap.layer_state, [], []
+
+    def spy(model, layer):
+        alive_at_call.append(sum(r() is not None for r in made))
+        mat = real(model, layer)
+        made.append(weakref.ref(mat))
+        return mat
+
+    model = tiny_model("llama")
+    states, groups = group_states(model)
+    policy = _policy(states)
+    ref = copy.deepcopy(model)
+    monkeypatch.setattr(ap, "layer_state", spy)
+    assert torch.equal(group_states(model)[0], states)
+    monkeypatch.setattr(ap, "group_states", lambda *_: pytest.fail("prune_attention built every layer's state"))
+    meta = prune_attention(model, policy, 0.34, seed=3)
+    assert len(alive_at_call) == 2 * len(states) and not any(alive_at_call)
+    importance = ap.group_importance(policy, states, groups)  # the whole-model computation, by hand
+    gen = torch.Generator().manual_seed(3)
+    kept = ap.select_groups("policy", importance, (len(states), groups), kept_total(len(states), groups, 0.34), gen)
+    assert meta["kv_heads"] == prune_attention(ref, policy, 0.34, seed=3)["kv_heads"]
+    assert meta["removed_kv_groups"] == {i: sorted(set(range(groups)) - set(k.tolist())) for i, k in enumerate(kept)}
+
+
 def test_state_stacks_each_groups_q_k_v_rows(tiny_model):
     """Tiny LLaMA: 4 query heads, 2 KV heads of 16 dims -> per group [q heads 2g, 2g+1; k head g; v head g]."""
     model = tiny_model("llama")

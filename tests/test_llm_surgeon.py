@@ -73,6 +73,30 @@ def test_on_linear_regression_the_update_is_the_least_squares_refit():
     torch.testing.assert_close(remove_columns(w, torch.linalg.inv(a), torch.tensor([], dtype=torch.long)), w)
 
 
+def test_kfac_with_activations_on_the_host_is_the_same(tiny_model, monkeypatch):
+    """activations: host packs every tensor the backward keeps through save_on_cpu, and A and G do not move."""
+    model = tiny_model("llama").double()
+    ids = torch.randint(0, model.config.vocab_size, (2, 9), generator=_gen(6))
+    down = get_adapter(model).ffn(get_adapter(model).layers()[1])[2]
+    (ref,) = estimate(model, [down], ids)
+    packed = []
+    real = torch.autograd.graph.save_on_cpu
+
+    class Spy(real):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            pack = self.pack_hook
+            self.pack_hook = lambda t: packed.append(t.shape) or pack(t)
+
+    monkeypatch.setattr(torch.autograd.graph, "save_on_cpu", Spy)
+    (st,) = estimate(model, [down], ids, activations_on_host=True)
+    assert len(packed) > 10  # every layer's saved tensors went through the host
+    assert torch.equal(st.a, ref.a) and torch.equal(st.g, ref.g) and (st.na, st.ng) == (ref.na, ref.ng)
+    packed.clear()
+    estimate(model, [down], ids)
+    assert not packed  # the default keeps them where they are made
+
+
 @pytest.mark.parametrize("family", ["llama", "opt"])
 def test_kfac_factors_equal_a_direct_computation(tiny_model, family):
     """A from the inputs, G from autograd's gradient of the summed token loss w.r.t. the outputs (retain_grad)."""

@@ -147,7 +147,8 @@ def run(model: nn.Module, tokenizer: Any, request: PruneRequest, budget: Budget)
         linears = {("ffn", i): adapter.ffn(lay)[2] for i, lay in enumerate(adapter.layers())}
         if heads:
             linears |= {("attn", i): adapter.attention(lay).o for i, lay in enumerate(adapter.layers())}
-        kfac = dict(zip(linears, estimate(model, list(linears.values()), blocks)))
+        on_host = opt["activations"] == "host"
+        kfac = dict(zip(linears, estimate(model, list(linears.values()), blocks, activations_on_host=on_host)))
         ranked, inverses = _candidates(model, kfac, heads, opt["damping"])  # empties kfac
         target = round(total * s / opt["shots"])
         chosen, removed = _choose(model, ranked, heads, removed, target)
@@ -206,6 +207,14 @@ LLM_SURGEON = register(
                 ("ffn+attention", "ffn"),
             ),
             Option("damping", float, 0.01, "λ: A and G get λ·mean(diag) on the diagonal"),
+            Option(
+                "activations",
+                str,
+                "device",
+                "where the backward's saved activations wait: device, or host (copied there as made: LLaMA-2-7B's "
+                "2048-token windows fit a 24 GB GPU, slower by the copies; same factors)",
+                ("device", "host"),
+            ),
         ),
         release=(
             Release(
@@ -233,6 +242,13 @@ LLM_SURGEON = register(
                 "damping",
                 "0.01 for G and A (--damp_g, --damp_a; their scaling not checked)",
                 RELEASE,
+            ),
+            Release(
+                "activations",
+                "device (one forward+backward of the whole model per window on the GPU)",
+                RELEASE,
+                "paper.yaml: host, so that LLaMA-2-7B's 2048-token windows fit a 24 GB GPU (docs/scale.md); "
+                "the factors do not change",
             ),
             Release(
                 "calib_dataset",

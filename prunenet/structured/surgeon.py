@@ -20,6 +20,7 @@ Damping: ``A`` and ``G`` get ``λ · mean(diag)`` on the diagonal (``λ`` = the 
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Sequence
 
 import torch
@@ -56,9 +57,17 @@ def _damped(m: torch.Tensor, damping: float) -> torch.Tensor:
     return m + damping * scale * torch.eye(m.shape[0], dtype=m.dtype)
 
 
-def estimate(model: nn.Module, linears: Sequence[nn.Linear], blocks: torch.Tensor) -> list[KFac]:
+def estimate(
+    model: nn.Module, linears: Sequence[nn.Linear], blocks: torch.Tensor, activations_on_host: bool = False
+) -> list[KFac]:
     """K-FAC factors of ``linears`` from one forward/backward per calibration window (summed token losses, so a
-    token's output gradient is its own scale); parameters get no gradients, nothing is changed."""
+    token's output gradient is its own scale); parameters get no gradients, nothing is changed.
+
+    ``activations_on_host``: what the backward needs of every layer waits on the host
+    (:func:`torch.autograd.graph.save_on_cpu`), so the device holds the model and one layer's work, not 32 layers'
+    activations (LLaMA-2-7B, 2048 tokens, bf16: ~10 GB). Copies, not recomputation: each layer's forward runs once,
+    so the forward hooks count every input once (activation checkpointing would run them twice) and the factors are
+    the same."""
     stats = [KFac(lin) for lin in linears]
     handles = []
     for st in stats:
@@ -75,8 +84,10 @@ def estimate(model: nn.Module, linears: Sequence[nn.Linear], blocks: torch.Tenso
         for ids in blocks:
             ids = ids[None].to(device)
             x = emb(ids).detach().requires_grad_(True)  # a leaf that needs grad: backward reaches every hook
-            logits = model(inputs_embeds=x, use_cache=False).logits
-            F.cross_entropy(logits[0, :-1].float(), ids[0, 1:], reduction="sum").backward()
+            with saved(activations_on_host, device):
+                logits = model(inputs_embeds=x, use_cache=False).logits
+                loss = F.cross_entropy(logits[0, :-1].float(), ids[0, 1:], reduction="sum")
+            loss.backward()
     finally:
         for h in handles:
             h.remove()
@@ -84,6 +95,13 @@ def estimate(model: nn.Module, linears: Sequence[nn.Linear], blocks: torch.Tenso
             p.requires_grad_(f)
         model.train(training)
     return stats
+
+
+def saved(on_host: bool, device: torch.device) -> contextlib.AbstractContextManager:
+    """Where a forward's tensors saved for backward wait: on the host (pinned beside a GPU), or where made."""
+    if not on_host:
+        return contextlib.nullcontext()
+    return torch.autograd.graph.save_on_cpu(pin_memory=device.type == "cuda")
 
 
 def column_blocks_cost(w: torch.Tensor, a_inv: torch.Tensor, g: torch.Tensor, blocks: torch.Tensor) -> torch.Tensor:
