@@ -41,6 +41,8 @@ SEQ = 128  # calibration tokens per window while measuring; the configured windo
 # The two values a linear setting is measured at: calibration windows far enough apart that their cost stands out
 # of the CPU-time noise of a shared machine (1 and 2 windows of 128 tokens did not), policy episodes at 1 and 2.
 CALIB_UNITS, EPISODE_UNITS = (1, 8), (1, 2)
+# LLM Surgeon's per-layer K-FAC inversions vary by more than 7 windows' forward+backward: 1 and 64 windows
+SURGEON_UNITS = (1, 64)
 LABELS = {"llama2-7b": "LLaMA-2-7B", "phi-2": "Phi-2", "tiny": "tiny"}
 # Paper Table 9(a) (A100-40GB, seconds, 30 %): PruneNet's compression time; SliceGPT's from the text beside it.
 PAPER_T9A = {
@@ -121,6 +123,7 @@ def plan(name: str, cfg: dict) -> Plan:
         p.knob, p.target = "--calib-samples", section["calib_samples"] * section["calib_seq_len"] / SEQ
         p.prune["--calib-seq-len"] = str(SEQ)
     if name == "llm-surgeon":
+        p.units = SURGEON_UNITS
         p.multiplier = ("--llm-surgeon-shots", float(section["shots"]))
         p.prune["--llm-surgeon-shots"] = "1"
     return p
@@ -333,10 +336,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def summarized(name: str, cases: dict, shape: str, device: str, cfg: dict) -> dict:
-    """One method's record: its plan, its cases and their summary, computed by this code."""
+    """One method's record: its plan, its cases and their summary, computed by this code. Cases at a setting the plan
+    does not measure (an older plan's, merged in from an earlier run) are left out."""
     from prunenet.methods import METHODS
 
     p = plan(name, cfg)
+    cases = {k: c for k, c in cases.items() if c["units"] in (p.units if p.knob else (1,))}
     # a CUDA peak already leaves out what waits on the host
     host = host_state_per_layer(name, shape, cfg.get(name, {})) if device == "cpu" else 0.0
     return {"plan": p.__dict__, "cases": cases, "summary": summarize(p, cases, METHODS.get(name).offload, host)}

@@ -97,6 +97,9 @@ def test_plans_read_paper_yaml_settings():
     assert scale_rehearsal.layer_counts("shortgpt", cfg, [2, 4]) == [2, 4]
     surgeon = scale_rehearsal.plan("llm-surgeon", cfg)
     assert surgeon.multiplier == ("--llm-surgeon-shots", PAPER["llm-surgeon"]["shots"])
+    assert surgeon.units == (1, 64) and surgeon.prune["--llm-surgeon-activations"] == "host"
+    asvd = scale_rehearsal.plan("asvd", cfg)
+    assert asvd.depth == ("tail" if PAPER["asvd"]["sensitivity"] == "ppl" else "linear")
     assert surgeon.prune["--llm-surgeon-shots"] == "1" and surgeon.prune["--llm-surgeon-structures"] == "ffn+attention"
     pol = scale_rehearsal.plan("prunenet", cfg)
     assert pol.knob == "--episodes" and pol.target == PAPER["policy"]["episodes"]
@@ -221,3 +224,34 @@ def test_a_missed_budget_is_measured_and_any_other_error_fails_the_case(monkeypa
             rehearsal_case.run_case(case)
     finally:
         torch.set_num_threads(threads)
+
+
+def test_cases_outside_the_plan_are_left_out():
+    """A merged-in case at a setting the method's plan no longer measures (LLM Surgeon's 8 windows, before 64) does
+    not enter its fit or its record."""
+    cfg = scale_rehearsal.paper_config()
+
+    def case(layers, units, cpu):
+        return {
+            "layers": layers,
+            "units": units,
+            "cpu_s": cpu,
+            "peak_rss": 3e9 + layers,
+            "base_rss": 1e9,
+            "weight_bytes_fp32": 1e9 * layers,
+        }
+
+    cases = {
+        "L1-n1": case(1, 1, 10.0),
+        "L1-n8": case(1, 8, 99.0),
+        "L1-n64": case(1, 64, 20.0),
+        "L2-n1": case(2, 1, 30.0),
+        "L2-n64": case(2, 64, 50.0),
+    }
+    rec = scale_rehearsal.summarized("llm-surgeon", cases, "llama2-7b", "cuda", cfg)
+    assert set(rec["cases"]) == {"L1-n1", "L1-n64", "L2-n1", "L2-n64"}
+    # from the four kept cases: n = 1: -10 + 20 L, n = 64: -10 + 30 L -> y = -10 + 20 L + (10/63)·L·(n - 1); the
+    # 99 s case at 8 windows would bend it
+    target = PAPER["llm-surgeon"]["calib_samples"] * PAPER["llm-surgeon"]["calib_seq_len"] / 128
+    shots = PAPER["llm-surgeon"]["shots"]
+    assert rec["summary"]["pred_cpu_s"] == pytest.approx(shots * (-10 + 20 * 32 + 10 / 63 * 32 * (target - 1)))
