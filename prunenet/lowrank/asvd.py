@@ -158,7 +158,8 @@ def compress_asvd(
     cand = {p: candidate_ranks(m, ratios) for p, m in linears.items()}
     savings = {p: [removed(m.out_features, m.in_features, k) for k in cand[p]] for p, m in linears.items()}
     choice, out.threshold, out.removed = select(losses, savings, budget)
-    for path, lin in linears.items():
+    for path in list(linears):
+        lin = linears.pop(path)  # a replaced linear's dense weight is freed before the next one is factored
         c = choice[path]
         out.ratios[path] = 1.0 if c is None or not savings[path][c] else float(ratios[c])
         if c is None or not savings[path][c]:
@@ -167,6 +168,7 @@ def compress_asvd(
         u, v = asvd_factors(lin.weight, state[f"scale.{path}"], k).prefix(k)
         replace(model, path, LowRankLinear.from_factors(u, v, lin.bias))
         out.ranks[path] = k
+        del lin, u, v
     out.sensitivity = {p: [round(x, 6) for x in v] for p, v in losses.items()}
     out.dense_loss = float(state["dense_loss"])
     scaling, sensitivity = state["seconds"].tolist()
