@@ -63,17 +63,26 @@ def group_states(model: nn.Module) -> tuple[torch.Tensor, int]:
     from .arch import get_adapter
 
     layers = list(get_adapter(model).layers())
-    counts = {group_rows(model, layer)[1][0].shape[0] for layer in layers}
+    fix = "train the attention policy on the dense model"
+    groups = kv_groups(model, layers, fix)
     out = None
     for i, layer in enumerate(layers):
         mat = layer_state(model, layer)
         if out is None:
             out = torch.empty((len(layers), *mat.shape), dtype=mat.dtype, device=mat.device)
-        if mat.shape != out.shape[1:] or len(counts) != 1:
-            raise PruneNetError("layers have different attention shapes: train the attention policy on the dense model")
+        if mat.shape != out.shape[1:]:
+            raise PruneNetError(f"layers have different attention shapes: {fix}")
         out[i] = mat
         del mat  # the next layer's copy is made without this one
-    return out, counts.pop()
+    return out, groups
+
+
+def kv_groups(model: nn.Module, layers: list[nn.Module], fix: str) -> int:
+    """The KV groups every layer has (one count for all, else a PruneNetError that names ``fix``)."""
+    counts = {group_rows(model, layer)[1][0].shape[0] for layer in layers}
+    if len(counts) != 1:
+        raise PruneNetError(f"layers have different attention shapes: {fix}")
+    return counts.pop()
 
 
 def group_importance(policy: PolicyNetwork, states: torch.Tensor, groups: int) -> torch.Tensor:
@@ -240,10 +249,7 @@ def prune_attention(
     from .surgery import slice_attention
 
     layers = list(get_adapter(model).layers())
-    counts = {group_rows(model, layer)[1][0].shape[0] for layer in layers}
-    if len(counts) != 1:
-        raise PruneNetError("layers have different attention shapes: prune the dense model")
-    groups = counts.pop()
+    groups = kv_groups(model, layers, "prune the dense model")
     importance = None  # layer by layer: one layer's state beside the model, not every layer's
     if policy is not None:
         importance = torch.stack([group_importance(policy, layer_state(model, layer), groups) for layer in layers])
