@@ -8,7 +8,8 @@ transformers' own config class, replaces the calibration corpus by seeded random
 quality), and runs the method through the CLI's own parser, request builder, :func:`prunenet.methods.pipeline.check`
 and :func:`prunenet.methods.pipeline.apply` (what ``prunenet prune`` runs between loading and saving). It writes the
 CPU seconds and wall seconds of that work, the process's RSS before the model and at its peak, the model's size
-and, on CUDA, ``torch.cuda.max_memory_allocated``. A method whose result misses its parameter budget
+and, on CUDA, ``torch.cuda.max_memory_allocated``; where the method's meta records them, its stages' seconds and the
+number of matrices it factored. A method whose result misses its parameter budget
 (:class:`prunenet.errors.BudgetMissed`, raised once its work is done: a rank search on random weights can land
 off target) is measured all the same, the miss recorded beside the cost (``budget_missed``); any other error
 fails the case.
@@ -171,13 +172,13 @@ def run_case(case: dict) -> dict:
             argv += ["--policy", train_policy(make, case["train_argv"], Path(tmp), clock)]
         model = build(config, method.load_device(device), dtype)  # as pipeline.compress loads it
         params = sum(p.numel() for p in model.parameters())
-        missed = None
+        missed, meta = None, {}
         with clock:
             request = check(case["method"], prune_request(build_parser().parse_args(argv)))
             try:
-                pruned, _ = apply(method, model, None, request)
+                pruned, meta = apply(method, model, None, request)
             except BudgetMissed as exc:  # the search landed off target on random weights: its work is done
-                pruned, missed = None, str(exc)
+                pruned, missed, meta = None, str(exc), exc.meta
             if cuda:
                 torch.cuda.synchronize()
     out = {
@@ -194,6 +195,17 @@ def run_case(case: dict) -> dict:
         out["peak_cuda"] = torch.cuda.max_memory_allocated()
     if missed:
         out["budget_missed"] = missed
+    return out | work_record(meta)
+
+
+def work_record(meta: dict) -> dict:
+    """What the method's meta says of its work, where it says it: its stages' wall seconds and how many matrices
+    it factored (ASVD's rank search factors a number that depends on where it lands, and each is one SVD)."""
+    out = {}
+    if "stage_seconds" in meta:
+        out["stage_seconds"] = {k: round(float(v), 3) for k, v in meta["stage_seconds"].items()}
+    if "ranks" in meta:
+        out["factored"] = len(meta["ranks"])
     return out
 
 

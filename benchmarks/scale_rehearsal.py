@@ -41,8 +41,9 @@ SEQ = 128  # calibration tokens per window while measuring; the configured windo
 # The two values a linear setting is measured at: calibration windows far enough apart that their cost stands out
 # of the CPU-time noise of a shared machine (1 and 2 windows of 128 tokens did not), policy episodes at 1 and 2.
 CALIB_UNITS, EPISODE_UNITS = (1, 8), (1, 2)
-# LLM Surgeon's per-layer K-FAC inversions vary by more than 7 windows' forward+backward: 1 and 64 windows
-SURGEON_UNITS = (1, 64)
+# Where a layer's fixed work (LLM Surgeon's K-FAC inversions, SVD-LLM's SVDs) varies by more than 7 windows' cost
+# (a forward+backward; a forward and a Gram), 1 and 64 windows
+WIDE_UNITS = (1, 64)
 LABELS = {"llama2-7b": "LLaMA-2-7B", "phi-2": "Phi-2", "tiny": "tiny"}
 # Paper Table 9(a) (A100-40GB, seconds, 30 %): PruneNet's compression time; SliceGPT's from the text beside it.
 PAPER_T9A = {
@@ -122,8 +123,9 @@ def plan(name: str, cfg: dict) -> Plan:
     elif spec.needs_calibration:
         p.knob, p.target = "--calib-samples", section["calib_samples"] * section["calib_seq_len"] / SEQ
         p.prune["--calib-seq-len"] = str(SEQ)
+    if name in ("llm-surgeon", "svd-llm"):
+        p.units = WIDE_UNITS
     if name == "llm-surgeon":
-        p.units = SURGEON_UNITS
         p.multiplier = ("--llm-surgeon-shots", float(section["shots"]))
         p.prune["--llm-surgeon-shots"] = "1"
     return p
@@ -364,6 +366,21 @@ def merged(files: list[Path]) -> tuple[str, str, dict]:
     return shape, device, methods
 
 
+def stage_lines(results: dict) -> list[str]:
+    """Per case, the stages' wall seconds and the matrices factored, where the method records them (ASVD: its
+    window-dependent sensitivity search apart from its factoring, whose count of SVDs depends on where the search
+    lands)."""
+    lines = []
+    for name, r in results.items():
+        for key, c in sorted(r["cases"].items()):
+            if "stage_seconds" not in c:
+                continue
+            stages = ", ".join(f"{k} {v:.1f}" for k, v in c["stage_seconds"].items())
+            factored = f"; {c['factored']} factored" if "factored" in c else ""
+            lines.append(f"{name} {key} stages (wall s): {stages}{factored}")
+    return lines
+
+
 def report(results: dict, shape: str) -> str:
     """What a run prints: the table, the methods not measured, how to read it, the headline (last line)."""
     from rehearsal_fit import Prediction
@@ -375,6 +392,7 @@ def report(results: dict, shape: str) -> str:
     missed = [f"{n} {k}" for n, r in results.items() for k, c in r["cases"].items() if c.get("budget_missed")]
     if missed:
         lines.append(f"budget missed on random weights, cost measured all the same: {', '.join(missed)}")
+    lines += stage_lines(results)
     lines.append(
         f"CPU seconds of the method's work (getrusage); {TARGET_LAYERS}-layer predictions fitted on each row's "
         f"two layer counts; device peak = fixed + per-layer x {TARGET_LAYERS} less the statistics held on the host "

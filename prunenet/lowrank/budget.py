@@ -83,10 +83,14 @@ def nominal_removal(shapes: Sequence[Shape], ratio: float) -> int:
     return round(ratio * sum(o * i for o, i in shapes))
 
 
-def check_budget(removed_params: int, budget: int, dense_params: int, method: str, tolerance: float = 0.01) -> None:
-    """Refuse a result whose removal misses PruneNet's budget by more than ``tolerance`` of the dense size."""
+def check_budget(
+    removed_params: int, budget: int, dense_params: int, method: str, tolerance: float = 0.01, meta: dict | None = None
+) -> None:
+    """Refuse a result whose removal misses PruneNet's budget by more than ``tolerance`` of the dense size; ``meta``
+    (the method's record of its work) travels with the error for a caller that measures cost."""
     if abs(removed_params - budget) > tolerance * dense_params:
         raise BudgetMissed(
             f"{method} removed {removed_params} parameters but the budget is {budget} "
-            f"(more than {tolerance:.0%} of the {dense_params} dense parameters apart)"
+            f"(more than {tolerance:.0%} of the {dense_params} dense parameters apart)",
+            meta,
         )

@@ -80,8 +80,6 @@ def run(model: nn.Module, tokenizer: Any, request: PruneRequest, budget: Budget)
     target = nominal_target(model, budget.ratio) if budget.nominal else budget.params
     model, res = compress_asvd(model, state, target, ratios)
     removed = dense - count_params(model)
-    check_budget(removed, target, dense, "asvd")
-    mark(model, res.ranks)
     meta = {
         "param_budget": budget.params,
         "params_removed": removed,
@@ -100,6 +98,8 @@ def run(model: nn.Module, tokenizer: Any, request: PruneRequest, budget: Budget)
     }
     if budget.nominal:
         meta["param_target"] = target
+    check_budget(removed, target, dense, "asvd", meta=meta)
+    mark(model, res.ranks)
     return model, meta
 
 
