@@ -564,3 +564,20 @@ def test_smollm2_methods_meet_the_budget(smollm2, data_dir, one_thread, name):
     print(f"{name} SmolLM2 r=0.2: {seconds:.1f} s, removed {meta['params_removed']} vs budget {meta['param_budget']}")
     assert count_params(model) == _expected_params(dense, meta["ranks"])
     assert abs(meta["params_removed"] - meta["param_budget"]) <= 0.001 * n
+
+
+def test_asvd_missed_budget_carries_its_record_of_the_work(tiny_model, tokenizer, data_dir, monkeypatch):
+    """A missed budget is raised once ASVD's work is done; the error carries the meta a success returns (stage
+    seconds, the ranks it factored), which the scale rehearsal reads to separate the search from the factoring."""
+    import prunenet.lowrank.budget as budget_mod
+    from prunenet.errors import BudgetMissed
+
+    model = tiny_model("llama")
+    request = _request(data_dir, 0.3)
+    _, meta = apply(METHODS.get("asvd"), copy.deepcopy(model), tokenizer, request)
+    real = budget_mod.check_budget
+    monkeypatch.setattr(budget_mod, "check_budget", lambda *a, **k: real(*a, **k | {"tolerance": -1.0}))
+    with pytest.raises(BudgetMissed) as err:
+        apply(METHODS.get("asvd"), copy.deepcopy(model), tokenizer, request)
+    assert set(err.value.meta["stage_seconds"]) == {"scaling", "sensitivity", "factoring"}
+    assert err.value.meta["ranks"] == meta["ranks"] and err.value.meta["params_removed"] == meta["params_removed"]

@@ -98,6 +98,7 @@ def test_plans_read_paper_yaml_settings():
     surgeon = scale_rehearsal.plan("llm-surgeon", cfg)
     assert surgeon.multiplier == ("--llm-surgeon-shots", PAPER["llm-surgeon"]["shots"])
     assert surgeon.units == (1, 64) and surgeon.prune["--llm-surgeon-activations"] == "host"
+    assert scale_rehearsal.plan("svd-llm", cfg).units == (1, 64)  # its SVDs' spread hid 7 windows' cost
     asvd = scale_rehearsal.plan("asvd", cfg)
     assert asvd.depth == ("tail" if PAPER["asvd"]["sensitivity"] == "ppl" else "linear")
     assert surgeon.prune["--llm-surgeon-shots"] == "1" and surgeon.prune["--llm-surgeon-structures"] == "ffn+attention"
@@ -211,14 +212,18 @@ def test_a_missed_budget_is_measured_and_any_other_error_fails_the_case(monkeypa
     case = {"shape": "tiny", "layers": 1, "method": "random", "device": "cpu", "prune_argv": argv, "train_argv": []}
 
     def missed(*_args):
-        torch.ones(256, 256) @ torch.ones(256, 256)  # some work, then the miss
-        raise BudgetMissed("random removed 1 parameters but the budget is 2")
+        torch.ones(256, 256) @ torch.ones(256, 256)  # some work, then the miss, with the method's record of it
+        meta = {"stage_seconds": {"sensitivity": 2.5, "factoring": 0.25}, "ranks": {"a": 3, "b": 4}}
+        raise BudgetMissed("random removed 1 parameters but the budget is 2", meta)
 
     try:
         monkeypatch.setattr(prunenet.methods.pipeline, "apply", missed)
         out = rehearsal_case.run_case(case)
         assert out["budget_missed"] == "random removed 1 parameters but the budget is 2"
         assert out["params_after"] is None and out["cpu_s"] >= 0 and out["params"] > 0
+        assert out["stage_seconds"] == {"sensitivity": 2.5, "factoring": 0.25} and out["factored"] == 2
+        line = scale_rehearsal.stage_lines({"asvd": {"cases": {"L1-n1": out}}})
+        assert line == ["asvd L1-n1 stages (wall s): sensitivity 2.5, factoring 0.2; 2 factored"]
         monkeypatch.setattr(prunenet.methods.pipeline, "apply", lambda *a: (_ for _ in ()).throw(PruneNetError("x")))
         with pytest.raises(PruneNetError):
             rehearsal_case.run_case(case)
