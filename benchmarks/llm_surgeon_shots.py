@@ -26,7 +26,11 @@ import sys
 from pathlib import Path
 
 import pandas as pd
-import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from prunenet.config import load  # noqa: E402
 
 
 def run(cmd: list[str]) -> None:
@@ -34,21 +38,19 @@ def run(cmd: list[str]) -> None:
     subprocess.run(cmd, check=True)
 
 
-def settings(config: str, shots: int) -> list[str]:
-    """``prunenet prune`` flags for the config's ``llm-surgeon`` section (as the workflow renders them), shots
-    replaced: calibration windows and every option but the one compared stay the workflow's."""
-    section = {**yaml.safe_load(Path(config).read_text())["llm-surgeon"], "shots": shots}
-    flags = []
-    for key, value in section.items():
-        flag = key.replace("_", "-") if key.startswith("calib_") else f"llm-surgeon-{key.replace('_', '-')}"
-        flags += [f"--{flag}", str(value)]
-    return flags
+def settings(cfg: dict, shots: int) -> list[str]:
+    """``prunenet prune`` flags for the config's ``llm-surgeon`` section, as the workflow renders them
+    (:meth:`Method.section_flags`), shots replaced: calibration windows and every option but the one compared stay the
+    workflow's."""
+    from prunenet.methods import METHODS
+
+    return METHODS.get("llm-surgeon").section_flags({**cfg["llm-surgeon"], "shots": shots})
 
 
-def evaluation(config: str, limit: int | None) -> list[str]:
+def evaluation(cfg: dict, limit: int | None) -> list[str]:
     """``prunenet evaluate`` flags for the config's ``evaluate`` section (tasks, batch, shots, perplexity sets and
     blocks), as the workflow's evaluate rule renders them; ``limit`` (items per task) replaces the config's."""
-    ev = yaml.safe_load(Path(config).read_text())["evaluate"]
+    ev = cfg["evaluate"]
     flags = ["--tasks", *ev["tasks"], "--batch-size", str(ev["batch_size"]), "--num-fewshot", str(ev["num_fewshot"])]
     flags += ["--ppl-datasets", *ev["ppl_datasets"], "--ppl-seq-len", str(ev["ppl_seq_len"])]
     flags += ["--ppl-blocks", str(ev["ppl_blocks"])] if ev["ppl_blocks"] else []  # null: the whole test split
@@ -65,8 +67,14 @@ def main() -> None:
     ap.add_argument("--limit", type=int, default=60, help="items per task (Table 2's default); 0: every item")
     ap.add_argument("--work", default="results/benchmarks/llm_surgeon_shots")
     ap.add_argument("--data-dir", default="../shared/data")
-    ap.add_argument("--config", default="config/config.yaml", help="its llm-surgeon and evaluate settings, shots aside")
+    ap.add_argument(
+        "--config",
+        default="config/config.yaml",
+        help="its llm-surgeon and evaluate settings, shots aside (an overlay such as config/paper.yaml is merged onto "
+        "config/config.yaml, as --configfile is)",
+    )
     args = ap.parse_args()
+    cfg = load(ROOT / "config", Path(args.config))
     if not Path(args.model).is_dir():
         sys.exit(f"no checkpoint at {args.model}: run `snakemake --cores 1 resources/models/{args.model_name}` first")
     work, py = Path(args.work), [sys.executable, "-m", "prunenet"]
@@ -79,7 +87,7 @@ def main() -> None:
                 py
                 + ["prune", "--model", args.model, "--model-name", args.model_name, "--out", str(model)]
                 + ["--method", "llm-surgeon", "--ratio", str(args.ratio), "--data-dir", args.data_dir]
-                + settings(args.config, shots)
+                + settings(cfg, shots)
                 + ["--seed", str(args.seed), "--device", "cpu"]
             )
             run(
@@ -87,7 +95,7 @@ def main() -> None:
                 + ["evaluate", "--model", str(model), "--model-name", args.model_name, "--method", "llm-surgeon"]
                 + ["--setting", f"shots{shots}", "--out", str(out), "--device", "cpu", "--seed", "0"]
                 + ["--data-dir", args.data_dir]
-                + evaluation(args.config, args.limit)
+                + evaluation(cfg, args.limit)
             )
         evals.append(out)
     pairs = work / "pairs.csv"

@@ -16,7 +16,6 @@ headline: how many methods are predicted to fit a 24 GB GPU at LLaMA-2-7B in bfl
 from __future__ import annotations
 
 import argparse
-import copy
 import json
 import os
 import shlex
@@ -26,8 +25,6 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-
-import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -80,15 +77,10 @@ class Plan:
 
 
 def paper_config(overlay: Path = ROOT / "config/paper.yaml") -> dict:
-    """config.yaml with paper.yaml merged on, as the workflow resolves it (:func:`prunenet.config.resolve`)."""
-    from snakemake.utils import update_config
+    """config.yaml with paper.yaml merged on, as the workflow resolves it (:func:`prunenet.config.load`)."""
+    from prunenet.config import load
 
-    from prunenet.config import resolve
-
-    merged = yaml.safe_load((ROOT / "config/config.yaml").read_text())
-    over = yaml.safe_load(overlay.read_text())
-    update_config(merged, copy.deepcopy(over))
-    return resolve(merged, over, [overlay], yaml.safe_load((ROOT / "config/schema.yaml").read_text()))
+    return load(ROOT / "config", overlay)
 
 
 def plan(name: str, cfg: dict) -> Plan:
@@ -98,9 +90,8 @@ def plan(name: str, cfg: dict) -> Plan:
     from prunenet.policy_spec import PolicySpec
 
     spec = METHODS.get(name)
-    own = {o.name: o.flag(name) for o in spec.options}
     section = cfg.get(name, {})
-    p = Plan(name, {own.get(k, f"--{k.replace('_', '-')}"): str(v) for k, v in section.items()})
+    p = Plan(name, dict(zip(*[iter(spec.section_flags(section))] * 2)))
     if spec.needs_policy:
         pol = cfg["policy"]
         dims = spec.fixed_policy()  # as the workflow trains it (common.smk setting): e.g. an attention state's update

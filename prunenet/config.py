@@ -115,3 +115,18 @@ def resolve(
         if key in out and out[key] is None:  # `rft: null` (an overlay cannot delete a default key) = no section
             del out[key]
     return out
+
+
+def load(config_dir: Path, overlay: Path | None = None) -> dict:
+    """``config_dir``'s config.yaml with ``overlay`` merged on and resolved as ``snakemake --configfile overlay``
+    resolves it (Snakemake's own merge, then :func:`resolve`): what a benchmark that runs a method "with a config's
+    settings" must read, since an overlay such as paper.yaml sets only what it changes."""
+    from snakemake.utils import update_config
+
+    merged = yaml.safe_load((config_dir / "config.yaml").read_text())
+    schema = yaml.safe_load((config_dir / "schema.yaml").read_text())
+    if overlay is None or Path(overlay).resolve() == (config_dir / "config.yaml").resolve():
+        return resolve(merged, {}, [], schema)
+    over = yaml.safe_load(Path(overlay).read_text())
+    update_config(merged, copy.deepcopy(over))
+    return resolve(merged, over, [overlay], schema)

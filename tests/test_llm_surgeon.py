@@ -231,21 +231,24 @@ def test_one_shot_takes_the_cheapest_structures_globally_and_updates_the_rest(ti
     assert updated > 0  # the update moved the kept weights somewhere
 
 
-def test_shots_benchmark_evaluates_as_the_configs_evaluate_section_says(tmp_path):
-    """benchmarks/llm_surgeon_shots.py reads the evaluate section (no flags of its own): a null ppl_blocks renders
-    no --ppl-blocks (the whole split), and its --limit replaces the config's items."""
+def test_shots_benchmark_runs_as_the_configs_sections_say(tmp_path):
+    """benchmarks/llm_surgeon_shots.py reads the config as --configfile does (an overlay merged on config.yaml) and
+    renders its evaluate and llm-surgeon sections as the workflow does: a null ppl_blocks renders no --ppl-blocks
+    (the whole split), its --limit replaces the config's items, and only the shots differ from the prune rule's."""
     import importlib.util
     from pathlib import Path
 
     import yaml
 
+    from prunenet.config import load
+
     root = Path(__file__).resolve().parents[1]
     spec = importlib.util.spec_from_file_location("llm_surgeon_shots", root / "benchmarks/llm_surgeon_shots.py")
     bench = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(bench)
-    cfg = yaml.safe_load((root / "config/config.yaml").read_text())
+    cfg = load(root / "config")
     ev = cfg["evaluate"]
-    flags = bench.evaluation(str(root / "config/config.yaml"), 60)
+    flags = bench.evaluation(cfg, 60)
     assert flags == ["--tasks", *ev["tasks"], "--batch-size", str(ev["batch_size"]), "--num-fewshot", "0"] + [
         "--ppl-datasets",
         *ev["ppl_datasets"],
@@ -254,7 +257,16 @@ def test_shots_benchmark_evaluates_as_the_configs_evaluate_section_says(tmp_path
         "--ppl-blocks",
         "8",
     ] + ["--limit", "60"]
-    cfg["evaluate"] |= {"ppl_blocks": None, "batch_size": 4}
-    (tmp_path / "c.yaml").write_text(yaml.safe_dump(cfg))
-    flags = bench.evaluation(str(tmp_path / "c.yaml"), 0)
+    (tmp_path / "c.yaml").write_text(yaml.safe_dump({"evaluate": {"ppl_blocks": None, "batch_size": 4}}))
+    over = load(root / "config", tmp_path / "c.yaml")  # an overlay sets only what it changes
+    flags = bench.evaluation(over, 0)
     assert "--ppl-blocks" not in flags and "--limit" not in flags and flags[flags.index("--batch-size") + 1] == "4"
+    assert flags[: flags.index("--batch-size")] == ["--tasks", *ev["tasks"]]  # the rest is config.yaml's
+    paper = load(root / "config", root / "config/paper.yaml")
+    prune = bench.settings(paper, 40)
+    assert prune[prune.index("--llm-surgeon-shots") + 1] == "40"
+    want = {**paper["llm-surgeon"], "shots": 40}
+    assert len(prune) == 2 * len(want)
+    for key, value in want.items():  # config key -> the prune parser's flag, as the workflow's prune rule renders
+        flag = f"--{key.replace('_', '-')}" if key.startswith("calib_") else f"--llm-surgeon-{key.replace('_', '-')}"
+        assert prune[prune.index(flag) + 1] == str(value)

@@ -247,6 +247,13 @@ class Method:
             fixed |= {"objective": OBJECTIVES[0], "update": UPDATES[0]}
         return fixed
 
+    def section_flags(self, section: Mapping[str, Any]) -> list[str]:
+        """``prunenet prune`` flags for the config section of this method's name, in its order: an own option
+        (``Method.options``) as ``--<method>-<key>``, a shared calibration key as ``--calib-samples``. Written once
+        for the workflow's prune rule and the benchmarks that run a method with a config's settings."""
+        own = {o.name: o.flag(self.name) for o in self.options}
+        return [a for key, value in section.items() for a in (own.get(key, f"--{key.replace('_', '-')}"), str(value))]
+
     def own_options(self, request: PruneRequest) -> dict[str, Any]:
         """The method's option values in ``request``, ``budget`` excluded: what its algorithm reads (the budget is
         the pipeline's, :func:`prunenet.methods.pipeline.apply`)."""

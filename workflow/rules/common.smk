@@ -239,10 +239,10 @@ def method_args(method, policy=None, prepared=None, calib=None):
     if PRUNE["ffn_multiple"] != 1:  # PruneNet's kept FFN widths rounded: every method's budget follows
         args += ["--ffn-multiple", str(PRUNE["ffn_multiple"])]
     args += DTYPE_ARG.split()
-    own = {o.name: o.flag(method) for o in spec.options}  # method options: --<method>-<key>
-    for key, value in (config[method] if method in config else {}).items():
-        value = calib if key == "calib_dataset" and calib else value
-        args += [own.get(key, f"--{key.replace('_', '-')}"), str(value)]
+    section = dict(config[method] if method in config else {})
+    if calib and "calib_dataset" in section:
+        section["calib_dataset"] = calib
+    args += spec.section_flags(section)
     return " ".join(shlex.quote(a) for a in args)
 
 
