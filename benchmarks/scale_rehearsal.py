@@ -2,6 +2,7 @@
 
     python benchmarks/scale_rehearsal.py [--shape llama2-7b|phi-2|tiny] [--layers 2 4] [--methods ...] [--out F]
     python benchmarks/scale_rehearsal.py --merge A.json B.json ...   # runs made apart, one table
+    python benchmarks/scale_rehearsal.py ... --window-tokens 2048    # plus one case with full-length windows
 
 Per method and layer count, a random-weight model of the shape (transformers' ``LlamaConfig`` / ``PhiConfig``)
 is pruned at ratio 0.3 with ``config/paper.yaml``'s settings (merged onto config.yaml and read through
@@ -35,6 +36,7 @@ from rehearsal_fit import GB, fit, fit_tail, headline, mean_per_layer, predict  
 RATIO = 0.3
 TARGET_LAYERS = 32  # LLaMA-2-7B (Phi-2 also has 32)
 SEQ = 128  # calibration tokens per window while measuring; the configured windows are counted in these units
+SEQ_FLAGS = ("--calib-seq-len", "--asvd-sens-seq-len")  # the window lengths a plan sets to SEQ
 # The two values a linear setting is measured at: calibration windows far enough apart that their cost stands out
 # of the CPU-time noise of a shared machine (1 and 2 windows of 128 tokens did not), policy episodes at 1 and 2.
 CALIB_UNITS, EPISODE_UNITS = (1, 8), (1, 2)
@@ -203,6 +205,39 @@ def measure(p: Plan, shape: str, layers: list[int], device: str, rss_cap: float,
     return cases
 
 
+def window_case(p: Plan, shape: str, layers: int, device: str, tokens: int, rss_cap: float, timeout: float):
+    """One case at ``layers`` and one unit with windows of ``tokens`` tokens where the plan measures SEQ: the peak
+    memory a window of the configured length adds (activations, logits, attention scores grow with it; the fits at
+    SEQ do not see them). Not in any fit. None for a method without such windows (or run at its configured ones)."""
+    prune_argv, train_argv = p.argv(1, shape, device)
+    at = [i + 1 for i, a in enumerate(prune_argv[:-1]) if a in SEQ_FLAGS and prune_argv[i + 1] == str(SEQ)]
+    if not at:
+        return None
+    for i in at:
+        prune_argv[i] = str(tokens)
+    case = {"shape": shape, "layers": layers, "method": p.method, "device": device}
+    row = run_case(case | {"prune_argv": prune_argv, "train_argv": train_argv}, rss_cap, timeout)
+    print(f"  {p.method} L={layers} n=1, windows of {tokens} tokens: " + _brief(row), file=sys.stderr, flush=True)
+    return row | {"layers": layers, "units": 1, "window_tokens": tokens}
+
+
+def window_lines(results: dict) -> list[str]:
+    """Per window case, its peak beside the same case's at SEQ tokens."""
+    lines = []
+    for name, r in results.items():
+        for c in (c for c in r["cases"].values() if "window_tokens" in c):
+            head = f"{name} L{c['layers']} n1, windows of {c['window_tokens']} tokens"
+            base = r["cases"].get(f"L{c['layers']}-n1", {})
+            if "error" in c or "peak_rss" not in base:
+                lines.append(f"{head}: {c.get('error', f'no {SEQ}-token case to compare')}")
+                continue
+            lines.append(
+                f"{head}: peak {_peak(c) / GB:.2f} GB against {_peak(base) / GB:.2f} GB at {SEQ} tokens "
+                f"(+{(_peak(c) - _peak(base)) / GB:.2f} GB, in the case's dtype; not in the predictions above)"
+            )
+    return lines
+
+
 def _brief(row: dict) -> str:
     if "error" in row:
         return row["error"]
@@ -229,6 +264,7 @@ def host_state_per_layer(name: str, shape: str, section: dict) -> float:
 
 def summarize(p: Plan, cases: dict, offload: bool, host_per_layer: float = 0.0) -> dict:
     """The fits of one method's cases and its prediction at TARGET_LAYERS layers and the configured setting."""
+    cases = {k: c for k, c in cases.items() if "window_tokens" not in c}  # window cases: printed, not fitted
     ok = [c for c in cases.values() if "error" not in c]
     if not cases or len(ok) < len(cases) or len({c["layers"] for c in ok}) < 2:
         return {"error": next((c["error"] for c in cases.values() if "error" in c), "fewer than two layer counts")}
@@ -278,8 +314,9 @@ def table(results: dict, shape: str) -> str:
         if "error" in s:
             lines.append(f"| {name} | not measured: {s['error']} |" + " |" * 11)
             continue
-        units = max(c["units"] for c in r["cases"].values())
-        top = [c for _, c in sorted((c["layers"], c) for c in r["cases"].values() if c["units"] == units)]
+        grid = [c for c in r["cases"].values() if "window_tokens" not in c]
+        units = max(c["units"] for c in grid)
+        top = [c for _, c in sorted((c["layers"], c) for c in grid if c["units"] == units)]
         cpu = ", ".join(f"L{c['layers']}: {c['cpu_s']:.1f}" for c in top)
         mem = ", ".join(f"L{c['layers']}: {_peak(c) / GB:.2f}" for c in top)
         lines.append(
@@ -315,6 +352,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--timeout", type=float, default=1800.0, help="seconds per case before it is killed")
     ap.add_argument("--resume", action="store_true", help="keep the methods --out already holds measured")
     ap.add_argument(
+        "--window-tokens",
+        type=int,
+        metavar="N",
+        help=f"also run each method once at the fewer layers and one unit with windows of N tokens instead of {SEQ} "
+        "(the configured length, e.g. 2048): the peak memory a full window adds, which is not in the fits",
+    )
+    ap.add_argument(
         "--merge",
         nargs="+",
         type=Path,
@@ -325,6 +369,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args = ap.parse_args(argv)
     if len(set(args.layers)) != len(args.layers) or len(args.layers) > 2 or min(args.layers) < 1:
         ap.error(f"--layers needs one or two different positive counts, e.g. --layers 2 4 (got {args.layers})")
+    if args.window_tokens is not None and args.window_tokens < 1:
+        ap.error(f"--window-tokens needs a positive token count, e.g. --window-tokens 2048 (got {args.window_tokens})")
     return args
 
 
@@ -383,7 +429,7 @@ def report(results: dict, shape: str) -> str:
     missed = [f"{n} {k}" for n, r in results.items() for k, c in r["cases"].items() if c.get("budget_missed")]
     if missed:
         lines.append(f"budget missed on random weights, cost measured all the same: {', '.join(missed)}")
-    lines += stage_lines(results)
+    lines += stage_lines(results) + window_lines(results)
     lines.append(
         f"CPU seconds of the method's work (getrusage); {TARGET_LAYERS}-layer predictions fitted on each row's "
         f"two layer counts; device peak = fixed + per-layer x {TARGET_LAYERS} less the statistics held on the host "
@@ -419,6 +465,10 @@ def main(argv: list[str] | None = None) -> int:
         else:
             p, layers = plan(name, cfg), layer_counts(name, cfg, sorted(args.layers))
             cases = measure(p, args.shape, layers, args.device, args.rss_cap_gb * GB, args.timeout)
+            if args.window_tokens:
+                cap = (args.rss_cap_gb * GB, args.timeout)
+                w = window_case(p, args.shape, layers[0], args.device, args.window_tokens, *cap)
+                cases |= {f"L{layers[0]}-n1-w{args.window_tokens}": w} if w else {}
         results[name] = summarized(name, cases, args.shape, args.device, cfg)
         if args.out:  # after every method: a long run that stops still leaves what it measured
             args.out.write_text(json.dumps({"shape": args.shape, "device": args.device, "methods": results}, indent=1))

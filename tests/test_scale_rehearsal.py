@@ -260,3 +260,35 @@ def test_cases_outside_the_plan_are_left_out():
     target = PAPER["llm-surgeon"]["calib_samples"] * PAPER["llm-surgeon"]["calib_seq_len"] / 128
     shots = PAPER["llm-surgeon"]["shots"]
     assert rec["summary"]["pred_cpu_s"] == pytest.approx(shots * (-10 + 20 * 32 + 10 / 63 * 32 * (target - 1)))
+
+
+def test_a_window_case_runs_the_configured_length_and_enters_no_fit(monkeypatch):
+    """--window-tokens: one case per method with its SEQ-token windows (and only those) at the asked length; its
+    peak is printed beside the same case's at SEQ tokens and is in no fit."""
+    cfg = scale_rehearsal.paper_config()
+    seen = []
+    monkeypatch.setattr(scale_rehearsal, "run_case", lambda case, *_: seen.append(case) or {"error": "spy"})
+    asvd = scale_rehearsal.plan("asvd", cfg)
+    row = scale_rehearsal.window_case(asvd, "tiny", 1, "cpu", 2048, 1e12, 10)
+    argv = seen[0]["prune_argv"]
+    assert argv[argv.index("--asvd-sens-seq-len") + 1] == "2048" and argv[argv.index("--calib-seq-len") + 1] == "2048"
+    assert argv[argv.index("--asvd-sens-samples") + 1] == "1" and row["window_tokens"] == 2048
+    # LLM-Pruner runs its configured 64-token windows already; PruneNet has none
+    assert scale_rehearsal.window_case(scale_rehearsal.plan("llm-pruner", cfg), "tiny", 1, "cpu", 2048, 1, 1) is None
+    assert scale_rehearsal.window_case(scale_rehearsal.plan("prunenet", cfg), "tiny", 1, "cpu", 2048, 1, 1) is None
+    assert len(seen) == 1
+
+    def case(layers, units, peak, cpu):
+        return {"layers": layers, "units": units, "cpu_s": cpu, "peak_rss": peak, "base_rss": 0, "weight_bytes_fp32": 1}
+
+    cases = {"L1-n1": case(1, 1, 4e9, 10), "L1-n2": case(1, 2, 4e9, 12), "L2-n1": case(2, 1, 5e9, 20)}
+    cases["L2-n2"] = case(2, 2, 5e9, 25)
+    plain = scale_rehearsal.summarized("asvd", cases, "llama2-7b", "cuda", cfg)
+    window = case(1, 1, 7.5e9, 99) | {"window_tokens": 2048}
+    both = scale_rehearsal.summarized("asvd", cases | {"L1-n1-w2048": window}, "llama2-7b", "cuda", cfg)
+    assert both["summary"] == plain["summary"] and "L1-n1-w2048" in both["cases"]
+    assert scale_rehearsal.window_lines({"asvd": both}) == [
+        "asvd L1 n1, windows of 2048 tokens: peak 7.50 GB against 4.00 GB at 128 tokens "
+        "(+3.50 GB, in the case's dtype; not in the predictions above)"
+    ]
+    assert scale_rehearsal.table({"asvd": both}, "llama2-7b") == scale_rehearsal.table({"asvd": plain}, "llama2-7b")
