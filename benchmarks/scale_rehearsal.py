@@ -359,6 +359,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "(the configured length, e.g. 2048): the peak memory a full window adds, which is not in the fits",
     )
     ap.add_argument(
+        "--window-only",
+        action="store_true",
+        help="run only the --window-tokens case (to --merge with a run that measured the same layers at 128 tokens)",
+    )
+    ap.add_argument(
         "--merge",
         nargs="+",
         type=Path,
@@ -369,6 +374,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args = ap.parse_args(argv)
     if len(set(args.layers)) != len(args.layers) or len(args.layers) > 2 or min(args.layers) < 1:
         ap.error(f"--layers needs one or two different positive counts, e.g. --layers 2 4 (got {args.layers})")
+    if args.window_only and not args.window_tokens:
+        ap.error("--window-only runs the --window-tokens case: give --window-tokens N too")
     if args.window_tokens is not None and args.window_tokens < 1:
         ap.error(f"--window-tokens needs a positive token count, e.g. --window-tokens 2048 (got {args.window_tokens})")
     return args
@@ -464,9 +471,9 @@ def main(argv: list[str] | None = None) -> int:
             cases = results[name]["cases"]
         else:
             p, layers = plan(name, cfg), layer_counts(name, cfg, sorted(args.layers))
-            cases = measure(p, args.shape, layers, args.device, args.rss_cap_gb * GB, args.timeout)
+            cap = (args.rss_cap_gb * GB, args.timeout)
+            cases = {} if args.window_only else measure(p, args.shape, layers, args.device, *cap)
             if args.window_tokens:
-                cap = (args.rss_cap_gb * GB, args.timeout)
                 w = window_case(p, args.shape, layers[0], args.device, args.window_tokens, *cap)
                 cases |= {f"L{layers[0]}-n1-w{args.window_tokens}": w} if w else {}
         results[name] = summarized(name, cases, args.shape, args.device, cfg)

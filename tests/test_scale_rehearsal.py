@@ -292,3 +292,10 @@ def test_a_window_case_runs_the_configured_length_and_enters_no_fit(monkeypatch)
         "(+3.50 GB, in the case's dtype; not in the predictions above)"
     ]
     assert scale_rehearsal.table({"asvd": both}, "llama2-7b") == scale_rehearsal.table({"asvd": plain}, "llama2-7b")
+
+
+@pytest.mark.parametrize("argv", [["--window-only"], ["--window-tokens", "0"]])
+def test_window_flags_refuse_bad_input(argv):
+    with pytest.raises(SystemExit) as err:
+        scale_rehearsal.parse_args(argv)
+    assert err.value.code == 2
