@@ -165,16 +165,16 @@ def run_case(case: dict) -> dict:
         torch.cuda.reset_peak_memory_stats()
     clock = Clock()
     with tempfile.TemporaryDirectory() as tmp:
-        argv = list(case["prune_argv"])
-        dtype = resolve_dtype(build_parser().parse_args(argv).dtype, device)  # as PruneRequest.weights_dtype
+        args = build_parser().parse_args(case["prune_argv"])  # parsed once, as prunenet prune parses it
+        dtype = resolve_dtype(args.dtype, device)  # as PruneRequest.weights_dtype
         if method.needs_policy:
             make = lambda: build(config, device, dtype)  # noqa: E731
-            argv += ["--policy", train_policy(make, case["train_argv"], Path(tmp), clock)]
+            args.policy = train_policy(make, case["train_argv"], Path(tmp), clock)
         model = build(config, method.load_device(device), dtype)  # as pipeline.compress loads it
         params = sum(p.numel() for p in model.parameters())
         missed, meta = None, {}
         with clock:
-            request = check(case["method"], prune_request(build_parser().parse_args(argv)))
+            request = check(case["method"], prune_request(args))
             try:
                 pruned, meta = apply(method, model, None, request)
             except BudgetMissed as exc:  # the search landed off target on random weights: its work is done

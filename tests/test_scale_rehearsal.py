@@ -299,3 +299,23 @@ def test_window_flags_refuse_bad_input(argv):
     with pytest.raises(SystemExit) as err:
         scale_rehearsal.parse_args(argv)
     assert err.value.code == 2
+
+
+def test_a_policy_method_case_trains_then_prunes_with_that_policy():
+    """A policy method's case trains its policy (the train command's parser and checks) and hands the file to the
+    prune request it parsed once: the tiny model comes out smaller."""
+    import rehearsal_case
+    import torch
+
+    import prunenet.data
+
+    cfg = scale_rehearsal.paper_config()
+    prune_argv, train_argv = scale_rehearsal.plan("prunenet", cfg).argv(1, "tiny", "cpu")
+    case = {"shape": "tiny", "layers": 1, "method": "prunenet", "device": "cpu"}
+    calibration, threads = prunenet.data.calibration_blocks, torch.get_num_threads()
+    try:
+        out = rehearsal_case.run_case(case | {"prune_argv": prune_argv, "train_argv": train_argv})
+    finally:
+        prunenet.data.calibration_blocks = calibration
+        torch.set_num_threads(threads)
+    assert out["params_after"] < out["params"] and "budget_missed" not in out
