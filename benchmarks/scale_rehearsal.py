@@ -221,6 +221,28 @@ def window_case(p: Plan, shape: str, layers: int, device: str, tokens: int, rss_
     return row | {"layers": layers, "units": 1, "window_tokens": tokens}
 
 
+def slope_lines(results: dict) -> list[str]:
+    """A method whose CPU seconds do not grow from its fewer to its more units at some layer count: the setting's
+    cost is inside the run-to-run spread there, so its scaled time is noise, not a prediction (measure it further
+    apart)."""
+    lines = []
+    for name, r in results.items():
+        grid = {(c["layers"], c["units"]): c["cpu_s"] for c in r["cases"].values() if _fitted(c)}
+        units = sorted({k[1] for k in grid})
+        for layers in sorted({k[0] for k in grid}) if len(units) == 2 else []:
+            lo, hi = grid.get((layers, units[0])), grid.get((layers, units[1]))
+            if lo is not None and hi is not None and hi <= lo:
+                lines.append(
+                    f"{name} L{layers}: {hi:.1f} CPU-s at {units[1]} units against {lo:.1f} at {units[0]}: the "
+                    "setting's cost is inside the spread, so its scaled time is not a prediction"
+                )
+    return lines
+
+
+def _fitted(case: dict) -> bool:
+    return "error" not in case and "window_tokens" not in case
+
+
 def window_lines(results: dict) -> list[str]:
     """Per window case, its peak beside the same case's at SEQ tokens."""
     lines = []
@@ -436,7 +458,7 @@ def report(results: dict, shape: str) -> str:
     missed = [f"{n} {k}" for n, r in results.items() for k, c in r["cases"].items() if c.get("budget_missed")]
     if missed:
         lines.append(f"budget missed on random weights, cost measured all the same: {', '.join(missed)}")
-    lines += stage_lines(results) + window_lines(results)
+    lines += slope_lines(results) + stage_lines(results) + window_lines(results)
     lines.append(
         f"CPU seconds of the method's work (getrusage); {TARGET_LAYERS}-layer predictions fitted on each row's "
         f"two layer counts; device peak = fixed + per-layer x {TARGET_LAYERS} less the statistics held on the host "

@@ -319,3 +319,22 @@ def test_a_policy_method_case_trains_then_prunes_with_that_policy():
         prunenet.data.calibration_blocks = calibration
         torch.set_num_threads(threads)
     assert out["params_after"] < out["params"] and "budget_missed" not in out
+
+
+def test_a_setting_whose_cost_does_not_show_is_flagged():
+    """CPU seconds that do not grow with the scaled setting at some layer count are noise, and the report says so
+    for that layer count only; window cases and failed cases are not compared."""
+
+    def case(layers, units, cpu, **extra):
+        return {"layers": layers, "units": units, "cpu_s": cpu} | extra
+
+    cases = {"L1-n1": case(1, 1, 628.3), "L1-n2": case(1, 2, 620.5), "L2-n1": case(2, 1, 1300.0)}
+    cases |= {"L2-n2": case(2, 2, 1500.0), "L1-n1-w2048": case(1, 1, 9999.0, window_tokens=2048)}
+    assert scale_rehearsal.slope_lines({"asvd": {"cases": cases}}) == [
+        "asvd L1: 620.5 CPU-s at 2 units against 628.3 at 1: the setting's cost is inside the spread, so its scaled "
+        "time is not a prediction"
+    ]
+    cases["L1-n2"] = case(1, 2, 700.0)
+    assert scale_rehearsal.slope_lines({"asvd": {"cases": cases}}) == []
+    unscaled = {"L2-n1": case(2, 1, 2.0), "L4-n1": case(4, 1, 1.0)}  # one setting: nothing to compare
+    assert scale_rehearsal.slope_lines({"random": {"cases": unscaled}}) == []
