@@ -227,7 +227,7 @@ def slope_lines(results: dict) -> list[str]:
     apart)."""
     lines = []
     for name, r in results.items():
-        grid = {(c["layers"], c["units"]): c["cpu_s"] for c in r["cases"].values() if _fitted(c)}
+        grid = {(c["layers"], c["units"]): c["cpu_s"] for c in r["cases"].values() if _in_grid(c) and "error" not in c}
         units = sorted({k[1] for k in grid})
         for layers in sorted({k[0] for k in grid}) if len(units) == 2 else []:
             lo, hi = grid.get((layers, units[0])), grid.get((layers, units[1]))
@@ -239,8 +239,9 @@ def slope_lines(results: dict) -> list[str]:
     return lines
 
 
-def _fitted(case: dict) -> bool:
-    return "error" not in case and "window_tokens" not in case
+def _in_grid(case: dict) -> bool:
+    """A case of the fitted (layers, units) grid, not a --window-tokens case (printed beside it, in no fit)."""
+    return "window_tokens" not in case
 
 
 def window_lines(results: dict) -> list[str]:
@@ -286,7 +287,7 @@ def host_state_per_layer(name: str, shape: str, section: dict) -> float:
 
 def summarize(p: Plan, cases: dict, offload: bool, host_per_layer: float = 0.0) -> dict:
     """The fits of one method's cases and its prediction at TARGET_LAYERS layers and the configured setting."""
-    cases = {k: c for k, c in cases.items() if "window_tokens" not in c}  # window cases: printed, not fitted
+    cases = {k: c for k, c in cases.items() if _in_grid(c)}
     ok = [c for c in cases.values() if "error" not in c]
     if not cases or len(ok) < len(cases) or len({c["layers"] for c in ok}) < 2:
         return {"error": next((c["error"] for c in cases.values() if "error" in c), "fewer than two layer counts")}
@@ -336,7 +337,7 @@ def table(results: dict, shape: str) -> str:
         if "error" in s:
             lines.append(f"| {name} | not measured: {s['error']} |" + " |" * 11)
             continue
-        grid = [c for c in r["cases"].values() if "window_tokens" not in c]
+        grid = [c for c in r["cases"].values() if _in_grid(c)]
         units = max(c["units"] for c in grid)
         top = [c for _, c in sorted((c["layers"], c) for c in grid if c["units"] == units)]
         cpu = ", ".join(f"L{c['layers']}: {c['cpu_s']:.1f}" for c in top)
