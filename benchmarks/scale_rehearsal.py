@@ -103,7 +103,7 @@ def plan(name: str, cfg: dict) -> Plan:
         p.knob, p.target, p.units = "--episodes", float(pol["episodes"]), EPISODE_UNITS
     if name == "asvd":  # the sensitivity search dominates: scale its windows, shorten the statistics pass
         s = section
-        p.knob, p.target, p.units = "--asvd-sens-samples", s["sens_samples"] * s["sens_seq_len"] / SEQ, EPISODE_UNITS
+        p.knob, p.target, p.units = "--asvd-sens-samples", s["sens_samples"] * s["sens_seq_len"] / SEQ, CALIB_UNITS
         p.prune |= {"--asvd-sens-seq-len": str(SEQ), "--calib-samples": str(p.units[-1]), "--calib-seq-len": str(SEQ)}
         stats = f"{s['calib_samples']}x{s['calib_seq_len']}"
         p.reduced.append(f"statistics {stats} -> {p.units[-1]}x{SEQ} tokens, not scaled")
