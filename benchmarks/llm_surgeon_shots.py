@@ -30,7 +30,7 @@ import pandas as pd
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from prunenet.config import load  # noqa: E402
+from prunenet.config import evaluate_flags, load  # noqa: E402
 
 
 def run(cmd: list[str]) -> None:
@@ -49,12 +49,10 @@ def settings(cfg: dict, shots: int) -> list[str]:
 
 def evaluation(cfg: dict, limit: int | None) -> list[str]:
     """``prunenet evaluate`` flags for the config's ``evaluate`` section (tasks, batch, shots, perplexity sets and
-    blocks), as the workflow's evaluate rule renders them; ``limit`` (items per task) replaces the config's."""
-    ev = cfg["evaluate"]
-    flags = ["--tasks", *ev["tasks"], "--batch-size", str(ev["batch_size"]), "--num-fewshot", str(ev["num_fewshot"])]
-    flags += ["--ppl-datasets", *ev["ppl_datasets"], "--ppl-seq-len", str(ev["ppl_seq_len"])]
-    flags += ["--ppl-blocks", str(ev["ppl_blocks"])] if ev["ppl_blocks"] else []  # null: the whole test split
-    return flags + (["--limit", str(limit)] if limit else [])
+    blocks), rendered by the workflow's own :func:`prunenet.config.evaluate_flags`; ``limit`` (items per task)
+    replaces the config's."""
+    groups = evaluate_flags(cfg["evaluate"] | {"limit": limit})
+    return [flag for group in ("tasks", "ppl_datasets", "ppl_seq_len", "ppl_blocks", "limit") for flag in groups[group]]
 
 
 def main() -> None:

@@ -130,3 +130,18 @@ def load(config_dir: Path, overlay: Path | None = None) -> dict:
     over = yaml.safe_load(Path(overlay).read_text())
     update_config(merged, copy.deepcopy(over))
     return resolve(merged, over, [overlay], schema)
+
+
+def evaluate_flags(ev: Mapping[str, Any]) -> dict[str, list[str]]:
+    """``prunenet evaluate`` flags for a config's ``evaluate`` section, by group, written once for the workflow's
+    rules (evaluate, sweep, GGUF perplexity: each takes the groups it needs, in its own order) and the benchmarks
+    that evaluate "as the workflow does". A null ``limit`` or ``ppl_blocks`` renders no flag (every item, the whole
+    test split: the CLI's defaults), never ``None``."""
+    return {
+        "tasks": ["--tasks", *ev["tasks"], "--batch-size", str(ev["batch_size"])]
+        + ["--num-fewshot", str(ev["num_fewshot"])],
+        "limit": ["--limit", str(ev["limit"])] if ev["limit"] else [],
+        "ppl_datasets": ["--ppl-datasets", *ev["ppl_datasets"]],
+        "ppl_seq_len": ["--ppl-seq-len", str(ev["ppl_seq_len"])],
+        "ppl_blocks": ["--ppl-blocks", str(ev["ppl_blocks"])] if ev["ppl_blocks"] else [],
+    }

@@ -17,7 +17,7 @@ min_version("9.0")
 ROOT = Path(workflow.current_basedir).parents[1]  # the repository: workflow/rules/ is two levels down
 sys.path.insert(0, str(ROOT))
 from prunenet import choices as CHOICES  # noqa: E402
-from prunenet.config import ConfigError, resolve  # noqa: E402
+from prunenet.config import ConfigError, evaluate_flags, resolve  # noqa: E402
 from prunenet.embedded import EMBEDDED  # noqa: E402
 from prunenet.methods import METHODS  # noqa: E402
 from prunenet.policy_spec import PATTERN as POLICY_PATTERN, PolicySpec  # noqa: E402
@@ -92,8 +92,8 @@ RATIOS = [ratio_tag(r) for r in PRUNE["ratios"]]
 SCHEDULES = [ratio_tag(s) for s in PRUNE["schedules"]]
 POL = config["policy"]
 EV = config["evaluate"]
-# blocks per perplexity dataset; null = the whole test split (no flag: the CLI's default)
-PPL_BLOCKS_ARG = f"--ppl-blocks {EV['ppl_blocks']}" if EV["ppl_blocks"] else ""
+EV_FLAGS = {group: " ".join(flags) for group, flags in evaluate_flags(EV).items()}  # each group: "" when unset
+PPL_BLOCKS_ARG = EV_FLAGS["ppl_blocks"]  # blocks per perplexity dataset; null = the whole test split
 RFT_ENABLED = "rft" in config  # no rft section (or rft: null): no RFT targets
 RFT = config["rft"] if RFT_ENABLED else {}
 if config.get("large_model") and config["large_model"] not in config["models"]:

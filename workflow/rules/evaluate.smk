@@ -1,9 +1,9 @@
 EVAL_ARGS = " ".join(
     [
-        f"--tasks {' '.join(EV['tasks'])} --batch-size {EV['batch_size']} --num-fewshot {EV['num_fewshot']}",
+        EV_FLAGS["tasks"],
         f"--dtype {config['dtype']} --device {config['device']} --seed {SEEDS[0]} {DATA_ARG}",
-        f"--limit {EV['limit']}" if EV["limit"] else "",
-        f"--ppl-datasets {' '.join(EV['ppl_datasets'])} --ppl-seq-len {EV['ppl_seq_len']}",
+        EV_FLAGS["limit"],
+        f"{EV_FLAGS['ppl_datasets']} {EV_FLAGS['ppl_seq_len']}",
         PPL_BLOCKS_ARG,
     ]
 )

@@ -135,7 +135,7 @@ rule sweep:
         py=PY,
         ratios=" ".join(ratio_tag(r) for r in SWEEP["ratios"]),
         extra=lambda w: method_args(w.method),
-        ppl=f"--ppl-dataset {SWEEP['ppl_dataset']} --ppl-seq-len {EV['ppl_seq_len']} {PPL_BLOCKS_ARG}",
+        ppl=f"--ppl-dataset {SWEEP['ppl_dataset']} {EV_FLAGS['ppl_seq_len']} {PPL_BLOCKS_ARG}",
         data=lambda w: "" if METHODS.get(w.method).needs_calibration else DATA_ARG,  # else in method_args
         device=config["device"],
     shell:

@@ -213,7 +213,7 @@ SPEED_ARGS = (
 Q = config["quantize"]
 GGUF_PPL_ARGS = " ".join(
     [
-        f"--tasks --ppl-datasets {' '.join(EV['ppl_datasets'])} --ppl-seq-len {EV['ppl_seq_len']}",
+        f"--tasks {EV_FLAGS['ppl_datasets']} {EV_FLAGS['ppl_seq_len']}",
         f"{PPL_BLOCKS_ARG} {DATA_ARG}",
     ]
 )
