@@ -195,11 +195,8 @@ def measure(p: Plan, shape: str, layers: list[int], device: str, rss_cap: float,
     cases = {}
     for n_layers in layers:
         for units in p.units if p.knob else (1,):
-            prune_argv, train_argv = p.argv(units, shape, device)
-            case = {"shape": shape, "layers": n_layers, "method": p.method, "device": device}
-            row = run_case(case | {"prune_argv": prune_argv, "train_argv": train_argv}, rss_cap, timeout)
-            cases[f"L{n_layers}-n{units}"] = row | {"layers": n_layers, "units": units}
-            print(f"  {p.method} L={n_layers} n={units}: " + _brief(row), file=sys.stderr, flush=True)
+            row = _case(p, shape, n_layers, device, p.argv(units, shape, device), (rss_cap, timeout), f"n={units}")
+            cases[f"L{n_layers}-n{units}"] = row | {"units": units}
             if "error" in row:
                 return cases
     return cases
@@ -215,10 +212,17 @@ def window_case(p: Plan, shape: str, layers: int, device: str, tokens: int, rss_
         return None
     for i in at:
         prune_argv[i] = str(tokens)
+    label = f"n=1, windows of {tokens} tokens"
+    row = _case(p, shape, layers, device, (prune_argv, train_argv), (rss_cap, timeout), label)
+    return row | {"units": 1, "window_tokens": tokens}
+
+
+def _case(p: Plan, shape: str, layers: int, device: str, argv: tuple[list[str], list[str]], cap, label: str) -> dict:
+    """One case in its own process (:func:`run_case`), its brief printed as it ends; the row carries its layers."""
     case = {"shape": shape, "layers": layers, "method": p.method, "device": device}
-    row = run_case(case | {"prune_argv": prune_argv, "train_argv": train_argv}, rss_cap, timeout)
-    print(f"  {p.method} L={layers} n=1, windows of {tokens} tokens: " + _brief(row), file=sys.stderr, flush=True)
-    return row | {"layers": layers, "units": 1, "window_tokens": tokens}
+    row = run_case(case | {"prune_argv": argv[0], "train_argv": argv[1]}, *cap)
+    print(f"  {p.method} L={layers} {label}: " + _brief(row), file=sys.stderr, flush=True)
+    return row | {"layers": layers}
 
 
 def slope_lines(results: dict) -> list[str]:
