@@ -98,7 +98,29 @@ def fit_tail(points: dict[tuple[int, float], float]) -> Tail:
     return Tail(r1 - b * l1, b, f, e)
 
 
-def mean_per_layer(model: Bilinear | Tail, layers: int, n: float) -> float:
+@dataclass(frozen=True)
+class Apart:
+    """``model`` fitted on the cost less one stage of per-layer work whose seconds vary between cases by more than
+    the setting moves them, and that stage added back as ``g`` seconds per layer (its mean over the cases): y =
+    model(L, n) + g·L. Why: ASVD factors one SVD per projection its rank search truncates, and which projections
+    it lands on differs from case to case (2 or 3 at one layer: 186 s against 143), enough to move a window slope
+    measured between two cases by a tenth; fitted apart, that spread stays in a per-layer term."""
+
+    model: Bilinear | Tail
+    g: float
+
+    def __call__(self, layers: float, n: float = 1.0) -> float:
+        return self.model(layers, n) + self.g * layers
+
+
+def fit_apart(points: dict[tuple[int, float], float], stage: dict[tuple[int, float], float], tail: bool) -> Apart:
+    """:class:`Apart`: ``fit`` (or ``fit_tail``) through ``points`` less ``stage`` (the stage's seconds per case),
+    the stage's mean seconds per layer added back."""
+    model = (fit_tail if tail else fit)({k: y - stage[k] for k, y in points.items()})
+    return Apart(model, sum(stage[k] / k[0] for k in points) / len(points))
+
+
+def mean_per_layer(model: Bilinear | Tail | Apart, layers: int, n: float) -> float:
     """What a layer costs on average in a ``layers``-layer model at ``n`` units (Bilinear: b + d·n at any depth)."""
     return (model(layers, n) - model(0, n)) / layers
 
@@ -118,7 +140,7 @@ class Prediction:
 
 
 def predict(
-    seconds: Bilinear | Tail,
+    seconds: Bilinear | Tail | Apart,
     memory: Bilinear,
     weights: Bilinear,
     layers: int,

@@ -31,7 +31,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from rehearsal_fit import GB, fit, fit_tail, headline, mean_per_layer, predict  # noqa: E402
+from rehearsal_fit import GB, fit, fit_apart, fit_tail, headline, mean_per_layer, predict  # noqa: E402
 
 RATIO = 0.3
 TARGET_LAYERS = 32  # LLaMA-2-7B (Phi-2 also has 32)
@@ -55,7 +55,8 @@ PAPER_T9A = {
 class Plan:
     """How one method is measured: its prune/train flags, the setting varied (flag, paper value in units of the
     measured one) and a multiplier run at 1 (LLM Surgeon's shots), plus what was reduced and not scaled; ``depth``:
-    how its time grows with layers (``linear``, or ``tail``: quadratic on its windows, :class:`rehearsal_fit.Tail`)."""
+    how its time grows with layers (``linear``, or ``tail``: quadratic on its windows, :class:`rehearsal_fit.Tail`);
+    ``apart``: a recorded stage (``stage_seconds``) of per-layer work fitted apart (:class:`rehearsal_fit.Apart`)."""
 
     method: str
     prune: dict[str, str]
@@ -66,6 +67,7 @@ class Plan:
     multiplier: tuple[str, float] | None = None
     reduced: list[str] = field(default_factory=list)
     depth: str = "linear"
+    apart: str | None = None
 
     def argv(self, units: int, shape: str, device: str) -> tuple[list[str], list[str]]:
         prune, train = dict(self.prune), dict(self.train)
@@ -104,6 +106,8 @@ def plan(name: str, cfg: dict) -> Plan:
     if name == "asvd":  # the sensitivity search dominates: scale its windows, shorten the statistics pass
         s = section
         p.knob, p.target, p.units = "--asvd-sens-samples", s["sens_samples"] * s["sens_seq_len"] / SEQ, CALIB_UNITS
+        p.apart = "factoring"  # its SVDs: as many as the search truncates, whatever the windows
+        p.reduced.append("its factoring stage's seconds fitted apart, as their mean per layer")
         p.prune |= {"--asvd-sens-seq-len": str(SEQ), "--calib-samples": str(p.units[-1]), "--calib-seq-len": str(SEQ)}
         stats = f"{s['calib_samples']}x{s['calib_seq_len']}"
         p.reduced.append(f"statistics {stats} -> {p.units[-1]}x{SEQ} tokens, not scaled")
@@ -296,7 +300,13 @@ def summarize(p: Plan, cases: dict, offload: bool, host_per_layer: float = 0.0) 
     if not cases or len(ok) < len(cases) or len({c["layers"] for c in ok}) < 2:
         return {"error": next((c["error"] for c in cases.values() if "error" in c), "fewer than two layer counts")}
     grid = {(c["layers"], c["units"]): c for c in ok}
-    seconds = (fit_tail if p.depth == "tail" else fit)({k: c["cpu_s"] for k, c in grid.items()})
+    if p.apart and any(p.apart not in c.get("stage_seconds", {}) for c in ok):
+        return {"error": f"a case records no {p.apart} seconds (measured before they were): rerun it"}
+    cpu = {k: c["cpu_s"] for k, c in grid.items()}
+    if p.apart:  # stage seconds are wall seconds: one thread, so about its CPU seconds
+        seconds = fit_apart(cpu, {k: c["stage_seconds"][p.apart] for k, c in grid.items()}, p.depth == "tail")
+    else:
+        seconds = (fit_tail if p.depth == "tail" else fit)(cpu)
     top = max(k[1] for k in grid)  # peak memory: a line in layers at the largest setting measured (rehearsal_fit)
     memory = fit({(k[0], 1): _peak(c) for k, c in grid.items() if k[1] == top})
     weights = fit({(k[0], 1): c["weight_bytes_fp32"] for k, c in grid.items()})

@@ -279,10 +279,11 @@ def test_a_window_case_runs_the_configured_length_and_enters_no_fit(monkeypatch)
     assert len(seen) == 1
 
     def case(layers, units, peak, cpu):
-        return {"layers": layers, "units": units, "cpu_s": cpu, "peak_rss": peak, "base_rss": 0, "weight_bytes_fp32": 1}
+        row = {"layers": layers, "units": units, "cpu_s": cpu, "peak_rss": peak, "base_rss": 0, "weight_bytes_fp32": 1}
+        return row | {"stage_seconds": {"factoring": 1.0}}  # ASVD's, fitted apart
 
-    cases = {"L1-n1": case(1, 1, 4e9, 10), "L1-n2": case(1, 2, 4e9, 12), "L2-n1": case(2, 1, 5e9, 20)}
-    cases["L2-n2"] = case(2, 2, 5e9, 25)
+    cases = {"L1-n1": case(1, 1, 4e9, 10), "L1-n8": case(1, 8, 4e9, 12), "L2-n1": case(2, 1, 5e9, 20)}
+    cases["L2-n8"] = case(2, 8, 5e9, 25)
     plain = scale_rehearsal.summarized("asvd", cases, "llama2-7b", "cuda", cfg)
     window = case(1, 1, 7.5e9, 99) | {"window_tokens": 2048}
     both = scale_rehearsal.summarized("asvd", cases | {"L1-n1-w2048": window}, "llama2-7b", "cuda", cfg)
@@ -292,6 +293,35 @@ def test_a_window_case_runs_the_configured_length_and_enters_no_fit(monkeypatch)
         "(+3.50 GB, in the case's dtype; not in the predictions above)"
     ]
     assert scale_rehearsal.table({"asvd": both}, "llama2-7b") == scale_rehearsal.table({"asvd": plain}, "llama2-7b")
+    assert "error" not in plain["summary"]
+
+
+def test_asvd_time_is_fitted_with_its_factoring_apart():
+    """ASVD's cases: CPU seconds = a quadratic-in-depth window model (rehearsal_fit.Tail) + factoring seconds that
+    differ from case to case (which projections the search truncates). The prediction is the model at 32 layers and
+    paper.yaml's windows plus the factoring's mean per layer × 32, whatever the spread; a case without the stage's
+    seconds is not fitted."""
+    from rehearsal_fit import Tail
+
+    cfg = scale_rehearsal.paper_config()
+    p = scale_rehearsal.plan("asvd", cfg)
+    truth = Tail(a=30.0, b=100.0, f=20.0, e=5.0)
+    factoring = {(1, 1): 143.0, (1, 8): 186.0, (2, 1): 349.0, (2, 8): 327.0}  # the spread run 4 measured
+
+    def case(layers, units):
+        cpu = truth(layers, units) + factoring[(layers, units)]
+        row = {"layers": layers, "units": units, "cpu_s": cpu, "peak_rss": 4e9 + layers, "base_rss": 0}
+        return row | {
+            "weight_bytes_fp32": 1,
+            "stage_seconds": {"sensitivity": 1.0, "factoring": factoring[(layers, units)]},
+        }
+
+    cases = {f"L{k[0]}-n{k[1]}": case(*k) for k in factoring}
+    got = scale_rehearsal.summarized("asvd", cases, "llama2-7b", "cuda", cfg)["summary"]
+    per_layer = (143.0 + 186.0 + 349.0 / 2 + 327.0 / 2) / 4
+    assert got["pred_cpu_s"] == pytest.approx(truth(32, p.target) + 32 * per_layer)
+    del cases["L2-n8"]["stage_seconds"]["factoring"]
+    assert "factoring" in scale_rehearsal.summarized("asvd", cases, "llama2-7b", "cuda", cfg)["summary"]["error"]
 
 
 @pytest.mark.parametrize("argv", [["--window-only"], ["--window-tokens", "0"]])
