@@ -264,7 +264,7 @@ def window_lines(results: dict) -> list[str]:
                 continue
             lines.append(
                 f"{head}: peak {_peak(c) / GB:.2f} GB against {_peak(base) / GB:.2f} GB at {SEQ} tokens "
-                f"(+{(_peak(c) - _peak(base)) / GB:.2f} GB, in the case's dtype; not in the predictions above)"
+                f"({(_peak(c) - _peak(base)) / GB:+.2f} GB, in the case's dtype; not in the predictions above)"
             )
     return lines
 
